@@ -1,0 +1,41 @@
+# Two commands on a fresh machine: `make reproduce` and `make test`.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+TORCH  := torch==2.13.0
+STAMP  := $(VENV)/.installed
+PROFILE ?= default
+OUT    ?= results
+
+.PHONY: install test reproduce bench lint clean
+
+$(PY):
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found; set PYTHON=python3.x (3.10+)"; exit 2; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+# torch is installed first and pinned, so that nothing later pulls a multi-GB CUDA build.
+$(STAMP): $(PY) pyproject.toml
+	$(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e ".[dev,ray]" "$(TORCH)"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+	RAY_AUTH_MODE=disabled $(PY) -m pytest -q -p no:cacheprovider
+
+reproduce: $(STAMP)
+	$(VENV)/bin/irlhf reproduce --profile $(PROFILE) --out $(OUT)
+
+bench: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[bench]" "$(TORCH)"
+	$(PY) benchmarks/run.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) results
