@@ -1,0 +1,107 @@
+"""DAgger and on-policy distillation: the expert relabels the learner's own prefixes.
+
+DAgger (Ross, Gordon & Bagnell 2011): start from behaviour cloning on the demonstrations; each
+round, roll out a mixture of expert-side data and the current learner, ask the `ExpertOracle` for
+a label at every visited prefix, aggregate, refit. The mixture is per sequence: a fraction
+beta_r = beta0 * beta_decay^(r-1) of round r's sequences is redrawn from the demonstrations, the
+rest are the learner's rollouts (Ross et al. note beta_1 = 1, beta_r = 0 later works well).
+
+With soft labels this is on-policy distillation (GKD, Agarwal et al. 2024): the loss is the
+generalized JSD to the expert's next-token distribution and `lmbda` — the fraction of
+learner-generated sequences — replaces the beta schedule (beta_r = 1 - lmbda).
+Every label counts against the oracle's budget.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from irlhf.algorithms.sft import SFTConfig, demonstration_labels, fit_neural, fit_tabular
+from irlhf.policies.tabular import TabularPolicy
+from irlhf.types import ExpertLabels, Sequences
+from irlhf.worlds.base import Demonstrations, ExpertOracle
+
+
+@dataclass(frozen=True)
+class DAggerConfig:
+    rounds: int = 8
+    """Relabelling rounds after the initial behaviour-cloning fit."""
+    rollouts_per_round: int = 50
+    """Sequences labelled by the oracle per round."""
+    labels: str = "hard"
+    """"hard" (a sampled expert token, DAgger) or "soft" (the expert distribution, GKD)."""
+    beta0: float = 0.5
+    """Fraction of round 1's sequences drawn from the demonstrations instead of the learner."""
+    beta_decay: float = 0.5
+    """beta_r = beta0 * beta_decay^(r - 1)."""
+    lmbda: float | None = None
+    """GKD's fraction of learner-generated sequences; when set, beta_r = 1 - lmbda every round."""
+    fit: SFTConfig = field(default_factory=SFTConfig)
+    """How each round refits (tabular smoothing; neural steps, lr, jsd_beta)."""
+
+    def __post_init__(self) -> None:
+        if self.labels not in ("hard", "soft"):
+            raise ValueError(f"labels must be 'hard' or 'soft' (got {self.labels!r})")
+        if self.rounds < 0 or self.rollouts_per_round < 1:
+            raise ValueError("rounds must be >= 0 and rollouts_per_round >= 1")
+        for name in ("beta0", "beta_decay"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1 (got {getattr(self, name)})")
+        if self.lmbda is not None and not 0.0 <= self.lmbda <= 1.0:
+            raise ValueError(f"lmbda must be between 0 and 1 (got {self.lmbda})")
+
+    def beta(self, round_: int) -> float:
+        """The demonstration fraction of round `round_` (1-based)."""
+        if self.lmbda is not None:
+            return 1.0 - self.lmbda
+        return self.beta0 * self.beta_decay ** (round_ - 1)
+
+
+def train_dagger(
+    policy,
+    demos: Demonstrations,
+    oracle: ExpertOracle,
+    dynamics,
+    config: DAggerConfig = DAggerConfig(),
+    generator: torch.Generator | None = None,
+):
+    """Returns (policy, records). `policy` is a TabularPolicy (shape only) or a neural policy
+    trained in place; `dynamics` gives prompts, states and tabular rollouts."""
+    generator = generator or torch.Generator().manual_seed(0)
+    tabular = isinstance(policy, TabularPolicy)
+    soft = config.labels == "soft"
+    optimizer = None if tabular else torch.optim.AdamW(policy.parameters(), lr=config.fit.lr)
+
+    def refit(dataset: list[ExpertLabels]) -> list[dict]:
+        nonlocal policy
+        if tabular:
+            policy = fit_tabular(dataset, dynamics, config.fit.smoothing)
+            return []
+        return fit_neural(policy, dataset, config.fit, generator, optimizer)
+
+    # Round 0: behaviour cloning (soft mode relabels the demonstrations with the expert).
+    dataset = [oracle.label(demos.sequences, soft=True) if soft else demonstration_labels(demos)]
+    records = [{"round": 0, **r} for r in refit(dataset)]
+    for round_ in range(1, config.rounds + 1):
+        n_demo = round(config.beta(round_) * config.rollouts_per_round)
+        seqs = _learner_rollouts(policy, dynamics, config.rollouts_per_round - n_demo, generator)
+        if n_demo:
+            picks = torch.randint(demos.n, (n_demo,), generator=generator)
+            seqs = Sequences.concat([s for s in (seqs, demos.sequences[picks]) if s is not None])
+        dataset.append(oracle.label(seqs, soft=soft, generator=generator))
+        fit_records = refit(dataset)
+        records += [{"round": round_, **r} for r in fit_records]
+        records.append({"round": round_, "oracle/queries": oracle.queries, "dagger/beta": config.beta(round_)})
+    return policy, records
+
+
+def _learner_rollouts(policy, dynamics, n: int, generator: torch.Generator) -> Sequences | None:
+    if n == 0:
+        return None
+    if isinstance(policy, TabularPolicy):
+        return dynamics.rollout(policy, n, generator)
+    prompts = dynamics.sample_prompts(n, generator).to(policy.device)
+    with torch.inference_mode():
+        return policy.sample(prompts, max_new_tokens=dynamics.horizon, generator=generator).to("cpu")

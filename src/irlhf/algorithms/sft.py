@@ -1,0 +1,148 @@
+"""Supervised fine-tuning = behaviour cloning: fit the policy to labelled prefixes.
+
+Tabular: smoothed counts, pi(a|s) = (n(s, a) + k) / (n(s) + k V) — the maximum-likelihood table
+with add-k smoothing. Neural: minibatch NLL (hard labels) or generalized JSD to the expert's
+distribution (soft labels, Agarwal et al. 2024). `fit` is the one fitting step that SFT, DAgger and
+on-policy distillation all call; `train_sft` fits the demonstrations' own next tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from irlhf import losses
+from irlhf.policies.tabular import TabularPolicy
+from irlhf.types import ExpertLabels, Sequences
+from irlhf.worlds.base import Demonstrations
+
+
+@dataclass(frozen=True)
+class SFTConfig:
+    smoothing: float = 0.1
+    """Tabular: add-k pseudo-count per (state, token)."""
+    steps: int = 300
+    """Neural: optimiser steps per fit."""
+    batch_size: int = 32
+    """Neural: sequences per optimiser step."""
+    lr: float = 3e-3
+    """Neural: AdamW learning rate."""
+    weight_decay: float = 0.0
+    """Neural: AdamW weight decay."""
+    jsd_beta: float = 0.0
+    """Soft labels: generalized-JSD beta (0 = forward KL expert||student, 1 = reverse KL)."""
+
+    def __post_init__(self) -> None:
+        if self.smoothing < 0:
+            raise ValueError(f"smoothing must be >= 0 (got {self.smoothing})")
+        if self.steps < 0 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError("steps must be >= 0, batch_size >= 1 and lr > 0")
+        if not 0.0 <= self.jsd_beta <= 1.0:
+            raise ValueError(f"jsd_beta must be between 0 and 1 (got {self.jsd_beta})")
+
+
+def demonstration_labels(demos: Demonstrations) -> ExpertLabels:
+    """The demonstrations as labels: every completion token labels its own prefix."""
+    seqs = demos.sequences
+    return ExpertLabels(seqs, seqs.completion_mask, actions=seqs.tokens)
+
+
+def fit_tabular(
+    labels: list[ExpertLabels], dynamics, smoothing: float
+) -> TabularPolicy:
+    """The smoothed maximum-likelihood table for all labelled (state, token) pairs."""
+    counts = torch.zeros(dynamics.n_states, dynamics.vocab_size, dtype=torch.float64)
+    for batch in labels:
+        states = dynamics.states(batch.sequences)[batch.mask]  # (N,)
+        if batch.soft:
+            counts.index_add_(0, states, batch.probs[batch.mask].double())
+        else:
+            flat = states * dynamics.vocab_size + batch.actions[batch.mask]
+            counts.view(-1).index_add_(0, flat, torch.ones(len(flat), dtype=torch.float64))
+    counts += smoothing
+    totals = counts.sum(dim=1, keepdim=True)
+    # A state never labelled and unsmoothed gets the uniform distribution.
+    probs = torch.where(totals > 0, counts / totals.clamp_min(1e-300), 1.0 / dynamics.vocab_size)
+    return TabularPolicy(probs)
+
+
+def label_loss(policy, batch: ExpertLabels, jsd_beta: float) -> tuple[torch.Tensor, dict]:
+    """NLL of hard labels or generalized JSD to soft labels, at the labelled positions."""
+    logits = policy.next_token_logits(batch.sequences.to(policy.device))  # (B, T, A)
+    mask = batch.mask.to(policy.device)
+    if batch.soft:
+        teacher = batch.probs.to(policy.device).clamp_min(1e-12).log().to(logits.dtype)
+        return losses.generalized_jsd(logits, teacher, jsd_beta, mask=mask)
+    return losses.nll(logits, batch.actions.to(policy.device), mask)
+
+
+def fit_neural(
+    policy,
+    labels: list[ExpertLabels],
+    config: SFTConfig,
+    generator: torch.Generator,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> list[dict]:
+    """`config.steps` minibatch steps on the union of `labels` (sampled uniformly over sequences).
+    Returns one metric record per step."""
+    optimizer = optimizer or torch.optim.AdamW(
+        policy.parameters(), lr=config.lr, weight_decay=config.weight_decay
+    )
+    sizes = torch.tensor([b.sequences.batch_size for b in labels])
+    offsets = torch.cumsum(sizes, 0) - sizes
+    records = []
+    policy.train()
+    for step in range(config.steps):
+        picks = torch.randint(int(sizes.sum()), (config.batch_size,), generator=generator)
+        batch = _gather(labels, offsets, picks)
+        loss, metrics = label_loss(policy, batch, config.jsd_beta)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+        optimizer.step()
+        records.append({"step": step, **metrics})
+    policy.eval()
+    return records
+
+
+def _gather(labels: list[ExpertLabels], offsets: torch.Tensor, picks: torch.Tensor) -> ExpertLabels:
+    """Rows `picks` (global indices) of a list of label batches with equal lengths and kinds."""
+    which = torch.searchsorted(offsets, picks, right=True) - 1
+    parts = []
+    for i in which.unique().tolist():
+        rows = picks[which == i] - offsets[i]
+        b = labels[i]
+        parts.append(
+            ExpertLabels(
+                b.sequences[rows],
+                b.mask[rows],
+                actions=None if b.soft else b.actions[rows],
+                probs=b.probs[rows] if b.soft else None,
+            )
+        )
+    if len(parts) == 1:
+        return parts[0]
+    soft = parts[0].soft
+    return ExpertLabels(
+        Sequences.concat([p.sequences for p in parts]),
+        torch.cat([p.mask for p in parts]),
+        actions=None if soft else torch.cat([p.actions for p in parts]),
+        probs=torch.cat([p.probs for p in parts]) if soft else None,
+    )
+
+
+def train_sft(
+    policy,
+    demos: Demonstrations,
+    dynamics,
+    config: SFTConfig = SFTConfig(),
+    generator: torch.Generator | None = None,
+):
+    """Behaviour cloning on the demonstrations. `policy` is a TabularPolicy (only its shape is
+    used) or a neural policy trained in place. Returns (policy, records)."""
+    labels = [demonstration_labels(demos)]
+    if isinstance(policy, TabularPolicy):
+        return fit_tabular(labels, dynamics, config.smoothing), []
+    generator = generator or torch.Generator().manual_seed(0)
+    return policy, fit_neural(policy, labels, config, generator)

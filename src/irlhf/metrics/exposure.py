@@ -1,0 +1,213 @@
+"""Exposure bias: how a learner's errors compound along its own generations.
+
+Following Arora et al. 2022 ("Why exposure bias matters"), with the per-step loss
+l(prefix) = KL(expert(. | prefix) || model(. | prefix)):
+
+    eps_<=L  = (1/L) sum_{t<L} E_{prefix ~ expert}[l]      (error on the expert's own prefixes)
+    R_<=L    = sum_{t<L} E_{prefix ~ model}[l]             (error summed along the model's generations)
+    AccErr_<=L    = R_<=L / eps_<=L                       (between L and L^2)
+    %ExAccErr_<=L = (R_<=L - L eps_<=L) / (L eps_<=L) * 100
+
+plus the true-return regret J_L(expert) - J_L(model) for every L <= horizon and the power-law
+exponent of regret against L (Ross & Bagnell 2010: ~2 for behaviour cloning when mistakes lead
+where the expert never went, ~1 for DAgger).
+
+Tabular policies in the automaton world get exact values by dynamic programming over the latent
+states (float64). Neural policies get Monte-Carlo estimates with the exact expert distribution at
+each sampled prefix, with standard errors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy import stats
+from torch import Tensor
+
+from irlhf.policies.tabular import TabularPolicy
+from irlhf.types import Sequences
+from irlhf.worlds.automaton import AutomatonWorld
+
+
+@dataclass(frozen=True)
+class ExposureBias:
+    """Per prefix length L = 1..horizon (index L-1). Standard errors are None when exact."""
+
+    eps: np.ndarray
+    """eps_<=L: mean per-step KL(expert || model) on expert prefixes (nats)."""
+    R: np.ndarray
+    """R_<=L: summed per-step KL(expert || model) along model generations (nats)."""
+    acc_err: np.ndarray
+    pct_ex_acc_err: np.ndarray
+    regret: np.ndarray
+    """J_L(expert) - J_L(model), true-return regret (reward units)."""
+    regret_se: np.ndarray | None = None
+    R_se: np.ndarray | None = None
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.arange(1, len(self.eps) + 1)
+
+
+def _kl_rows(p: Tensor, q: Tensor) -> Tensor:
+    """KL(p || q) per row of two [..., V] distributions, 0 log 0 = 0."""
+    log_ratio = torch.where(p > 0, p.log() - q.log(), torch.zeros_like(p))
+    return (p * log_ratio).sum(dim=-1)
+
+
+def occupancy(world: AutomatonWorld, policy: TabularPolicy, horizon: int) -> Tensor:
+    """[horizon, S] float64: d_t(s) = P(state at step t = s) when acting with `policy`."""
+    _check_policy(world, policy)
+    S = world.n_states
+    # One-step state transition matrix under the policy: P[s, s'] = sum_a pi(a|s) [delta(s,a)=s'].
+    flat = (torch.arange(S).unsqueeze(1) * S + world.transition).flatten()
+    P = torch.zeros(S * S, dtype=torch.float64).index_add_(0, flat, policy.probs.flatten())
+    P = P.view(S, S)
+    d = torch.empty(horizon, S, dtype=torch.float64)
+    d[0] = world.start
+    for t in range(1, horizon):
+        d[t] = d[t - 1] @ P
+    return d
+
+
+def expected_rewards(world: AutomatonWorld, policy: TabularPolicy, horizon: int) -> Tensor:
+    """[horizon] float64: E[r_t] at each step under `policy`."""
+    step_reward = (policy.probs * world.reward_table).sum(dim=1)  # (S,)
+    return occupancy(world, policy, horizon) @ step_reward
+
+
+def exact_return(world: AutomatonWorld, policy: TabularPolicy, horizon: int | None = None) -> float:
+    """J_T(policy): expected undiscounted return over `horizon` steps, exactly."""
+    horizon = world.horizon if horizon is None else horizon
+    return float(expected_rewards(world, policy, horizon).sum())
+
+
+def exposure_bias(
+    world: AutomatonWorld, policy: TabularPolicy, horizon: int | None = None
+) -> ExposureBias:
+    """Exact exposure-bias metrics of a tabular policy for every L = 1..horizon."""
+    horizon = world.horizon if horizon is None else horizon
+    kl = _kl_rows(world.expert.probs, policy.probs)  # (S,) per-state loss
+    expert_d = occupancy(world, world.expert, horizon)
+    model_d = occupancy(world, policy, horizon)
+    eps_steps = expert_d @ kl  # (horizon,)
+    r_steps = model_d @ kl
+    regret_steps = expected_rewards(world, world.expert, horizon) - expected_rewards(
+        world, policy, horizon
+    )
+    return _summarise(eps_steps.numpy(), r_steps.numpy(), regret_steps.numpy())
+
+
+def _summarise(
+    eps_steps: np.ndarray,
+    r_steps: np.ndarray,
+    regret_steps: np.ndarray,
+    regret_se: np.ndarray | None = None,
+    r_se: np.ndarray | None = None,
+) -> ExposureBias:
+    lengths = np.arange(1, len(eps_steps) + 1)
+    eps = np.cumsum(eps_steps) / lengths
+    R = np.cumsum(r_steps)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        acc_err = R / eps
+        pct = (R - lengths * eps) / (lengths * eps) * 100.0
+    return ExposureBias(eps, R, acc_err, pct, np.cumsum(regret_steps), regret_se, r_se)
+
+
+def exposure_bias_mc(
+    world: AutomatonWorld,
+    policy,  # a CausalLMPolicy (anything with next_token_logits and sample)
+    n_samples: int,
+    generator: torch.Generator,
+    horizon: int | None = None,
+    batch_size: int = 256,
+) -> ExposureBias:
+    """Monte-Carlo exposure metrics of a neural policy, with standard errors of R and regret.
+
+    R and regret come from `n_samples` of the model's own generations; eps from as many
+    expert-generated sequences, each scored with the exact expert distribution per prefix."""
+    horizon = world.horizon if horizon is None else horizon
+    expert_exact = expected_rewards(world, world.expert, horizon).numpy()
+
+    def per_step(seqs: Sequences) -> tuple[Tensor, Tensor]:
+        with torch.inference_mode():
+            logits = policy.next_token_logits(seqs.to(policy.device)).double().cpu()
+        model_probs = torch.softmax(logits[:, 1:], dim=-1)  # (B, horizon, V)
+        kl = _kl_rows(world.expert_probs(seqs)[:, 1:], model_probs)
+        return kl, world.true_rewards(seqs)[:, 1:]
+
+    model_kl, model_rewards, expert_kl = [], [], []
+    for start in range(0, n_samples, batch_size):
+        n = min(batch_size, n_samples - start)
+        with torch.inference_mode():
+            own = policy.sample(
+                world.sample_prompts(n, generator).to(policy.device), horizon, generator=generator
+            ).to("cpu")
+        kl, rewards = per_step(own)
+        model_kl.append(kl)
+        model_rewards.append(rewards)
+        expert_kl.append(per_step(world.rollout(world.expert, n, generator, horizon))[0])
+    model_kl_t, rewards_t = torch.cat(model_kl), torch.cat(model_rewards)
+    cum_kl = model_kl_t.cumsum(dim=1).numpy()  # (N, horizon): per-sample R_<=L
+    cum_regret = expert_exact.cumsum() - rewards_t.cumsum(dim=1).numpy()
+    sqrt_n = np.sqrt(len(cum_kl))
+    return _summarise(
+        torch.cat(expert_kl).mean(dim=0).numpy(),
+        model_kl_t.mean(dim=0).numpy(),
+        expert_exact - rewards_t.mean(dim=0).numpy(),
+        regret_se=cum_regret.std(axis=0, ddof=1) / sqrt_n,
+        r_se=cum_kl.std(axis=0, ddof=1) / sqrt_n,
+    )
+
+
+@dataclass(frozen=True)
+class PowerLaw:
+    """y ~ c * L^exponent fitted on log-log axes, with a confidence interval."""
+
+    exponent: float
+    ci_low: float
+    ci_high: float
+    prefactor: float
+
+
+def fit_power_law(lengths: np.ndarray, values: np.ndarray, confidence: float = 0.95) -> PowerLaw:
+    """Least-squares slope of log(values) on log(lengths); interval from the slope's t-statistic.
+
+    values: [n_lengths] or [n_seeds, n_lengths]. With several seeds the interval is a percentile
+    bootstrap over seeds (the curves within a seed are correlated, so the OLS interval of one
+    curve would be too narrow)."""
+    lengths = np.asarray(lengths, dtype=float)
+    values = np.atleast_2d(np.asarray(values, dtype=float))
+    if values.shape[1] != len(lengths):
+        raise ValueError(f"values must have {len(lengths)} columns, got {values.shape[1]}")
+    if np.any(values.mean(axis=0) <= 0):
+        raise ValueError("a power law needs positive values at every length")
+    x = np.log(lengths)
+
+    def slope(curve: np.ndarray) -> tuple[float, float, float]:
+        fit = stats.linregress(x, np.log(curve))
+        return fit.slope, fit.intercept, fit.stderr
+
+    exponent, intercept, stderr = slope(values.mean(axis=0))
+    if values.shape[0] == 1:
+        t = stats.t.ppf(0.5 + confidence / 2, df=max(len(x) - 2, 1))
+        lo, hi = exponent - t * stderr, exponent + t * stderr
+    else:
+        rng = np.random.default_rng(0)
+        boots = []
+        for _ in range(2000):
+            curve = values[rng.integers(0, len(values), len(values))].mean(axis=0)
+            if np.all(curve > 0):
+                boots.append(slope(curve)[0])
+        lo, hi = np.quantile(boots, [(1 - confidence) / 2, (1 + confidence) / 2])
+    return PowerLaw(float(exponent), float(lo), float(hi), float(np.exp(intercept)))
+
+
+def _check_policy(world: AutomatonWorld, policy: TabularPolicy) -> None:
+    if tuple(policy.probs.shape) != (world.n_states, world.vocab_size):
+        raise ValueError(
+            f"policy table must be [{world.n_states}, {world.vocab_size}] for this world, "
+            f"got {tuple(policy.probs.shape)}"
+        )

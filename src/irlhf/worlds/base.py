@@ -1,0 +1,117 @@
+"""The World protocol and the feedback channels algorithms are allowed to see.
+
+Algorithms never receive a World's ground truth. They receive a channel — `Demonstrations`,
+`ExpertOracle` (and, for RLHF, an `Annotator`) — whose use is counted against a budget, so methods
+are compared at equal feedback cost. They may use the dynamics (`sample_prompts`, `states`),
+as the essay's IRL does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+
+from irlhf.types import ExpertLabels, Sequences
+
+
+class BudgetExceeded(RuntimeError):
+    """A feedback channel was asked for more than its budget."""
+
+
+class World(Protocol):
+    """What every world provides. `true_rewards` is for metrics only."""
+
+    vocab_size: int
+    horizon: int
+
+    @property
+    def token_vocab_size(self) -> int: ...
+    def sample_prompts(self, n: int, generator: torch.Generator) -> Tensor: ...
+    def expert_probs(self, seqs: Sequences) -> Tensor: ...
+    def true_rewards(self, seqs: Sequences) -> Tensor: ...
+    def demonstrator(self, temperature: float = 1.0, epsilon: float = 0.0) -> Any: ...
+
+
+def rollout(
+    world: Any, policy: Any, n: int, generator: torch.Generator, horizon: int | None = None
+) -> Sequences:
+    """n sequences from `policy` in `world`: tabular policies act on latent states, neural ones
+    on tokens (prompts from the world's start distribution)."""
+    horizon = world.horizon if horizon is None else horizon
+    if hasattr(world, "rollout") and hasattr(policy, "probs"):
+        return world.rollout(policy, n, generator, horizon)
+    prompts = world.sample_prompts(n, generator)
+    return policy.sample(prompts, max_new_tokens=horizon, generator=generator)
+
+
+@dataclass
+class Demonstrations:
+    """N sequences from the demonstrator: the expert at sampling `temperature`, mixed with
+    uniform noise with weight `epsilon`. `sequences` is all an imitation learner sees."""
+
+    sequences: Sequences
+    temperature: float
+    epsilon: float
+
+    @staticmethod
+    def collect(
+        world: Any,
+        n: int,
+        generator: torch.Generator,
+        temperature: float = 1.0,
+        epsilon: float = 0.0,
+        horizon: int | None = None,
+    ) -> Demonstrations:
+        if n < 1:
+            raise ValueError(f"n_demonstrations must be >= 1 (got {n})")
+        if temperature < 0:
+            raise ValueError(f"demo_temperature must be >= 0 (got {temperature})")
+        demonstrator = world.demonstrator(temperature, epsilon)
+        return Demonstrations(
+            rollout(world, demonstrator, n, generator, horizon), temperature, epsilon
+        )
+
+    @property
+    def n(self) -> int:
+        return self.sequences.batch_size
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.sequences.completion_mask.sum().item())
+
+
+@dataclass
+class ExpertOracle:
+    """The expert's next-token distribution (soft label) or a sampled token (hard label) at any
+    prefix. Every labelled position counts as one query against `budget` (None = unlimited)."""
+
+    world: Any
+    budget: int | None = None
+    queries: int = field(default=0, init=False)
+
+    def label(
+        self,
+        seqs: Sequences,
+        soft: bool,
+        generator: torch.Generator | None = None,
+        mask: Tensor | None = None,
+    ) -> ExpertLabels:
+        """Label the completion positions of `seqs` (or the positions in `mask`)."""
+        mask = seqs.completion_mask if mask is None else mask & seqs.completion_mask
+        n = int(mask.sum().item())
+        if self.budget is not None and self.queries + n > self.budget:
+            raise BudgetExceeded(
+                f"expert oracle budget {self.budget} exceeded: {self.queries} used, {n} asked"
+            )
+        self.queries += n
+        probs = self.world.expert_probs(seqs)  # (B, T, V)
+        if soft:
+            return ExpertLabels(seqs, mask, probs=probs)
+        if generator is None:
+            raise ValueError("hard labels are sampled: pass a torch.Generator")
+        flat = probs.reshape(-1, probs.shape[-1]).float()
+        actions = torch.multinomial(flat, 1, generator=generator).view(seqs.tokens.shape)
+        return ExpertLabels(seqs, mask, actions=actions)
