@@ -146,7 +146,7 @@ class AutomatonWorld:
         # Good states: every token goes to a random good state, except trap tokens.
         transition = pick(good, (s.n_states, s.vocab_size))
         n_trap_tokens = min(s.n_trap_tokens, s.vocab_size - 1) if n_trap else 0
-        for state in good.tolist():
+        for state in good.tolist() if n_trap_tokens else []:
             trap_tokens = torch.randperm(s.vocab_size, generator=gen)[:n_trap_tokens]
             transition[state, trap_tokens] = pick(traps, (n_trap_tokens,))
         # Trap states: only exit tokens go back to a good state.

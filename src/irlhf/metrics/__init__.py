@@ -1,0 +1,1 @@
+"""Metrics computed from a World and a Policy: exposure bias, degeneration, reward."""
