@@ -17,88 +17,91 @@ later state is a function of the prefix (`states`).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor
 
 from irlhf.policies.tabular import TabularPolicy
 from irlhf.types import Sequences
 
 
-@dataclass(frozen=True)
-class AutomatonSpec:
-    """Every knob of an automaton world, with defaults (the `absorbing` regime)."""
+class AutomatonSpec(BaseModel):
+    """Every knob of an automaton world, with defaults (the `absorbing` regime). Also the
+    `[world]` table of an experiment config (validated; an error names the knob)."""
 
-    n_states: int = 80
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+    preset: str = "custom"
+    """The preset this spec started from (informational)."""
+    n_states: int = Field(80, ge=1)
     """Number of latent states, good and trap together."""
-    vocab_size: int = 64
+    vocab_size: int = Field(64, ge=1)
     """Number of action tokens."""
-    horizon: int = 128
+    horizon: int = Field(128, ge=1)
     """Default episode length in tokens (completion length)."""
-    trap_fraction: float = 0.5
+    trap_fraction: float = Field(0.5, ge=0.0, lt=1.0)
     """Fraction of states that are traps (at least one state stays good)."""
-    exit_prob: float = 1 / 64
+    exit_prob: float = Field(1 / 64, ge=0.0, le=1.0)
     """Fraction of tokens that leave a trap state (the uniform policy's exit chance per step)."""
-    n_trap_tokens: int = 2
+    n_trap_tokens: int = Field(2, ge=0)
     """Tokens per good state that lead into a trap."""
-    trap_cost: float = 2.0
+    trap_cost: float = Field(2.0, ge=0.0)
     """Reward lost per step spent in a trap state (reward units)."""
-    reward_spread: float = 0.0
+    reward_spread: float = Field(0.0, ge=0.0)
     """Std of the reward of tokens in good states (reward units)."""
-    n_start_states: int = 4
+    n_start_states: int = Field(4, ge=1)
     """Number of good states the start distribution is uniform over."""
-    alpha: float = 0.1
+    alpha: float = Field(0.1, gt=0.0)
     """Temperature of the soft-optimal expert (reward units)."""
-    gamma: float = 0.95
+    gamma: float = Field(0.95, ge=0.0, lt=1.0)
     """Discount of the expert's soft value iteration."""
     seed: int = 0
     """Seed of the world's structure (transitions, rewards, start states)."""
 
-    def __post_init__(self) -> None:
-        checks = [
-            ("n_states", self.n_states >= 1, "must be an integer >= 1"),
-            ("vocab_size", self.vocab_size >= 1, "must be an integer >= 1"),
-            ("horizon", self.horizon >= 1, "must be an integer >= 1"),
-            ("trap_fraction", 0.0 <= self.trap_fraction < 1.0, "must be in [0, 1)"),
-            ("exit_prob", 0.0 <= self.exit_prob <= 1.0, "must be between 0 and 1"),
-            ("n_trap_tokens", self.n_trap_tokens >= 0, "must be an integer >= 0"),
-            ("trap_cost", self.trap_cost >= 0, "must be >= 0"),
-            ("reward_spread", self.reward_spread >= 0, "must be >= 0"),
-            ("n_start_states", self.n_start_states >= 1, "must be an integer >= 1"),
-            ("alpha", self.alpha > 0, "must be > 0"),
-            ("gamma", 0.0 <= self.gamma < 1.0, "must be in [0, 1)"),
-        ]
-        for name, ok, allowed in checks:
-            if not ok:
-                raise ValueError(f"{name}: {allowed} (got {getattr(self, name)!r})")
-
     def replace(self, **changes: object) -> AutomatonSpec:
-        unknown = set(changes) - {f.name for f in fields(self)}
+        unknown = set(changes) - set(type(self).model_fields)
         if unknown:
-            allowed = ", ".join(f.name for f in fields(self))
+            allowed = ", ".join(type(self).model_fields)
             raise ValueError(f"unknown automaton knob(s) {sorted(unknown)}; allowed: {allowed}")
-        return AutomatonSpec(**{**asdict(self), **changes})
+        return AutomatonSpec(**{**self.model_dump(), **changes})
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_preset(cls, data: object) -> object:
+        """`{preset = "absorbing", horizon = 64}`: the preset's knobs, then the overrides."""
+        if isinstance(data, dict) and data.get("preset", "custom") != "custom":
+            name = data["preset"]
+            if name not in PRESETS:
+                raise ValueError(f"unknown world preset {name!r}; allowed: {', '.join(PRESETS)}")
+            return {**PRESETS[name][1].model_dump(), **data}
+        return data
+
+
+def _preset(name: str, **knobs: object) -> AutomatonSpec:
+    return AutomatonSpec(**knobs).model_copy(update={"preset": name})
 
 
 PRESETS: dict[str, tuple[str, AutomatonSpec]] = {
     "absorbing": (
         "traps are (almost) absorbing: one exit token in 64; little reward spread (compounding)",
-        AutomatonSpec(),
+        _preset("absorbing"),
     ),
     "recoverable": (
         "every token leaves a trap: mistakes self-correct in one step (compounding control)",
-        AutomatonSpec(exit_prob=1.0),
+        _preset("recoverable", exit_prob=1.0),
     ),
     "spread": (
         "reward spread among safe tokens, short horizon: room to beat the demonstrations (outperform)",
-        AutomatonSpec(
+        _preset(
+            "spread",
             n_states=32, vocab_size=16, horizon=32, reward_spread=1.0, trap_cost=2.0, exit_prob=0.25
         ),
     ),
     "tiny": (
         "3 states, 2 tokens, horizon 4: small enough to enumerate every sequence (tests)",
-        AutomatonSpec(
+        _preset(
+            "tiny",
             n_states=3, vocab_size=2, horizon=4, trap_fraction=0.34, n_trap_tokens=1,
             exit_prob=0.5, reward_spread=0.5, n_start_states=1, alpha=0.5,
         ),
@@ -260,7 +263,7 @@ def make_world(preset: str = "absorbing", **knobs: object) -> AutomatonWorld:
     """A preset world with some knobs overridden: `make_world("absorbing", horizon=64)`."""
     if preset not in PRESETS:
         raise ValueError(f"unknown world preset {preset!r}; allowed: {', '.join(PRESETS)}")
-    return AutomatonWorld(PRESETS[preset][1], **knobs)
+    return AutomatonWorld(AutomatonSpec(preset=preset, **knobs))
 
 
 class Dynamics:
