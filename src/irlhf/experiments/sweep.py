@@ -1,0 +1,234 @@
+"""Sweeps: run many configs on a local process pool, on Ray, or inline, and gather the table.
+
+Workers receive a `Job` — the kind's name, the module that registers it, the resolved config as
+JSON and the root directory — never a pickled model: each worker imports the kind modules
+(`load_kinds()` plus the registering module) and validates the JSON itself. Finished runs are
+read back in the parent without starting a worker, so re-running a finished sweep costs
+seconds. A run that raises is recorded as failed and the others go on; a worker that dies
+(segfault, out of memory) fails the runs it took down, which the next sweep retries.
+
+Executors:
+  inline  one run after another in this process (debugging, tests)
+  local   concurrent.futures.ProcessPoolExecutor with the spawn start method; each worker uses
+          cpu_count // workers torch threads, so that workers do not oversubscribe the cores
+  ray     one Ray task (num_cpus=1) per run; ``ray.init(address=...)`` to join a cluster, or a
+          local Ray with the machine's cores. On a multi-node cluster, `root` must be a shared
+          filesystem for the cache and resume to work across nodes (records come back either way).
+"""
+
+from __future__ import annotations
+
+import importlib
+import multiprocessing
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from pydantic import BaseModel
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from irlhf.experiments.config import canonical_json, run_hash
+from irlhf.experiments.errors import ConfigError
+from irlhf.experiments.kinds import load_kinds
+from irlhf.experiments.registry import get_kind, kind_of
+from irlhf.experiments.results import results_table
+from irlhf.experiments.run import RunResult, finished_result, one_line, run_dir_of, run_one
+
+EXECUTORS = ("local", "ray", "inline")
+
+OnDone = Callable[[int, dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class Job:
+    """What a worker needs to run one config; plain strings, so any executor can ship it."""
+
+    kind: str
+    module: str
+    config_json: str
+    root: str
+
+
+def make_job(config: BaseModel, root: Path) -> Job:
+    kind = kind_of(config)
+    return Job(kind.name, kind.module, canonical_json(config), str(root))
+
+
+def run_job(job: Job) -> dict[str, Any]:
+    """Worker entry point: register the kinds, rebuild the config from JSON, run it."""
+    load_kinds()
+    importlib.import_module(job.module)
+    config = get_kind(job.kind).config_model.model_validate_json(job.config_json)
+    return run_one(config, Path(job.root)).to_dict()
+
+
+def _crashed(job: Job, exc: BaseException) -> dict[str, Any]:
+    """The result of a run whose worker died before it could report."""
+    config = get_kind(job.kind).config_model.model_validate_json(job.config_json)
+    run_dir = run_dir_of(config, Path(job.root))
+    error = f"worker died: {one_line(exc)}"
+    return RunResult(run_hash(config), job.kind, run_dir, "failed", error=error).to_dict()
+
+
+# ---- executors --------------------------------------------------------------------------------
+
+
+def _execute_inline(jobs: Sequence[Job], on_done: OnDone, **_: Any) -> None:
+    for i, job in enumerate(jobs):
+        on_done(i, run_job(job))
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _execute_local(jobs: Sequence[Job], on_done: OnDone, max_workers: int | None, **_: Any) -> None:
+    cpus = os.cpu_count() or 1
+    workers = max(1, min(max_workers or cpus, len(jobs)))
+    with ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(max(1, cpus // workers),),
+    ) as pool:
+        futures = {pool.submit(run_job, job): i for i, job in enumerate(jobs)}
+        for future in as_completed(futures):
+            i = futures[future]
+            try:
+                result = future.result()
+            except Exception as exc:  # BrokenProcessPool and the like
+                result = _crashed(jobs[i], exc)
+            on_done(i, result)
+
+
+def _execute_ray(jobs: Sequence[Job], on_done: OnDone, address: str | None, **_: Any) -> None:
+    import ray
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    try:
+        task = ray.remote(num_cpus=1, max_retries=0)(run_job)
+        refs = {task.remote(job): i for i, job in enumerate(jobs)}
+        pending = list(refs)
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            for ref in ready:
+                try:
+                    result = ray.get(ref)
+                except Exception as exc:  # the task's worker died
+                    result = _crashed(jobs[refs[ref]], exc)
+                on_done(refs[ref], result)
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+_EXECUTE = {"inline": _execute_inline, "local": _execute_local, "ray": _execute_ray}
+
+
+# ---- progress ---------------------------------------------------------------------------------
+
+
+def _progress_bar(enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("runs  [red]{task.fields[failed]} failed"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        disable=not enabled,
+    )
+
+
+# ---- sweeps -----------------------------------------------------------------------------------
+
+
+def check_executor(
+    executor: str, address: str | None = None, max_workers: int | None = None
+) -> None:
+    """Validate executor options (ConfigError naming the option and the allowed values)."""
+    if executor not in EXECUTORS:
+        allowed = ", ".join(EXECUTORS)
+        raise ConfigError("--executor", f"must be one of: {allowed} (got {executor!r})")
+    if address is not None and executor != "ray":
+        raise ConfigError("--address", f"only used with --executor ray (got {executor!r})")
+    if max_workers is not None and max_workers < 1:
+        raise ConfigError("--workers", f"must be >= 1 (got {max_workers})")
+
+
+def execute_runs(
+    runs: Sequence[tuple[BaseModel, Path]],
+    executor: str = "local",
+    address: str | None = None,
+    max_workers: int | None = None,
+    progress: bool = True,
+    description: str = "runs",
+) -> list[RunResult]:
+    """Run every (config, root) pair, finished ones read back, in the given order.
+
+    Duplicates (same root and run hash) run once and share the result.
+    """
+    check_executor(executor, address, max_workers)
+    keys = [(str(root), run_hash(config)) for config, root in runs]
+    unique = dict(zip(keys, runs, strict=True))
+    results: dict[tuple[str, str], RunResult] = {}
+    todo: list[tuple[tuple[str, str], Job]] = []
+    for key, (config, root) in unique.items():
+        done = finished_result(config, root)
+        if done is not None:
+            results[key] = done
+        else:
+            todo.append((key, make_job(config, root)))
+    with _progress_bar(progress) as bar:
+        task = bar.add_task(description, total=len(unique), completed=len(results), failed=0)
+        failed = 0
+
+        def on_done(i: int, result: dict[str, Any]) -> None:
+            nonlocal failed
+            results[todo[i][0]] = RunResult.from_dict(result)
+            failed += result["status"] != "done"
+            bar.update(task, advance=1, failed=failed)
+
+        if todo:
+            _EXECUTE[executor](
+                [job for _, job in todo], on_done, max_workers=max_workers, address=address
+            )
+    return [results[key] for key in keys]
+
+
+def run_sweep(
+    configs: Sequence[BaseModel],
+    root: Path,
+    executor: str = "local",
+    address: str | None = None,
+    max_workers: int | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Run every config under `root` and return the long results table (see `results`)."""
+    root = Path(root)
+    unique = list({run_hash(c): c for c in configs}.values())
+    results = execute_runs(
+        [(config, root) for config in unique], executor, address, max_workers, progress, "sweep"
+    )
+    return results_table(zip(unique, results, strict=True))
