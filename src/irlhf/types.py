@@ -64,9 +64,7 @@ class Sequences:
         return self.batch_size
 
     def __getitem__(self, index: slice | Tensor | list[int]) -> Sequences:
-        return Sequences(
-            self.tokens[index], self.prompt_mask[index], self.completion_mask[index]
-        )
+        return Sequences(self.tokens[index], self.prompt_mask[index], self.completion_mask[index])
 
     def to(self, device: torch.device | str) -> Sequences:
         return Sequences(
@@ -104,7 +102,7 @@ class ExpertLabels:
 
     sequences: the prefixes that were labelled
     mask:      [B, T] bool, the labelled positions (a subset of the completion positions)
-    actions:   [B, T] long, a hard label per position (the expert's sampled or greedy token), or None
+    actions:   [B, T] long, a hard label per position (a sampled expert token), or None
     probs:     [B, T, V] float, the expert's next-token distribution per position, or None
     Exactly one of `actions`, `probs` is given.
     """
@@ -117,7 +115,9 @@ class ExpertLabels:
     def __post_init__(self) -> None:
         shape = self.sequences.tokens.shape
         _check((self.actions is None) != (self.probs is None), "give exactly one of actions, probs")
-        _check(self.mask.shape == shape, f"mask must be {tuple(shape)}, got {tuple(self.mask.shape)}")
+        _check(
+            self.mask.shape == shape, f"mask must be {tuple(shape)}, got {tuple(self.mask.shape)}"
+        )
         _check(self.mask.dtype == torch.bool, "mask must be bool")
         if self.actions is not None:
             _check(self.actions.shape == shape, f"actions must be {tuple(shape)}")

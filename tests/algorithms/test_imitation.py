@@ -54,8 +54,12 @@ def test_soft_label_dagger_counts_queries_and_matches_the_expert_where_labelled(
     assert records[-1]["oracle/queries"] == oracle.queries
     # With soft labels and no smoothing, every labelled state gets exactly the expert's row.
     exact, _ = train_dagger(
-        blank(world), demos, ExpertOracle(world), world.dynamics(),
-        DAggerConfig(rounds=0, labels="soft", fit=SFTConfig(smoothing=0.0)), g,
+        blank(world),
+        demos,
+        ExpertOracle(world),
+        world.dynamics(),
+        DAggerConfig(rounds=0, labels="soft", fit=SFTConfig(smoothing=0.0)),
+        g,
     )
     seen = world.states(demos.sequences)[:, 1:].unique()
     assert torch.allclose(exact.probs[seen], world.expert.probs[seen])

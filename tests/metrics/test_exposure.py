@@ -46,10 +46,17 @@ def random_policy(world, seed):
     exit_prob=st.floats(0.0, 1.0),
     seed=st.integers(0, 100),
 )
-def test_exact_return_and_occupancy_equal_enumeration(n_states, vocab_size, horizon, exit_prob, seed):
+def test_exact_return_and_occupancy_equal_enumeration(
+    n_states, vocab_size, horizon, exit_prob, seed
+):
     world = AutomatonWorld(
-        n_states=n_states, vocab_size=vocab_size, horizon=horizon, exit_prob=exit_prob,
-        reward_spread=1.0, n_start_states=2, seed=seed,
+        n_states=n_states,
+        vocab_size=vocab_size,
+        horizon=horizon,
+        exit_prob=exit_prob,
+        reward_spread=1.0,
+        n_start_states=2,
+        seed=seed,
     )
     policy = random_policy(world, seed)
     expected_return = 0.0

@@ -14,9 +14,10 @@ Every label counts against the oracle's budget.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 
 from irlhf.algorithms.sft import SFTConfig, demonstration_labels, fit_neural, fit_tabular
 from irlhf.policies.tabular import TabularPolicy
@@ -24,33 +25,25 @@ from irlhf.types import ExpertLabels, Sequences
 from irlhf.worlds.base import Demonstrations, ExpertOracle
 
 
-@dataclass(frozen=True)
-class DAggerConfig:
-    rounds: int = 8
-    """Relabelling rounds after the initial behaviour-cloning fit."""
-    rollouts_per_round: int = 50
-    """Sequences labelled by the oracle per round."""
-    labels: str = "hard"
-    """"hard" (a sampled expert token, DAgger) or "soft" (the expert distribution, GKD)."""
-    beta0: float = 0.5
-    """Fraction of round 1's sequences drawn from the demonstrations instead of the learner."""
-    beta_decay: float = 0.5
-    """beta_r = beta0 * beta_decay^(r - 1)."""
-    lmbda: float | None = None
-    """GKD's fraction of learner-generated sequences; when set, beta_r = 1 - lmbda every round."""
-    fit: SFTConfig = field(default_factory=SFTConfig)
-    """How each round refits (tabular smoothing; neural steps, lr, jsd_beta)."""
+class DAggerConfig(BaseModel):
+    """DAgger / on-policy distillation (the `[dagger]` table of an experiment config)."""
 
-    def __post_init__(self) -> None:
-        if self.labels not in ("hard", "soft"):
-            raise ValueError(f"labels must be 'hard' or 'soft' (got {self.labels!r})")
-        if self.rounds < 0 or self.rollouts_per_round < 1:
-            raise ValueError("rounds must be >= 0 and rollouts_per_round >= 1")
-        for name in ("beta0", "beta_decay"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be between 0 and 1 (got {getattr(self, name)})")
-        if self.lmbda is not None and not 0.0 <= self.lmbda <= 1.0:
-            raise ValueError(f"lmbda must be between 0 and 1 (got {self.lmbda})")
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+    rounds: int = Field(8, ge=0)
+    """Relabelling rounds after the initial behaviour-cloning fit."""
+    rollouts_per_round: int = Field(50, ge=1)
+    """Sequences labelled by the oracle per round."""
+    labels: Literal["hard", "soft"] = "hard"
+    """"hard" (a sampled expert token, DAgger) or "soft" (the expert distribution, GKD)."""
+    beta0: float = Field(0.5, ge=0.0, le=1.0)
+    """Fraction of round 1's sequences drawn from the demonstrations instead of the learner."""
+    beta_decay: float = Field(0.5, ge=0.0, le=1.0)
+    """beta_r = beta0 * beta_decay^(r - 1)."""
+    lmbda: float | None = Field(None, ge=0.0, le=1.0)
+    """GKD's fraction of learner-generated sequences; when set, beta_r = 1 - lmbda every round."""
+    fit: SFTConfig = SFTConfig()
+    """How each round refits (tabular smoothing; neural steps, lr, jsd_beta)."""
 
     def beta(self, round_: int) -> float:
         """The demonstration fraction of round `round_` (1-based)."""
@@ -93,7 +86,9 @@ def train_dagger(
         dataset.append(oracle.label(seqs, soft=soft, generator=generator))
         fit_records = refit(dataset)
         records += [{"round": round_, **r} for r in fit_records]
-        records.append({"round": round_, "oracle/queries": oracle.queries, "dagger/beta": config.beta(round_)})
+        records.append(
+            {"round": round_, "oracle/queries": oracle.queries, "dagger/beta": config.beta(round_)}
+        )
     return policy, records
 
 
@@ -104,4 +99,6 @@ def _learner_rollouts(policy, dynamics, n: int, generator: torch.Generator) -> S
         return dynamics.rollout(policy, n, generator)
     prompts = dynamics.sample_prompts(n, generator).to(policy.device)
     with torch.inference_mode():
-        return policy.sample(prompts, max_new_tokens=dynamics.horizon, generator=generator).to("cpu")
+        return policy.sample(prompts, max_new_tokens=dynamics.horizon, generator=generator).to(
+            "cpu"
+        )

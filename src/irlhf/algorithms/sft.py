@@ -8,9 +8,8 @@ on-policy distillation all call; `train_sft` fits the demonstrations' own next t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 
 from irlhf import losses
 from irlhf.policies.tabular import TabularPolicy
@@ -18,28 +17,23 @@ from irlhf.types import ExpertLabels, Sequences
 from irlhf.worlds.base import Demonstrations
 
 
-@dataclass(frozen=True)
-class SFTConfig:
-    smoothing: float = 0.1
-    """Tabular: add-k pseudo-count per (state, token)."""
-    steps: int = 300
-    """Neural: optimiser steps per fit."""
-    batch_size: int = 32
-    """Neural: sequences per optimiser step."""
-    lr: float = 3e-3
-    """Neural: AdamW learning rate."""
-    weight_decay: float = 0.0
-    """Neural: AdamW weight decay."""
-    jsd_beta: float = 0.0
-    """Soft labels: generalized-JSD beta (0 = forward KL expert||student, 1 = reverse KL)."""
+class SFTConfig(BaseModel):
+    """How behaviour cloning fits labels (the `[sft]` table of an experiment config)."""
 
-    def __post_init__(self) -> None:
-        if self.smoothing < 0:
-            raise ValueError(f"smoothing must be >= 0 (got {self.smoothing})")
-        if self.steps < 0 or self.batch_size < 1 or self.lr <= 0:
-            raise ValueError("steps must be >= 0, batch_size >= 1 and lr > 0")
-        if not 0.0 <= self.jsd_beta <= 1.0:
-            raise ValueError(f"jsd_beta must be between 0 and 1 (got {self.jsd_beta})")
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+    smoothing: float = Field(0.1, ge=0.0)
+    """Tabular: add-k pseudo-count per (state, token)."""
+    steps: int = Field(300, ge=0)
+    """Neural: optimiser steps per fit."""
+    batch_size: int = Field(32, ge=1)
+    """Neural: sequences per optimiser step."""
+    lr: float = Field(3e-3, gt=0.0)
+    """Neural: AdamW learning rate."""
+    weight_decay: float = Field(0.0, ge=0.0)
+    """Neural: AdamW weight decay."""
+    jsd_beta: float = Field(0.0, ge=0.0, le=1.0)
+    """Soft labels: generalized-JSD beta (0 = forward KL expert||student, 1 = reverse KL)."""
 
 
 def demonstration_labels(demos: Demonstrations) -> ExpertLabels:
@@ -48,9 +42,7 @@ def demonstration_labels(demos: Demonstrations) -> ExpertLabels:
     return ExpertLabels(seqs, seqs.completion_mask, actions=seqs.tokens)
 
 
-def fit_tabular(
-    labels: list[ExpertLabels], dynamics, smoothing: float
-) -> TabularPolicy:
+def fit_tabular(labels: list[ExpertLabels], dynamics, smoothing: float) -> TabularPolicy:
     """The smoothed maximum-likelihood table for all labelled (state, token) pairs."""
     counts = torch.zeros(dynamics.n_states, dynamics.vocab_size, dtype=torch.float64)
     for batch in labels:

@@ -3,8 +3,8 @@
 Following Arora et al. 2022 ("Why exposure bias matters"), with the per-step loss
 l(prefix) = KL(expert(. | prefix) || model(. | prefix)):
 
-    eps_<=L  = (1/L) sum_{t<L} E_{prefix ~ expert}[l]      (error on the expert's own prefixes)
-    R_<=L    = sum_{t<L} E_{prefix ~ model}[l]             (error summed along the model's generations)
+    eps_<=L  = (1/L) sum_{t<L} E_{prefix ~ expert}[l]   (error on the expert's own prefixes)
+    R_<=L    = sum_{t<L} E_{prefix ~ model}[l]          (summed along the model's generations)
     AccErr_<=L    = R_<=L / eps_<=L                       (between L and L^2)
     %ExAccErr_<=L = (R_<=L - L eps_<=L) / (L eps_<=L) * 100
 

@@ -47,7 +47,9 @@ class TabularPolicy:
 
     @staticmethod
     def uniform(n_states: int, vocab_size: int) -> TabularPolicy:
-        return TabularPolicy(torch.full((n_states, vocab_size), 1.0 / vocab_size, dtype=torch.float64))
+        return TabularPolicy(
+            torch.full((n_states, vocab_size), 1.0 / vocab_size, dtype=torch.float64)
+        )
 
     def log_probs(self) -> Tensor:
         """[n_states, vocab_size] log pi(a|s) (-inf where pi is 0)."""

@@ -92,18 +92,30 @@ PRESETS: dict[str, tuple[str, AutomatonSpec]] = {
         _preset("recoverable", exit_prob=1.0),
     ),
     "spread": (
-        "reward spread among safe tokens, short horizon: room to beat the demonstrations (outperform)",
+        "reward spread among safe tokens, short horizon: room to beat the demos (outperform)",
         _preset(
             "spread",
-            n_states=32, vocab_size=16, horizon=32, reward_spread=1.0, trap_cost=2.0, exit_prob=0.25
+            n_states=32,
+            vocab_size=16,
+            horizon=32,
+            reward_spread=1.0,
+            trap_cost=2.0,
+            exit_prob=0.25,
         ),
     ),
     "tiny": (
         "3 states, 2 tokens, horizon 4: small enough to enumerate every sequence (tests)",
         _preset(
             "tiny",
-            n_states=3, vocab_size=2, horizon=4, trap_fraction=0.34, n_trap_tokens=1,
-            exit_prob=0.5, reward_spread=0.5, n_start_states=1, alpha=0.5,
+            n_states=3,
+            vocab_size=2,
+            horizon=4,
+            trap_fraction=0.34,
+            n_trap_tokens=1,
+            exit_prob=0.5,
+            reward_spread=0.5,
+            n_start_states=1,
+            alpha=0.5,
         ),
     ),
 }
@@ -134,7 +146,9 @@ class AutomatonWorld:
     """
 
     def __init__(self, spec: AutomatonSpec | None = None, **knobs: object) -> None:
-        self.spec = (spec or AutomatonSpec()).replace(**knobs) if knobs else (spec or AutomatonSpec())
+        self.spec = (
+            (spec or AutomatonSpec()).replace(**knobs) if knobs else (spec or AutomatonSpec())
+        )
         s = self.spec
         gen = torch.Generator().manual_seed(s.seed)
         n_trap = min(round(s.trap_fraction * s.n_states), s.n_states - 1)
