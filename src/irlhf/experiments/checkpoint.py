@@ -17,13 +17,12 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save
+from typing import TYPE_CHECKING, Any
 
 from irlhf.experiments.storage import atomic_write_bytes
+
+if TYPE_CHECKING:  # torch is imported when a checkpoint is touched, not with the platform
+    import torch
 
 KEEP_LAST = 2
 _NAME = re.compile(r"^step_(\d+)\.safetensors$")
@@ -64,6 +63,8 @@ def list_checkpoints(directory: Path) -> list[Path]:
 
 def _digest(tensors: Mapping[str, torch.Tensor]) -> str:
     """sha256 over names, dtypes, shapes and raw bytes, in name order."""
+    import torch
+
     h = hashlib.sha256()
     for name in sorted(tensors):
         t = tensors[name]
@@ -75,6 +76,8 @@ def _digest(tensors: Mapping[str, torch.Tensor]) -> str:
 def _cpu_copies(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Detached contiguous CPU copies (clones also untie shared storage, which safetensors
     refuses, e.g. tied embedding weights)."""
+    import torch
+
     copies = {}
     for name, tensor in tensors.items():
         if not isinstance(name, str) or not isinstance(tensor, torch.Tensor):
@@ -92,6 +95,8 @@ def write_checkpoint(
     keep: int = KEEP_LAST,
 ) -> Path:
     """Write a checkpoint atomically and delete all but the newest `keep` ones."""
+    from safetensors.torch import save
+
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
         raise ValueError(f"checkpoint step must be an int >= 0 (got {step!r})")
     try:
@@ -114,6 +119,9 @@ def write_checkpoint(
 
 def read_checkpoint(path: Path) -> Checkpoint:
     """Read and verify one checkpoint; CheckpointError if it is damaged in any way."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}

@@ -12,7 +12,7 @@ import importlib
 import os
 
 # ---- the science modules that register experiment kinds (fill me) -------------------------
-KIND_MODULES: list[str] = []
+KIND_MODULES: list[str] = ["irlhf.studies.imitation"]
 # ----------------------------------------------------------------------------------------------
 
 ENV_VAR = "IRLHF_KIND_MODULES"

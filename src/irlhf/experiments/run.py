@@ -28,7 +28,6 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ from pydantic import BaseModel
 
 from irlhf.experiments.checkpoint import Checkpoint, load_latest, write_checkpoint
 from irlhf.experiments.config import resolved, run_hash
+from irlhf.experiments.provenance import utc_now
 from irlhf.experiments.registry import kind_of
 from irlhf.experiments.storage import (
     append_jsonl,
@@ -209,10 +209,6 @@ def _write_status(run_dir: Path, **status: Any) -> None:
     atomic_write_json(run_dir / STATUS_FILE, status)
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
 def run_one(config: BaseModel, root: Path, on_progress: ProgressFn | None = None) -> RunResult:
     """Run one experiment in root/<kind>/<hash>/, or read it back if it already finished.
 
@@ -231,7 +227,7 @@ def run_one(config: BaseModel, root: Path, on_progress: ProgressFn | None = None
         "run_id": run_dir.name,
         "kind": kind.name,
         "attempts": int(previous.get("attempts", 0)) + 1,
-        "started": _now(),
+        "started": utc_now(),
         "host": socket.gethostname(),
         "pid": os.getpid(),
     }
@@ -250,7 +246,7 @@ def run_one(config: BaseModel, root: Path, on_progress: ProgressFn | None = None
         write_jsonl(run_dir / METRICS_FILE, result.records)
         (run_dir / TRACEBACK_FILE).unlink(missing_ok=True)
     state = {"state": result.status, "error": result.error, "seconds": result.seconds}
-    _write_status(run_dir, **state, finished=_now(), **common)
+    _write_status(run_dir, **state, finished=utc_now(), **common)
     return result
 
 

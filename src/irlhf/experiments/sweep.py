@@ -42,7 +42,7 @@ from rich.progress import (
 from irlhf.experiments.config import canonical_json, run_hash
 from irlhf.experiments.errors import ConfigError
 from irlhf.experiments.kinds import load_kinds
-from irlhf.experiments.registry import get_kind, kind_of
+from irlhf.experiments.registry import get_kind, kind_of, registered_kinds
 from irlhf.experiments.results import results_table
 from irlhf.experiments.run import RunResult, finished_result, one_line, run_dir_of, run_one
 
@@ -67,9 +67,14 @@ def make_job(config: BaseModel, root: Path) -> Job:
 
 
 def run_job(job: Job) -> dict[str, Any]:
-    """Worker entry point: register the kinds, rebuild the config from JSON, run it."""
-    load_kinds()
+    """Worker entry point: register the kind, rebuild the config from JSON, run it.
+
+    The module that registered the kind is imported first; `load_kinds()` (every kind module)
+    only if that did not register it, so that a worker does not import unrelated science code.
+    """
     importlib.import_module(job.module)
+    if job.kind not in registered_kinds():
+        load_kinds()
     config = get_kind(job.kind).config_model.model_validate_json(job.config_json)
     return run_one(config, Path(job.root)).to_dict()
 

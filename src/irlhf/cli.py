@@ -1,0 +1,249 @@
+"""The `irlhf` command: run experiments, sweeps and studies, write the report, reproduce it all.
+
+    irlhf run CONFIG.toml [--root DIR]
+    irlhf sweep CONFIG.toml [--root DIR] [--executor local|ray|inline] [--address HOST:PORT]
+    irlhf study NAME --profile quick|default|full --out DIR
+    irlhf report DIR... --out report.html
+    irlhf reproduce [--profile default] [--out results]
+    irlhf worlds
+
+Bad input (a missing file, an invalid config, an unknown study, profile or executor) is reported
+as one line, ``error: <file>: <field>: <allowed values> (got ...)``, with exit code 2 and nothing
+written. A run or study that fails while running exits with code 1. Heavy modules (torch, the
+science code) are imported only by the commands that need them, so `--help` is quick.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from irlhf.experiments.errors import ConfigError
+
+app = typer.Typer(
+    name="irlhf",
+    help="Why do we need RLHF? Run the experiments, sweeps and studies that measure it, "
+    "and write the report.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+
+EXECUTOR_HELP = (
+    "Where runs execute: local (a process pool), ray (Ray tasks) or inline (this process)."
+)
+Root = Annotated[Path, typer.Option("--root", help="Directory of the run directories.")]
+Executor = Annotated[str, typer.Option("--executor", help=EXECUTOR_HELP)]
+Address = Annotated[
+    str | None,
+    typer.Option("--address", help="Ray cluster address HOST:PORT (default: a local Ray)."),
+]
+Workers = Annotated[
+    int | None, typer.Option("--workers", help="Parallel runs (default: the number of CPUs).")
+]
+Profile = Annotated[
+    str,
+    typer.Option("--profile", help="Grid size: quick (smoke), default (the report) or full."),
+]
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Bad input becomes one line on stderr and exit code 2."""
+    try:
+        yield
+    except ConfigError as err:
+        _fail(str(err))
+
+
+def _records_table(records: list[dict], title: str, limit: int = 30) -> Table:
+    table = Table(title=title)
+    columns = list(dict.fromkeys(k for r in records for k in r))
+    for column in columns:
+        table.add_column(column, justify="right" if column == "value" else "left")
+    for record in records[:limit]:
+        table.add_row(*(_short(record.get(c)) for c in columns))
+    if len(records) > limit:
+        table.caption = f"... {len(records) - limit} more rows"
+    return table
+
+
+def _short(value: object) -> str:
+    return "" if value is None else f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Argument(help="Experiment config (TOML) with a `kind`.")],
+    root: Root = Path("runs"),
+) -> None:
+    """Run one experiment (resuming it if it was interrupted; instant if it already finished)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from irlhf.experiments import load_config, load_kinds, run_one
+
+    load_kinds()
+    with _user_errors():
+        cfg = load_config(config)
+    with Progress(
+        "{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        console=Console(stderr=True),
+    ) as bar:  # fmt: skip
+        task = bar.add_task(f"{cfg.kind}", total=None)
+        result = run_one(cfg, root, on_progress=lambda d, t: bar.update(task, completed=d, total=t))
+    console.print(f"run {result.run_dir} {'(cached)' if result.skipped else ''}")
+    if result.status != "done":
+        _fail(f"run failed: {result.error} (see {result.run_dir / 'traceback.txt'})", code=1)
+    console.print(_records_table(result.records, f"{cfg.kind} · {result.seconds:.1f} s"))
+
+
+@app.command()
+def sweep(
+    config: Annotated[Path, typer.Argument(help="Config (TOML) with a \\[sweep] table.")],
+    root: Root = Path("runs"),
+    executor: Executor = "local",
+    address: Address = None,
+    workers: Workers = None,
+    results: Annotated[
+        Path | None,
+        typer.Option(help="Where to write the results table (default ROOT/<config name>.parquet)."),
+    ] = None,
+) -> None:
+    """Run every point of a sweep grid (finished points are skipped) and write the table."""
+    from irlhf.experiments import load_kinds, load_sweep, run_sweep, write_results
+    from irlhf.experiments.sweep import check_executor
+
+    load_kinds()
+    with _user_errors():
+        check_executor(executor, address, workers)
+        configs = load_sweep(config)
+    table = run_sweep(configs, root, executor, address, workers)
+    out = results or root / f"{config.stem}.parquet"
+    write_results(table, out)
+    runs = table.drop_duplicates("run_id")
+    failed = runs[runs["status"] != "done"]
+    console.print(f"{len(runs)} runs, {len(failed)} failed; results: {out}")
+    for row in failed.itertuples():
+        typer.echo(f"failed {row.run_id}: {row.error}", err=True)
+    if len(failed):
+        raise typer.Exit(1)
+
+
+def _load_studies() -> None:
+    from irlhf.experiments import load_kinds
+    from irlhf.studies import load_studies
+
+    load_kinds()
+    load_studies()
+
+
+@app.command()
+def study(
+    name: Annotated[str, typer.Argument(help="Study name (`irlhf studies` lists them).")],
+    profile: Profile = "default",
+    out: Annotated[
+        Path | None, typer.Option(help="Output directory (default results/NAME).")
+    ] = None,
+    executor: Executor = "local",
+    address: Address = None,
+    workers: Workers = None,
+) -> None:
+    """Run one study's grid and write its table, summary and figures into OUT."""
+    from irlhf.studies.base import run_study
+
+    _load_studies()
+    with _user_errors():
+        summary = run_study(
+            name, profile, out or Path("results") / name, executor, address, True, workers
+        )
+    headline = summary.get("headline")
+    if isinstance(headline, list) and headline:
+        console.print(_records_table(headline, f"{name}: headline"))
+    console.print(f"wrote {out or Path('results') / name}")
+
+
+@app.command()
+def report(
+    dirs: Annotated[list[Path], typer.Argument(help="Study directories (from `irlhf study`).")],
+    out: Annotated[Path, typer.Option(help="The HTML file to write.")] = Path("report.html"),
+) -> None:
+    """Write one self-contained HTML page (figures embedded) for the study directories."""
+    from irlhf.report import write_report
+
+    with _user_errors():
+        write_report(dirs, out)
+    console.print(f"wrote {out}")
+
+
+@app.command()
+def reproduce(
+    profile: Profile = "default",
+    out: Annotated[
+        Path, typer.Option(help="Output directory (one subdirectory per study).")
+    ] = Path("results"),
+    executor: Executor = "local",
+    address: Address = None,
+    workers: Workers = None,
+) -> None:
+    """Run every registered study (all their runs in one pool) and write OUT/report.html."""
+    from irlhf.report import write_report
+    from irlhf.studies.base import STUDIES, run_studies
+
+    start = time.perf_counter()
+    _load_studies()
+    if not STUDIES:
+        _fail("study: none registered (irlhf.studies.STUDY_MODULES is empty)")
+    targets = {name: out / name for name in STUDIES}
+    with _user_errors():
+        summaries = run_studies(targets, profile, executor, address, workers, raise_errors=False)
+    page = write_report(list(targets.values()), out / "report.html")
+    minutes, seconds = divmod(time.perf_counter() - start, 60)
+    console.print(f"wrote {page} in {int(minutes)} min {seconds:.0f} s (profile {profile})")
+    errors = {name: s["error"] for name, s in summaries.items() if "error" in s}
+    for name, error in errors.items():
+        typer.echo(f"study {name}: {error}", err=True)
+    if errors:
+        raise typer.Exit(1)
+
+
+@app.command()
+def studies() -> None:
+    """List the registered studies."""
+    from irlhf.studies.base import STUDIES
+
+    _load_studies()
+    table = Table(title="studies")
+    table.add_column("name")
+    table.add_column("title")
+    for item in STUDIES.values():
+        table.add_row(item.name, item.title)
+    console.print(table if STUDIES else "no studies registered yet")
+
+
+@app.command()
+def worlds() -> None:
+    """List the world presets."""
+    try:
+        from irlhf.worlds import describe_presets
+    except ImportError:
+        console.print("no worlds registered yet")
+        return
+    console.print(describe_presets())
+
+
+if __name__ == "__main__":
+    sys.exit(app())

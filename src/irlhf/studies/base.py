@@ -1,0 +1,211 @@
+"""Studies: the essay's claims, each a grid of experiment configs and a summary of its table.
+
+A study names a claim (`title`, `description`), builds its grid for a profile (`configs`:
+"quick" for a smoke check, "default" for the report, "full" for the paper-sized grid) and turns
+the long results table into headline numbers and figures (`summarize`). `run_study` executes the
+grid on the experiment platform (so it caches, resumes and runs on Ray) and writes
+
+    OUT/runs/            the run directories
+    OUT/results.parquet  one row per run x metric record
+    OUT/summary.json     what `summarize` returned (headline numbers, documented keys)
+    OUT/study.json       title, description, profile, versions, date, run counts
+    OUT/configs.json     the distinct resolved configs of the grid
+    OUT/*.png            the figures `summarize` wrote
+
+Everything is validated (study names, profile, executor, every config) before anything is
+written; `run_studies` runs several studies' grids in one pool.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from pydantic import BaseModel, ValidationError
+
+from irlhf.experiments.config import resolved, run_hash, validation_error
+from irlhf.experiments.errors import ConfigError
+from irlhf.experiments.provenance import software_versions, utc_now
+from irlhf.experiments.registry import kind_of, registered_kinds
+from irlhf.experiments.results import results_table, write_results
+from irlhf.experiments.run import RunResult, one_line
+from irlhf.experiments.storage import atomic_write_json
+from irlhf.experiments.sweep import check_executor, execute_runs
+
+PROFILES = ("quick", "default", "full")
+SUMMARY_FILE, STUDY_FILE, CONFIGS_FILE, RESULTS_FILE = (
+    "summary.json",
+    "study.json",
+    "configs.json",
+    "results.parquet",
+)
+
+
+@dataclass(frozen=True)
+class Study:
+    """One claim of the essay, measured.
+
+    name:        the CLI name (`irlhf study NAME`), also the report section's anchor.
+    title:       a one-line human title for the report.
+    description: the claim it measures, a few sentences (shown in the report).
+    configs:     profile ("quick" | "default" | "full") -> the experiment configs of the grid.
+    summarize:   (results table, out dir) -> JSON-able summary; writes PNG figures into out dir.
+                 The key "headline" (a list of {"name", "value", "ci_low", "ci_high"}) and any
+                 other list of row dicts are shown as tables in the report.
+    """
+
+    name: str
+    title: str
+    description: str
+    configs: Callable[[str], list[BaseModel]]
+    summarize: Callable[[pd.DataFrame, Path], dict]
+
+
+STUDIES: dict[str, Study] = {}
+
+
+def register_study(study: Study) -> None:
+    """Add a study to `STUDIES` (re-registering the same name replaces it)."""
+    if not study.name.isidentifier():
+        raise ValueError(f"study name must be an identifier (got {study.name!r})")
+    STUDIES[study.name] = study
+
+
+def check_profile(profile: str) -> str:
+    if profile not in PROFILES:
+        raise ConfigError("--profile", f"must be one of: {', '.join(PROFILES)} (got {profile!r})")
+    return profile
+
+
+def get_study(name: str) -> Study:
+    if name not in STUDIES:
+        allowed = ", ".join(sorted(STUDIES)) or "none registered (see irlhf.studies.STUDY_MODULES)"
+        raise ConfigError("study", f"must be one of: {allowed} (got {name!r})")
+    return STUDIES[name]
+
+
+def study_configs(study: Study, profile: str) -> list[BaseModel]:
+    """The study's grid for `profile`, every config checked to belong to a registered kind."""
+    source = f"study {study.name} (profile {profile})"
+    try:
+        configs = list(study.configs(profile))
+        for config in configs:
+            if not isinstance(config, BaseModel):
+                raise ConfigError("configs", f"not a pydantic model: {config!r:.60}")
+            kind_of(config)
+    except ValidationError as err:
+        raise validation_error(err, _model_named(err.title), source) from None
+    except ConfigError as err:
+        raise err.with_source(source) from None
+    if not configs:
+        raise ConfigError("configs", "the grid is empty", source)
+    return configs
+
+
+def _model_named(name: str) -> type[BaseModel]:
+    """The registered config model called `name` (for field bounds in error messages)."""
+    models = {k.config_model.__name__: k.config_model for k in registered_kinds().values()}
+    return models.get(name, BaseModel)
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    """A validated study run: what to run and where to write it."""
+
+    study: Study
+    out: Path
+    configs: list[BaseModel]
+
+
+def plan_studies(targets: Mapping[str, Path], profile: str) -> list[StudyPlan]:
+    """Validate study names, profile and every config; writes nothing."""
+    check_profile(profile)
+    return [
+        StudyPlan(get_study(name), Path(out), study_configs(get_study(name), profile))
+        for name, out in targets.items()
+    ]
+
+
+def _study_record(plan: StudyPlan, profile: str, results: Sequence[RunResult]) -> dict[str, Any]:
+    return {
+        "name": plan.study.name,
+        "title": plan.study.title,
+        "description": plan.study.description,
+        "profile": profile,
+        "date": utc_now(),
+        "versions": software_versions(),
+        "n_runs": len({r.run_id for r in results}),
+        "n_failed": len({r.run_id for r in results if r.status != "done"}),
+        "run_seconds": sum({r.run_id: r.seconds for r in results}.values()),
+        "error": None,
+    }
+
+
+def finish_study(
+    plan: StudyPlan, profile: str, results: Sequence[RunResult], raise_errors: bool = True
+) -> dict[str, Any]:
+    """Write the table, the configs, the summary and the study record of a finished grid."""
+    out = plan.out
+    table = results_table(zip(plan.configs, results, strict=True))
+    write_results(table, out / RESULTS_FILE)
+    distinct = {run_hash(c): resolved(c) for c in plan.configs}
+    atomic_write_json(out / CONFIGS_FILE, list(distinct.values()))
+    record = _study_record(plan, profile, results)
+    try:
+        summary = plan.study.summarize(table, out)
+        json.dumps(summary)  # JSON-able, or fail here rather than half-way through the write
+        atomic_write_json(out / SUMMARY_FILE, summary)
+    except Exception as exc:
+        (out / SUMMARY_FILE).unlink(missing_ok=True)
+        record["error"] = f"summarize failed: {one_line(exc)}"
+        atomic_write_json(out / STUDY_FILE, record)
+        if raise_errors:
+            raise
+        return {"error": record["error"]}
+    atomic_write_json(out / STUDY_FILE, record)
+    return summary
+
+
+def run_studies(
+    targets: Mapping[str, Path],
+    profile: str,
+    executor: str = "local",
+    address: str | None = None,
+    max_workers: int | None = None,
+    progress: bool = True,
+    raise_errors: bool = True,
+) -> dict[str, dict]:
+    """Run several studies (name -> out dir) with all their runs in one pool; name -> summary.
+
+    With raise_errors=False a study whose summarize fails gives {"error": ...} and the others
+    still finish (`irlhf reproduce`).
+    """
+    check_executor(executor, address, max_workers)
+    plans = plan_studies(targets, profile)
+    runs = [(config, plan.out / "runs") for plan in plans for config in plan.configs]
+    label = plans[0].study.name if len(plans) == 1 else f"{len(plans)} studies"
+    results = execute_runs(runs, executor, address, max_workers, progress, label)
+    summaries: dict[str, dict] = {}
+    start = 0
+    for plan in plans:
+        chunk = results[start : start + len(plan.configs)]
+        start += len(plan.configs)
+        summaries[plan.study.name] = finish_study(plan, profile, chunk, raise_errors)
+    return summaries
+
+
+def run_study(
+    name: str,
+    profile: str,
+    out: Path,
+    executor: str = "local",
+    address: str | None = None,
+    progress: bool = True,
+    max_workers: int | None = None,
+) -> dict:
+    """Run one study's grid into `out` and return its summary."""
+    return run_studies({name: Path(out)}, profile, executor, address, max_workers, progress)[name]
