@@ -1,0 +1,188 @@
+"""Study `compounding`: does behaviour cloning's error compound quadratically with the horizon?
+
+Ross & Bagnell (2010): imitation by supervised learning has regret O(eps T^2) when mistakes lead
+to states the expert never visits, interactive imitation (DAgger) O(eps T). We train BC and DAgger
+(tabular and neural learners) in an absorbing-trap world and in a recoverable one, measure the
+true-return regret J_L(expert) - J_L(model) at every prefix length L, and fit its power-law
+exponent over seeds (percentile-bootstrap interval). Expected: BC ~2 in the absorbing world,
+~1 in the recoverable one; DAgger ~1 in both.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from irlhf.algorithms.dagger import DAggerConfig
+from irlhf.algorithms.sft import SFTConfig
+from irlhf.metrics.exposure import fit_power_law
+from irlhf.studies.base import Study, register_study
+from irlhf.studies.imitation import DemoSpec, ImitationConfig, PolicySpec
+from irlhf.worlds import AutomatonSpec
+
+WORLDS = ("absorbing", "recoverable")
+ALGORITHMS = ("sft", "dagger")
+LABELS = {"sft": "BC (SFT)", "dagger": "DAgger"}
+
+# profile -> (tabular seeds, tabular horizon, neural seeds, neural horizon, neural SFT steps)
+PROFILES = {
+    "quick": (4, 64, 1, 32, 150),
+    "default": (8, 128, 3, 32, 400),
+    "full": (20, 256, 5, 128, 800),
+}
+
+
+def configs(profile: str) -> list[ImitationConfig]:
+    tab_seeds, tab_horizon, nn_seeds, nn_horizon, nn_steps = PROFILES[profile]
+    out = []
+    for preset in WORLDS:
+        for algorithm in ALGORITHMS:
+            for seed in range(tab_seeds):
+                world = AutomatonSpec(preset=preset, horizon=tab_horizon, seed=seed)
+                out.append(ImitationConfig(seed=seed, world=world, algorithm=algorithm))
+            for seed in range(nn_seeds):
+                world = AutomatonSpec(preset=preset, horizon=nn_horizon, seed=seed)
+                fit = SFTConfig(steps=nn_steps, batch_size=32, lr=3e-3)
+                out.append(
+                    ImitationConfig(
+                        seed=seed,
+                        world=world,
+                        algorithm=algorithm,
+                        policy=PolicySpec(kind="causal_lm", n_layer=2, n_embd=64),
+                        demonstrations=DemoSpec(n=50),
+                        sft=fit,
+                        dagger=DAggerConfig(
+                            rounds=3,
+                            rollouts_per_round=50,
+                            fit=fit.model_copy(update={"steps": nn_steps // 2}),
+                        ),
+                        mc_samples=512,
+                    )
+                )
+    return out
+
+
+def _fit_lengths(horizon: int) -> np.ndarray:
+    return 2 ** np.arange(3, int(np.log2(horizon)) + 1)
+
+
+def summarize(df: pd.DataFrame, out: Path) -> dict:
+    ok = df[df["status"] == "done"]
+    regret = ok[ok["metric"] == "regret"]
+    rows, curves = [], {}
+    for (preset, learner, algorithm), group in regret.groupby(
+        ["world.preset", "policy.kind", "algorithm"]
+    ):
+        table = group.pivot_table(index="seed", columns="L", values="value")
+        lengths = _fit_lengths(int(table.columns.max()))
+        values = table[lengths].to_numpy()
+        curves[(preset, learner, algorithm)] = table
+        try:
+            fit = fit_power_law(lengths, values)
+            exponent, lo, hi = fit.exponent, fit.ci_low, fit.ci_high
+        except ValueError:  # a non-positive mean regret: no power law to fit
+            exponent = lo = hi = float("nan")
+        rows.append(
+            {
+                "world": preset,
+                "learner": learner,
+                "algorithm": algorithm,
+                "exponent": exponent,
+                "ci_low": lo,
+                "ci_high": hi,
+                "seeds": len(table),
+                "fit_lengths": [int(x) for x in lengths],
+                "regret_at_max_L": float(values[:, -1].mean()),
+            }
+        )
+    _figure(curves, out / "compounding_regret.png")
+    pct = ok[ok["metric"] == "pct_ex_acc_err"]
+    _pct_figure(pct, out / "compounding_exacc.png")
+    headline = [
+        {
+            "name": f"regret exponent: {r['learner']} {LABELS[r['algorithm']]}, {r['world']}",
+            "value": r["exponent"],
+            "ci_low": r["ci_low"],
+            "ci_high": r["ci_high"],
+        }
+        for r in rows
+    ]
+    return {
+        "exponents": rows,
+        "headline": headline,
+        "interval": "95% percentile bootstrap over seeds",
+    }
+
+
+def _figure(curves: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(WORLDS), figsize=(11, 4.2), sharey=True)
+    for ax, preset in zip(np.atleast_1d(axes), WORLDS, strict=True):
+        for (p, learner, algorithm), table in sorted(curves.items()):
+            if p != preset:
+                continue
+            L = table.columns.to_numpy()
+            mean = table.mean(axis=0).to_numpy()
+            style = "-" if learner == "tabular" else "--"
+            color = "C0" if algorithm == "sft" else "C1"
+            label = f"{LABELS[algorithm]}, {learner}"
+            positive = mean > 0
+            ax.plot(L[positive], mean[positive], style, color=color, label=label)
+            if len(table) > 1:
+                lo, hi = table.min(axis=0).to_numpy(), table.max(axis=0).to_numpy()
+                band = positive & (lo > 0)
+                ax.fill_between(L[band], lo[band], hi[band], color=color, alpha=0.15)
+        ref = np.array([8.0, 128.0])
+        ax.plot(ref, 1e-3 * ref**2, ":", color="grey", label="slope 2 (reference)")
+        ax.plot(ref, 1e-3 * ref, "-.", color="grey", label="slope 1 (reference)")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_title(f"{preset} traps")
+        ax.set_xlabel("prefix length L (tokens)")
+        ax.set_ylabel("regret J_L(expert) - J_L(model) (reward units)")
+        ax.legend(fontsize=7)
+    fig.suptitle("Regret vs horizon: BC compounds where traps absorb (band = seed range)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _pct_figure(pct: pd.DataFrame, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(WORLDS), figsize=(11, 4.2), sharey=True)
+    for ax, preset in zip(np.atleast_1d(axes), WORLDS, strict=True):
+        sub = pct[pct["world.preset"] == preset]
+        for (learner, algorithm), group in sub.groupby(["policy.kind", "algorithm"]):
+            mean = group.groupby("L")["value"].mean()
+            style = "-" if learner == "tabular" else "--"
+            color = "C0" if algorithm == "sft" else "C1"
+            ax.plot(
+                mean.index, mean.values, style, color=color, label=f"{LABELS[algorithm]}, {learner}"
+            )
+        ax.set_xscale("log", base=2)
+        ax.set_title(f"{preset} traps")
+        ax.set_xlabel("prefix length L (tokens)")
+        ax.set_ylabel("%ExAccErr (% of L * eps)")
+        ax.legend(fontsize=7)
+    fig.suptitle("Excess accumulated error (Arora et al. 2022), mean over seeds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+register_study(
+    Study(
+        name="compounding",
+        title="Compounding error: BC vs DAgger against the horizon",
+        description=__doc__.split("\n\n", 1)[1].strip(),
+        configs=configs,
+        summarize=summarize,
+    )
+)
