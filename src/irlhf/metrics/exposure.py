@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy import stats
+from scipy import sparse, stats
 from torch import Tensor
 
 from irlhf.policies.tabular import TabularPolicy
@@ -60,22 +60,29 @@ def _kl_rows(p: Tensor, q: Tensor) -> Tensor:
 def occupancy(world: AutomatonWorld, policy: TabularPolicy, horizon: int) -> Tensor:
     """[horizon, S] float64: d_t(s) = P(state at step t = s) when acting with `policy`."""
     _check_policy(world, policy)
-    S = world.n_states
-    # One-step state transition matrix under the policy: P[s, s'] = sum_a pi(a|s) [delta(s,a)=s'].
-    flat = (torch.arange(S).unsqueeze(1) * S + world.transition).flatten()
-    P = torch.zeros(S * S, dtype=torch.float64).index_add_(0, flat, policy.probs.flatten())
-    P = P.view(S, S)
-    d = torch.empty(horizon, S, dtype=torch.float64)
-    d[0] = world.start
+    # d_{t+1} = P^T d_t with P[s, s'] = sum_a pi(a|s) [delta(s,a) = s'], kept sparse (S*V
+    # non-zeros at most): linear in the table's size. scipy's CSR product is ~10x faster here
+    # than torch's scatter-add or sparse kernels on CPU.
+    S, V = world.n_states, world.vocab_size
+    sources = np.repeat(np.arange(S), V)
+    transpose = sparse.csr_matrix(
+        (policy.probs.numpy().ravel(), (world.transition.numpy().ravel(), sources)), shape=(S, S)
+    )
+    d = np.empty((horizon, S))
+    d[0] = world.start.numpy()
     for t in range(1, horizon):
-        d[t] = d[t - 1] @ P
-    return d
+        d[t] = transpose @ d[t - 1]
+    return torch.from_numpy(d)
 
 
 def expected_rewards(world: AutomatonWorld, policy: TabularPolicy, horizon: int) -> Tensor:
     """[horizon] float64: E[r_t] at each step under `policy`."""
-    step_reward = (policy.probs * world.reward_table).sum(dim=1)  # (S,)
-    return occupancy(world, policy, horizon) @ step_reward
+    return occupancy(world, policy, horizon) @ _step_reward(world, policy)
+
+
+def _step_reward(world: AutomatonWorld, policy: TabularPolicy) -> Tensor:
+    """[S] expected immediate reward in each state under the policy."""
+    return (policy.probs * world.reward_table).sum(dim=1)
 
 
 def exact_return(world: AutomatonWorld, policy: TabularPolicy, horizon: int | None = None) -> float:
@@ -90,12 +97,12 @@ def exposure_bias(
     """Exact exposure-bias metrics of a tabular policy for every L = 1..horizon."""
     horizon = world.horizon if horizon is None else horizon
     kl = _kl_rows(world.expert.probs, policy.probs)  # (S,) per-state loss
-    expert_d = occupancy(world, world.expert, horizon)
+    expert_d = occupancy(world, world.expert, horizon)  # (horizon, S)
     model_d = occupancy(world, policy, horizon)
     eps_steps = expert_d @ kl  # (horizon,)
     r_steps = model_d @ kl
-    regret_steps = expected_rewards(world, world.expert, horizon) - expected_rewards(
-        world, policy, horizon
+    regret_steps = expert_d @ _step_reward(world, world.expert) - model_d @ _step_reward(
+        world, policy
     )
     return _summarise(eps_steps.numpy(), r_steps.numpy(), regret_steps.numpy())
 
