@@ -177,12 +177,11 @@ def _pct_figure(pct: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-register_study(
-    Study(
-        name="compounding",
-        title="Compounding error: BC vs DAgger against the horizon",
-        description=__doc__.split("\n\n", 1)[1].strip(),
-        configs=configs,
-        summarize=summarize,
-    )
+STUDY = Study(
+    name="compounding",
+    title="Compounding error: BC vs DAgger against the horizon",
+    description=__doc__.split("\n\n", 1)[1].strip(),
+    configs=configs,
+    summarize=summarize,
 )
+register_study(STUDY)
