@@ -1,0 +1,220 @@
+"""Maximum-entropy inverse RL (Ziebart et al. 2008), exact for tabular policies.
+
+The reward is linear in one-hot (state, token) features, r_w(s, a) = w[s, a]. The learner for a
+reward is its soft-optimal policy at temperature alpha (discounted soft Bellman equations):
+
+    Q(s, a) = w[s, a] + gamma V(delta(s, a)),   V(s) = alpha log sum_a exp(Q(s, a) / alpha),
+    pi_w(a | s) = exp((Q(s, a) - V(s)) / alpha).
+
+MaxEnt IRL ascends the demonstrations' log-likelihood; its gradient in w is the difference of the
+feature counts, the expected (state, token) visits per sequence over the demonstrations' horizon H:
+
+    grad = mu_demo - mu_w - l2 * w,
+    mu_demo[s, a] = (1/N) sum_n sum_{t<H} 1[s_t = s, a_t = a]   (from `dynamics.states`),
+    mu_w[s, a]    = sum_{t<H} d_t(s) pi_w(a | s)                 (exact dynamic programming),
+
+where d_t is the learner's state occupancy at step t from the demonstrations' own start states.
+Counts are divided by H (per-step frequencies) so that learning rates do not depend on H. The
+learner is stationary while the counts are finite-horizon, so the ascent is not exactly the
+gradient of one likelihood; but any reward that makes pi_w equal the demonstrator (e.g. the
+true reward, when the demonstrator is the soft-optimal expert with the same alpha / gamma) is a
+fixed point, and the test checks that the counts are matched.
+
+The soft-optimal policy is computed by soft policy iteration (exact policy evaluation by a linear
+solve, then pi <- softmax(Q / alpha)): Newton's method on the soft Bellman equations. It reaches
+the fixed point of `worlds.automaton.soft_value_iteration` in a few steps instead of hundreds,
+and warm-starts from the previous reward's solution. The adversarial and IQ-Learn modules reuse it,
+the (state, token) counting helpers and `TableAdam` (Adam on one table without `torch.optim`,
+whose first use imports torch._dynamo: seconds per process, more than a whole tabular run).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor
+
+from irlhf.metrics.exposure import occupancy
+from irlhf.policies.tabular import TabularPolicy
+from irlhf.types import Sequences
+from irlhf.worlds.base import Demonstrations
+
+
+class MaxEntIRLConfig(BaseModel):
+    """MaxEnt IRL with a tabular reward (the `[maxent_irl]` table of an experiment config)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+    alpha: float = Field(0.1, gt=0.0)
+    """Temperature of the soft-optimal learner (reward units). Only reward / alpha is identified;
+    0.1 puts the recovered reward on the automaton worlds' default scale."""
+    gamma: float = Field(0.95, ge=0.0, lt=1.0)
+    """Discount of the learner's soft value iteration."""
+    steps: int = Field(300, ge=0)
+    """Gradient-ascent steps on the reward table."""
+    lr: float = Field(0.05, gt=0.0)
+    """Step size (reward units per step)."""
+    optimizer: Literal["adam", "sgd"] = "adam"
+    """"adam" (Adam, default betas) or "sgd" (plain gradient ascent)."""
+    l2: float = Field(0.0, ge=0.0)
+    """L2 penalty on the reward table (a Gaussian prior on w)."""
+
+
+class TableAdam:
+    """Adam (Kingma & Ba 2015) for one tensor, descending the gradients it is given."""
+
+    def __init__(self, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+        self.lr, self.betas, self.eps = lr, betas, eps
+        self.m: Tensor | None = None
+        self.v: Tensor | None = None
+        self.t = 0
+
+    def step(self, param: Tensor, grad: Tensor) -> Tensor:
+        """The updated parameter (a new tensor)."""
+        b1, b2 = self.betas
+        self.t += 1
+        self.m = (1 - b1) * grad if self.m is None else b1 * self.m + (1 - b1) * grad
+        self.v = (1 - b2) * grad**2 if self.v is None else b2 * self.v + (1 - b2) * grad**2
+        m_hat, v_hat = self.m / (1 - b1**self.t), self.v / (1 - b2**self.t)
+        return param - self.lr * m_hat / (v_hat.sqrt() + self.eps)
+
+
+# --- exact soft-optimal policies ----------------------------------------------------------------
+def soft_policy_iteration(
+    transition: Tensor,
+    reward: Tensor,
+    alpha: float,
+    gamma: float,
+    init_logits: Tensor | None = None,
+    tol: float = 1e-10,
+    max_iter: int = 500,
+) -> tuple[Tensor, Tensor]:
+    """The soft-optimal Q [S, V] and V [S] for `reward` [S, V] (the same fixed point as
+    `soft_value_iteration`), by soft policy iteration from the policy softmax(init_logits)."""
+    S, A = reward.shape
+    reward = reward.double()
+    logits = torch.zeros(S, A, dtype=torch.float64) if init_logits is None else init_logits.double()
+    flat = (torch.arange(S).unsqueeze(1) * S + transition).flatten()  # (S*A,) index of (s, s')
+    eye = torch.eye(S, dtype=torch.float64)
+    q_prev = None
+    for _ in range(max_iter):
+        log_pi = torch.log_softmax(logits, dim=1)
+        pi = log_pi.exp()
+        P = torch.zeros(S * S, dtype=torch.float64).index_add_(0, flat, pi.flatten()).view(S, S)
+        r_pi = (pi * (reward - alpha * log_pi)).sum(dim=1)  # (S,) reward + entropy bonus
+        value = torch.linalg.solve(eye - gamma * P, r_pi)  # V^pi exactly
+        q = reward + gamma * value[transition]
+        logits = q / alpha
+        if q_prev is not None and float((q - q_prev).abs().max()) < tol:
+            break
+        q_prev = q
+    return q, alpha * torch.logsumexp(q / alpha, dim=1)
+
+
+def soft_optimal_policy(
+    dynamics: Any,
+    reward: Tensor,
+    alpha: float,
+    gamma: float,
+    init: TabularPolicy | None = None,
+) -> TabularPolicy:
+    """pi(a|s) = softmax(Q(s, .) / alpha) for the soft-optimal Q of `reward` [S, V]."""
+    init_logits = None if init is None else init.probs.clamp_min(1e-300).log()
+    q, _ = soft_policy_iteration(dynamics.transition, reward, alpha, gamma, init_logits)
+    return TabularPolicy.from_logits(q / alpha)
+
+
+# --- (state, token) counts ----------------------------------------------------------------------
+def pair_counts(seqs: Sequences, dynamics: Any) -> Tensor:
+    """[S, V] float64: how often each (state, token) pair occurs among the completion tokens."""
+    states = dynamics.states(seqs)[seqs.completion_mask]  # (N,)
+    actions = seqs.tokens[seqs.completion_mask]
+    counts = torch.zeros(dynamics.n_states * dynamics.vocab_size, dtype=torch.float64)
+    counts.index_add_(0, states * dynamics.vocab_size + actions, torch.ones(len(states)).double())
+    return counts.view(dynamics.n_states, dynamics.vocab_size)
+
+
+def start_distribution(seqs: Sequences, dynamics: Any) -> Tensor:
+    """[S] float64: the empirical distribution of the sequences' start states."""
+    starts = dynamics.states(seqs)[:, 0]
+    return torch.bincount(starts, minlength=dynamics.n_states).double() / len(starts)
+
+
+@dataclass(frozen=True)
+class _Started:
+    """The dynamics with a start distribution: what `metrics.exposure.occupancy` reads."""
+
+    n_states: int
+    vocab_size: int
+    transition: Tensor
+    start: Tensor
+
+
+def feature_counts(policy: TabularPolicy, dynamics: Any, start: Tensor, horizon: int) -> Tensor:
+    """[S, V] float64: sum_{t<horizon} d_t(s) pi(a|s), exact, from the start distribution."""
+    started = _Started(dynamics.n_states, dynamics.vocab_size, dynamics.transition, start)
+    visits = occupancy(started, policy, horizon).sum(dim=0)  # (S,)
+    return visits.unsqueeze(1) * policy.probs
+
+
+# --- MaxEnt IRL ---------------------------------------------------------------------------------
+def maxent_irl(
+    demonstrator_counts: Tensor,
+    start: Tensor,
+    dynamics: Any,
+    config: MaxEntIRLConfig = MaxEntIRLConfig(),
+    horizon: int | None = None,
+) -> tuple[TabularPolicy, list[dict], Tensor]:
+    """MaxEnt IRL from demonstrator feature counts [S, V] (expected visits per sequence over
+    `horizon` steps, empirical or exact) and the start distribution [S].
+    Returns (learner policy, one record per step, recovered reward table [S, V])."""
+    horizon = dynamics.horizon if horizon is None else horizon
+    shape = (dynamics.n_states, dynamics.vocab_size)
+    if tuple(demonstrator_counts.shape) != shape:
+        raise ValueError(f"demonstrator_counts must be {list(shape)}")
+    target = demonstrator_counts.double() / horizon  # per-step (state, token) frequencies
+    reward = torch.zeros(shape, dtype=torch.float64)
+    adam = TableAdam(config.lr)
+    policy, records = None, []
+    for step in range(config.steps + 1):
+        # Learner = soft-optimal policy for the current reward, warm-started from the last one.
+        policy = soft_optimal_policy(dynamics, reward, config.alpha, config.gamma, policy)
+        learner = feature_counts(policy, dynamics, start, horizon) / horizon
+        gap = target - learner
+        records.append(
+            {
+                "step": step,
+                "maxent/count_tv": 0.5 * float(gap.abs().sum()),
+                "maxent/demo_nll": -float((target * policy.probs.clamp_min(1e-300).log()).sum()),
+                "maxent/reward_norm": float(reward.norm()),
+            }
+        )
+        if step == config.steps:
+            break
+        ascent = gap - config.l2 * reward  # gradient of the (L2-penalised) log-likelihood
+        reward = (
+            adam.step(reward, -ascent)
+            if config.optimizer == "adam"
+            else reward + config.lr * ascent
+        )
+    return policy, records, reward
+
+
+def train_maxent_irl(
+    policy: TabularPolicy,
+    demos: Demonstrations,
+    dynamics: Any,
+    config: MaxEntIRLConfig = MaxEntIRLConfig(),
+    generator: torch.Generator | None = None,
+) -> tuple[TabularPolicy, list[dict], Tensor]:
+    """MaxEnt IRL on demonstrations. `policy` gives the table's shape only; `generator` is
+    unused (everything is exact). Returns (policy, records, recovered reward [S, V])."""
+    seqs = demos.sequences
+    if tuple(policy.probs.shape) != (dynamics.n_states, dynamics.vocab_size):
+        raise ValueError("policy table must be [n_states, vocab_size] of the dynamics")
+    horizon = int(seqs.completion_mask.sum(dim=1).max())
+    counts = pair_counts(seqs, dynamics) / demos.n
+    return maxent_irl(counts, start_distribution(seqs, dynamics), dynamics, config, horizon)
