@@ -56,6 +56,11 @@ Profile = Annotated[
 ]
 
 
+def _say(text: str) -> None:
+    """A plain message line (no wrapping of long paths, no rich markup in them)."""
+    console.print(text, soft_wrap=True, markup=False, highlight=False)
+
+
 def _fail(message: str, code: int = 2) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
@@ -105,7 +110,7 @@ def run(
     ) as bar:  # fmt: skip
         task = bar.add_task(f"{cfg.kind}", total=None)
         result = run_one(cfg, root, on_progress=lambda d, t: bar.update(task, completed=d, total=t))
-    console.print(f"run {result.run_dir} {'(cached)' if result.skipped else ''}")
+    _say(f"run {result.run_dir}" + (" (finished earlier)" if result.skipped else ""))
     if result.status != "done":
         _fail(f"run failed: {result.error} (see {result.run_dir / 'traceback.txt'})", code=1)
     console.print(_records_table(result.records, f"{cfg.kind} · {result.seconds:.1f} s"))
@@ -136,7 +141,7 @@ def sweep(
     write_results(table, out)
     runs = table.drop_duplicates("run_id")
     failed = runs[runs["status"] != "done"]
-    console.print(f"{len(runs)} runs, {len(failed)} failed; results: {out}")
+    _say(f"{len(runs)} runs, {len(failed)} failed; results: {out}")
     for row in failed.itertuples():
         typer.echo(f"failed {row.run_id}: {row.error}", err=True)
     if len(failed):
@@ -173,7 +178,7 @@ def study(
     headline = summary.get("headline")
     if isinstance(headline, list) and headline:
         console.print(_records_table(headline, f"{name}: headline"))
-    console.print(f"wrote {out or Path('results') / name}")
+    _say(f"wrote {out or Path('results') / name}")
 
 
 @app.command()
@@ -186,7 +191,7 @@ def report(
 
     with _user_errors():
         write_report(dirs, out)
-    console.print(f"wrote {out}")
+    _say(f"wrote {out}")
 
 
 @app.command()
@@ -212,7 +217,7 @@ def reproduce(
         summaries = run_studies(targets, profile, executor, address, workers, raise_errors=False)
     page = write_report(list(targets.values()), out / "report.html")
     minutes, seconds = divmod(time.perf_counter() - start, 60)
-    console.print(f"wrote {page} in {int(minutes)} min {seconds:.0f} s (profile {profile})")
+    _say(f"wrote {page} in {int(minutes)} min {seconds:.0f} s (profile {profile})")
     errors = {name: s["error"] for name, s in summaries.items() if "error" in s}
     for name, error in errors.items():
         typer.echo(f"study {name}: {error}", err=True)
@@ -231,7 +236,10 @@ def studies() -> None:
     table.add_column("title")
     for item in STUDIES.values():
         table.add_row(item.name, item.title)
-    console.print(table if STUDIES else "no studies registered yet")
+    if not STUDIES:
+        _say("no studies registered yet")
+        return
+    console.print(table)
 
 
 @app.command()
@@ -240,7 +248,7 @@ def worlds() -> None:
     try:
         from irlhf.worlds import describe_presets
     except ImportError:
-        console.print("no worlds registered yet")
+        _say("no worlds registered yet")
         return
     console.print(describe_presets())
 

@@ -1,10 +1,12 @@
 """A toy experiment kind, "counter", for the platform's tests.
 
 `steps` steps; step t draws 3 uniforms from a seeded torch.Generator and adds their sum, scaled
-by world.scale, to a running total. It checkpoints every `checkpoint_every` steps (the generator
-state saved as a uint8 tensor), logs a training curve, can sleep per step (to be killed midway),
-can fail on one seed and, when $COUNTER_MARKER_DIR is set, leaves one marker file per call (to
-count how often a run function really ran).
+by world.scale, to a running total (plus `offset`). It checkpoints every `checkpoint_every` steps
+(the generator state saved as a uint8 tensor), logs a training curve and can fail on one seed.
+Environment knobs that do not change the numbers (so they are not part of the config):
+$COUNTER_SLEEP seconds per step (to kill a run midway), $COUNTER_STOP_AT_STEP (raise StopHere
+there, a crash without a process) and $COUNTER_MARKER_DIR (one marker file per call, to count
+how often a run function really ran).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from irlhf.experiments import RunContext, register_kind
 
 MARKER_ENV = "COUNTER_MARKER_DIR"
 STOP_ENV = "COUNTER_STOP_AT_STEP"
+SLEEP_ENV = "COUNTER_SLEEP"
 
 
 class CounterWorld(BaseModel):
@@ -38,7 +41,7 @@ class CounterConfig(BaseModel):
     seed: int = Field(ge=0)
     steps: int = Field(20, ge=1, le=10_000)
     checkpoint_every: int = Field(5, ge=1)
-    sleep: float = Field(0.0, ge=0, le=5)
+    offset: float = Field(0.0, ge=-10, le=10)
     fail_on_seed: int | None = None
     world: CounterWorld = CounterWorld()
 
@@ -67,6 +70,7 @@ def run_counter(config: CounterConfig, ctx: RunContext) -> list[dict]:
         total = checkpoint.tensors["total"]
         start = checkpoint.step
     stop_at = int(os.environ.get(STOP_ENV, "-1"))
+    sleep = float(os.environ.get(SLEEP_ENV, "0"))
     for step in range(start, config.steps):
         if step == stop_at:
             raise StopHere(step)
@@ -75,13 +79,12 @@ def run_counter(config: CounterConfig, ctx: RunContext) -> list[dict]:
         total = total + config.world.scale * reduced
         ctx.log({"step": step + 1, "total": float(total)})
         ctx.progress(step + 1, config.steps)
-        if config.sleep:
-            time.sleep(config.sleep)
+        time.sleep(sleep)
         if (step + 1) % config.checkpoint_every == 0:
             ctx.save_checkpoint(
                 step + 1, {"rng": generator.get_state(), "total": total}, {"step": step + 1}
             )
-    records = [{"metric": "total", "value": float(total)}]
+    records = [{"metric": "total", "value": float(total) + config.offset}]
     records += [{"metric": "mean", "L": config.steps, "value": float(total) / config.steps}]
     return records
 

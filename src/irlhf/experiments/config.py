@@ -138,6 +138,7 @@ def _describe(model: type[BaseModel], problem: dict[str, Any]) -> str:
     message = problem["msg"]
     message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
     message = message.replace("Input should be", "must be").replace("Input ", "value ")
+    message = message.replace("an object", "a table").replace("a valid dictionary", "a table")
     return f"{message[:1].lower()}{message[1:]} (got {_got(problem['input'])})"
 
 

@@ -64,10 +64,11 @@ def _failures(directory: Path) -> list[dict[str, Any]]:
 def load_section(directory: Path) -> StudySection:
     """Read a study directory (written by `run_study`); ConfigError if it is not one."""
     directory = Path(directory)
+    if not directory.is_dir():
+        raise ConfigError("", "no such directory", str(directory))
     if not (directory / "summary.json").exists() and not (directory / "study.json").exists():
-        raise ConfigError(
-            "DIR", "not a study directory (no summary.json or study.json)", str(directory)
-        )
+        detail = "not a study directory (no summary.json or study.json)"
+        raise ConfigError("", detail, str(directory))
     record = _read_optional(directory / "study.json", {})
     return StudySection(
         directory=directory,
