@@ -84,3 +84,10 @@ def test_register_kind_checks_the_config_model() -> None:
         register_kind("other", CounterConfig, lambda c, ctx: [])
     with pytest.raises(ValueError, match="already registered"):
         register_kind("counter", CounterConfig, lambda c, ctx: [])
+
+
+def test_atomic_writes_have_the_usual_permissions(tmp_path: Path) -> None:
+    from irlhf.experiments.storage import atomic_write_text
+
+    atomic_write_text(tmp_path / "x.txt", "hello")
+    assert (tmp_path / "x.txt").stat().st_mode & 0o044 == 0o044  # group and others may read
