@@ -1,0 +1,137 @@
+"""IQ-Learn (inverse soft-Q learning; Garg et al. 2021) for tabular policies.
+
+One table is both the policy and the reward: the policy's logits are a soft Q-function,
+
+    V(s) = alpha log sum_a exp(Q(s, a) / alpha),   pi(a | s) = exp((Q(s, a) - V(s)) / alpha),
+
+and the reward it implies is the inverse soft Bellman operator, r(s, a) = Q(s, a) - gamma V(s')
+with s' = delta(s, a). IQ-Learn maximises over Q, for the chi^2 divergence,
+
+    J(Q) = E_demo[r - r^2 / (4 chi2_alpha)] - E_rho[V(s) - gamma V(s')],
+
+(`losses.iq_learn`, whose docstring gives the equations) by gradient descent on -J. The value term
+is taken over the demonstrator's transitions only ("offline", the official `value_expert` loss:
+no rollouts at all), or over a 50/50 pool of demonstrator and learner transitions ("online", the
+official `value` loss), the learner's coming from rollouts of the current policy every round
+(kept in a replay buffer). This is the LM form of Wulfmeier et al. 2024 with a table for logits.
+
+Tabular specifics: a transition (s, a, s') is determined by (s, a), so a batch of transitions is
+a table of (state, token) counts, and the loss is evaluated on the [S, V] tables with those counts
+as weights (exactly the mean over the individual transitions). The automaton has no terminal
+states: the end of a demonstration is a truncation, so V(s') is kept at the last token too.
+Offline without the chi^2 term the loss reduces to -E_demo[Q(s, a) - V(s)] = -alpha E_demo[log
+pi(a | s)]: behaviour cloning; the chi^2 term is what ties Q to a small, Bellman-consistent
+reward.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor
+
+from irlhf import losses
+from irlhf.algorithms.maxent_irl import TableAdam, pair_counts
+from irlhf.policies.tabular import TabularPolicy
+from irlhf.worlds.base import Demonstrations
+
+
+class IQLearnConfig(BaseModel):
+    """Tabular IQ-Learn (the `[iq_learn]` table of an experiment config)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+    online: bool = False
+    """False: demonstrator transitions only; True: also the learner's rollouts each round."""
+    alpha: float = Field(0.1, gt=0.0)
+    """Soft temperature: pi = softmax(Q / alpha) (reward units per nat)."""
+    gamma: float = Field(0.95, ge=0.0, lt=1.0)
+    """Discount of the inverse soft Bellman operator r = Q - gamma V(s')."""
+    divergence: Literal["chi2", "none"] = "chi2"
+    """"chi2" (the regulariser phi(r) = r - r^2 / (4 chi2_alpha)) or "none" (phi(r) = r)."""
+    chi2_alpha: float = Field(0.5, gt=0.0)
+    """Strength of the chi^2 regulariser (official default 0.5; smaller = smaller rewards)."""
+    rounds: int = Field(10, ge=1)
+    """Rounds; online, each starts with fresh learner rollouts."""
+    steps_per_round: int = Field(50, ge=1)
+    """Adam steps on the Q table per round (full batch)."""
+    lr: float = Field(0.05, gt=0.0)
+    """Adam learning rate (reward units per step)."""
+    rollouts_per_round: int = Field(50, ge=1)
+    """Online: learner sequences added to the replay buffer per round."""
+
+
+def soft_value(q: Tensor, alpha: float) -> Tensor:
+    """[S] V(s) = alpha logsumexp(Q(s, .) / alpha)."""
+    return alpha * torch.logsumexp(q / alpha, dim=1)
+
+
+def implied_reward(q: Tensor, transition: Tensor, alpha: float, gamma: float) -> Tensor:
+    """[S, V] r(s, a) = Q(s, a) - gamma V(delta(s, a)), the inverse soft Bellman operator."""
+    return q - gamma * soft_value(q, alpha)[transition]
+
+
+def iq_loss(
+    q: Tensor,
+    transition: Tensor,
+    demo_counts: Tensor,
+    learner_counts: Tensor | None,
+    config: IQLearnConfig,
+) -> tuple[Tensor, dict]:
+    """`losses.iq_learn` on the [S, V] tables, weighted by transition counts. Learner counts,
+    when given, are rescaled to the demonstrations' total (an even pool, as the official
+    equal-size expert and policy batches)."""
+    value = soft_value(q, config.alpha)  # (S,)
+    v_here = value.unsqueeze(1).expand_as(q)  # (S, V): V(s) for every (s, a)
+    v_next = value[transition]  # (S, V): V(delta(s, a))
+    policy_args: dict[str, Any] = {"v_policy": None, "v_next_policy": None}
+    if learner_counts is not None:
+        scale = demo_counts.sum() / learner_counts.sum()
+        policy_args = {
+            "v_policy": v_here,
+            "v_next_policy": v_next,
+            "mask_policy": learner_counts * scale,
+        }
+    return losses.iq_learn(
+        q,
+        v_here,
+        v_next,
+        gamma=config.gamma,
+        mask_expert=demo_counts,
+        divergence=config.divergence,
+        alpha=config.chi2_alpha,
+        **policy_args,
+    )
+
+
+def train_iq_learn(
+    policy: TabularPolicy,
+    demos: Demonstrations,
+    dynamics: Any,
+    config: IQLearnConfig = IQLearnConfig(),
+    generator: torch.Generator | None = None,
+) -> tuple[TabularPolicy, list[dict], Tensor]:
+    """IQ-Learn from `policy` (Q starts at alpha log pi). Returns (policy = softmax(Q / alpha),
+    one record per round, recovered reward Q - gamma V(s') [S, V])."""
+    generator = generator or torch.Generator().manual_seed(0)
+    demo_counts = pair_counts(demos.sequences, dynamics)  # (S, V) demonstrator transitions
+    q = config.alpha * policy.probs.clamp_min(1e-300).log()
+    adam = TableAdam(config.lr)
+    learner_counts: Tensor | None = None
+    records = []
+    for round_ in range(1, config.rounds + 1):
+        if config.online:
+            current = TabularPolicy.from_logits(q / config.alpha)
+            rollouts = dynamics.rollout(current, config.rollouts_per_round, generator)
+            fresh = pair_counts(rollouts, dynamics)
+            learner_counts = fresh if learner_counts is None else learner_counts + fresh
+        for _ in range(config.steps_per_round):
+            q.requires_grad_(True)
+            loss, metrics = iq_loss(q, dynamics.transition, demo_counts, learner_counts, config)
+            (grad,) = torch.autograd.grad(loss, q)
+            q = adam.step(q.detach(), grad)
+        records.append({"round": round_, **metrics})
+    policy = TabularPolicy.from_logits(q / config.alpha)
+    return policy, records, implied_reward(q, dynamics.transition, config.alpha, config.gamma)
