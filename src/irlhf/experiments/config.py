@@ -325,13 +325,15 @@ def resolved(config: BaseModel) -> dict[str, Any]:
     return config.model_dump(mode="json")
 
 
-def canonical_json(config: BaseModel) -> str:
+def canonical_json(config: BaseModel | dict[str, Any]) -> str:
     """Compact, key-sorted JSON of the resolved config: the input of `run_hash`."""
-    return json.dumps(resolved(config), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    data = config if isinstance(config, dict) else resolved(config)
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def run_hash(config: BaseModel) -> str:
-    """First 16 hex digits of the sha256 of `canonical_json(config)`: the run's id."""
+def run_hash(config: BaseModel | dict[str, Any]) -> str:
+    """First 16 hex digits of the sha256 of `canonical_json(config)`: the run's id.
+    (A resolved config read back from config.json hashes to the same id.)"""
     return hashlib.sha256(canonical_json(config).encode("utf-8")).hexdigest()[:16]
 
 

@@ -47,9 +47,9 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def atomic_write_json(path: Path, obj: Any) -> None:
-    """Write `obj` as indented, key-sorted JSON atomically."""
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+def atomic_write_json(path: Path, obj: Any, sort_keys: bool = True) -> None:
+    """Write `obj` as indented JSON atomically (keys sorted unless their order matters)."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=sort_keys) + "\n")
 
 
 def read_json(path: Path) -> Any:

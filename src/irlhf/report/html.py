@@ -19,7 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from irlhf.experiments.config import flatten
+from irlhf.experiments.config import flatten, run_hash
 from irlhf.experiments.errors import ConfigError
 from irlhf.experiments.provenance import software_versions, utc_now
 from irlhf.experiments.storage import atomic_write_text, read_json
@@ -201,19 +201,25 @@ def config_grid(configs: Sequence[dict[str, Any]]) -> tuple[list[dict], list[dic
     return varying, fixed
 
 
+def _runs_table(configs: Sequence[dict[str, Any]], varying: list[dict]) -> str:
+    """One row per run: its id (the run directory's name) and the swept fields."""
+    fields = [v["field"] for v in varying]
+    listed = configs[:_MAX_CONFIGS_LISTED]
+    rows = [{"run_id": run_hash(c), **{f: flatten(c).get(f) for f in fields}} for c in listed]
+    more = len(configs) - len(listed)
+    caption = f"Runs (first {len(listed)}; all in configs.json)" if more else "Runs"
+    return html_table(rows, caption=caption)
+
+
 def _configs_html(configs: list[dict[str, Any]]) -> str:
     if not configs:
         return ""
     varying, fixed = config_grid(configs)
-    listed = configs[:_MAX_CONFIGS_LISTED]
-    more = len(configs) - len(listed)
-    full = _esc("\n".join(json.dumps(c, sort_keys=True) for c in listed))
-    tail = f"\n… and {more} more (see configs.json)" if more else ""
     return (
         f"<details><summary>Configs used ({len(configs)} distinct runs)</summary>"
         + (html_table(varying, caption="Swept fields") if varying else "")
         + html_table(fixed, caption="Fixed fields")
-        + f"<details><summary>Every resolved config</summary><pre>{full}{tail}</pre></details>"
+        + _runs_table(configs, varying)
         + "</details>"
     )
 

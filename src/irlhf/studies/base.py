@@ -158,15 +158,15 @@ def finish_study(
     try:
         summary = plan.study.summarize(table, out)
         json.dumps(summary)  # JSON-able, or fail here rather than half-way through the write
-        atomic_write_json(out / SUMMARY_FILE, summary)
+        atomic_write_json(out / SUMMARY_FILE, summary, sort_keys=False)  # the study's order
     except Exception as exc:
         (out / SUMMARY_FILE).unlink(missing_ok=True)
         record["error"] = f"summarize failed: {one_line(exc)}"
-        atomic_write_json(out / STUDY_FILE, record)
+        atomic_write_json(out / STUDY_FILE, record, sort_keys=False)
         if raise_errors:
             raise
         return {"error": record["error"]}
-    atomic_write_json(out / STUDY_FILE, record)
+    atomic_write_json(out / STUDY_FILE, record, sort_keys=False)
     return summary
 
 
