@@ -1,0 +1,290 @@
+"""Reward models learned from pairwise comparisons with the Bradley-Terry loss.
+
+A reward model r_phi scores a whole sequence and is fitted by maximising the Bradley-Terry
+likelihood of the annotator's choices, L = -mean log sigmoid(r(chosen) - r(rejected))
+(`irlhf.losses.bradley_terry`; Christiano et al. 2017, Ouyang et al. 2022).
+
+* `TabularRewardModel`: a table r[s, a] over (latent state, token); the sequence reward is the
+  sum of r along the completion (so it is linear in the (state, token) visit counts and the fit is
+  a convex L2-regularised logistic regression, solved to optimality by L-BFGS). The table is what
+  exact KL-regularised soft policy iteration (`irlhf.algorithms.rlhf`) optimises.
+* `NeuralRewardModel`: a linear scalar head on a small Hugging Face causal LM, reading the last
+  hidden state at the last completion token (InstructGPT's reward model), trained by minibatch
+  AdamW and continued from its previous weights on every refit.
+
+Either can be an ensemble of K members fitted on bootstrap resamples of the comparisons; `score`
+is the members' mean and `score_std` their spread (an epistemic-uncertainty signal).
+Also here: the tabular sequence features (`state_action_counts`, `sequence_log_probs`) that the
+reward model, DPO and best-of-n share.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor, nn
+
+from irlhf import losses
+from irlhf.policies.tabular import TabularPolicy
+from irlhf.types import Comparisons, Sequences
+
+
+class RewardModelConfig(BaseModel):
+    """How a reward model is built and fitted (the `[reward_model]` table of a config)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+    kind: Literal["tabular", "neural"] = "tabular"
+    """"tabular" (a table over (state, token)) or "neural" (scalar head on a causal LM)."""
+    ensemble_size: int = Field(1, ge=1)
+    """Members K; with K > 1 each is fitted on its own bootstrap resample of the comparisons."""
+    l2: float = Field(0.01, ge=0.0)
+    """Tabular: L2 penalty (l2 / 2) ||r||^2 added to the mean Bradley-Terry loss."""
+    max_iter: int = Field(500, ge=1)
+    """Tabular: L-BFGS iterations per fit."""
+    steps: int = Field(300, ge=0)
+    """Neural: AdamW steps per fit (the model continues from its previous weights)."""
+    batch_size: int = Field(32, ge=1)
+    """Neural: comparisons per step."""
+    lr: float = Field(1e-3, gt=0.0)
+    """Neural: AdamW learning rate."""
+    weight_decay: float = Field(0.0, ge=0.0)
+    """Neural: AdamW weight decay."""
+    n_layer: int = Field(2, ge=1)
+    """Neural: transformer blocks of the backbone."""
+    n_embd: int = Field(64, ge=1)
+    """Neural: width of the backbone (hidden size)."""
+    n_head: int = Field(4, ge=1)
+    """Neural: attention heads (must divide n_embd)."""
+    seed: int = 0
+    """Neural: initialisation seed of member 0 (member k uses seed + k)."""
+
+
+# --- tabular sequence features ----------------------------------------------------------------
+
+
+def state_action_counts(dynamics: Any, seqs: Sequences) -> Tensor:
+    """[B, S * V] float64: how often each (state, token) pair occurs in each completion."""
+    S, V = dynamics.n_states, dynamics.vocab_size
+    states = dynamics.states(seqs)  # (B, T)
+    flat = states * V + seqs.tokens.clamp(0, V - 1)  # (B, T)
+    weights = seqs.completion_mask.double()
+    return torch.zeros(seqs.batch_size, S * V, dtype=torch.float64).scatter_add_(1, flat, weights)
+
+
+def sequence_log_probs(policy: Any, seqs: Sequences, dynamics: Any) -> Tensor:
+    """[B] log pi(completion | prompt): sum over completion tokens of log pi(a_t | s_t).
+
+    A TabularPolicy is scored through `dynamics`; any other policy through its
+    `log_probs(seqs)` -> [B, T] (which may carry gradients)."""
+    if isinstance(policy, TabularPolicy):
+        log_table = policy.probs.clamp_min(1e-300).log().flatten()  # (S * V,)
+        return state_action_counts(dynamics, seqs) @ log_table
+    return policy.log_probs(seqs.to(policy.device)).sum(dim=1)
+
+
+# --- comparisons --------------------------------------------------------------------------------
+
+
+def select_comparisons(comparisons: Comparisons, rows: Tensor) -> Comparisons:
+    """The comparisons at `rows` (may repeat: bootstrap resamples)."""
+    return Comparisons(comparisons.chosen[rows], comparisons.rejected[rows])
+
+
+def concat_comparisons(batches: list[Comparisons]) -> Comparisons:
+    """All comparisons of several batches (equal sequence lengths)."""
+    return Comparisons(
+        Sequences.concat([b.chosen for b in batches]),
+        Sequences.concat([b.rejected for b in batches]),
+    )
+
+
+# --- the ensemble shared by both kinds --------------------------------------------------------
+
+
+class _RewardEnsemble:
+    """K members; subclasses implement `score_members` and `_fit_member`."""
+
+    config: RewardModelConfig
+
+    def score_members(self, seqs: Sequences) -> Tensor:
+        """[K, B] float64 sequence reward of each member."""
+        raise NotImplementedError
+
+    def _fit_member(self, k: int, comparisons: Comparisons, generator: torch.Generator) -> None:
+        raise NotImplementedError
+
+    def score(self, seqs: Sequences) -> Tensor:
+        """[B] float64 the ensemble-mean sequence reward."""
+        return self.score_members(seqs).mean(dim=0)
+
+    def score_std(self, seqs: Sequences) -> Tensor:
+        """[B] float64 the members' standard deviation (0 for a single model)."""
+        members = self.score_members(seqs)
+        return members.std(dim=0) if len(members) > 1 else torch.zeros_like(members[0])
+
+    def fit(self, comparisons: Comparisons, generator: torch.Generator) -> dict[str, float]:
+        """Fit every member (on a bootstrap resample when K > 1). Returns the ensemble's
+        training metrics on all `comparisons` ("rm/train_loss", "rm/train_accuracy", ...)."""
+        n = len(comparisons)
+        if n == 0:
+            raise ValueError("a reward model needs at least one comparison")
+        for k in range(self.config.ensemble_size):
+            bootstrap = self.config.ensemble_size > 1
+            rows = torch.randint(n, (n,), generator=generator) if bootstrap else torch.arange(n)
+            self._fit_member(k, select_comparisons(comparisons, rows), generator)
+        _, metrics = losses.bradley_terry(
+            self.score(comparisons.chosen), self.score(comparisons.rejected)
+        )
+        return {
+            "rm/comparisons": n,
+            "rm/train_loss": metrics["loss/bradley_terry"],
+            "rm/train_accuracy": metrics["bt/accuracy"],
+            "rm/train_margin": metrics["bt/margin"],
+        }
+
+
+class TabularRewardModel(_RewardEnsemble):
+    """r[s, a] tables, one per member; sequence reward = sum of r along the completion."""
+
+    def __init__(self, dynamics: Any, config: RewardModelConfig = RewardModelConfig()) -> None:
+        self.dynamics = dynamics
+        self.config = config
+        shape = (config.ensemble_size, dynamics.n_states, dynamics.vocab_size)
+        self.tables = torch.zeros(shape, dtype=torch.float64)  # (K, S, V)
+
+    @property
+    def table(self) -> Tensor:
+        """[S, V] the ensemble-mean reward table (its sequence rewards are `score`)."""
+        return self.tables.mean(dim=0)
+
+    def score_members(self, seqs: Sequences) -> Tensor:
+        counts = state_action_counts(self.dynamics, seqs)  # (B, S * V)
+        return self.tables.flatten(1) @ counts.T  # (K, B)
+
+    def _fit_member(self, k: int, comparisons: Comparisons, generator: torch.Generator) -> None:
+        chosen = state_action_counts(self.dynamics, comparisons.chosen)  # (N, S * V)
+        rejected = state_action_counts(self.dynamics, comparisons.rejected)
+        # Convex: the optimum does not depend on the start, so every fit starts from zero.
+        weights = torch.zeros(chosen.shape[1], dtype=torch.float64, requires_grad=True)
+        optimizer = torch.optim.LBFGS(
+            [weights],
+            max_iter=self.config.max_iter,
+            tolerance_grad=1e-10,
+            tolerance_change=1e-14,
+            history_size=20,
+            line_search_fn="strong_wolfe",
+        )
+
+        def closure() -> Tensor:
+            optimizer.zero_grad()
+            loss, _ = losses.bradley_terry(chosen @ weights, rejected @ weights)
+            loss = loss + 0.5 * self.config.l2 * weights.square().sum()
+            loss.backward()
+            return loss
+
+        optimizer.step(closure)
+        self.tables[k] = weights.detach().view(self.dynamics.n_states, self.dynamics.vocab_size)
+
+
+class _ScalarHeadModel(nn.Module):
+    """A causal LM backbone + linear head on the last hidden state at the last completion token."""
+
+    def __init__(self, backbone: nn.Module, hidden_size: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(hidden_size, 1)
+
+    def forward(self, seqs: Sequences) -> Tensor:
+        attention_mask = (seqs.prompt_mask | seqs.completion_mask).long()
+        hidden = self.backbone(input_ids=seqs.tokens, attention_mask=attention_mask)
+        hidden = hidden.last_hidden_state  # (B, T, H)
+        positions = torch.arange(seqs.length, device=seqs.tokens.device)
+        last = (seqs.completion_mask * positions).argmax(dim=1)  # (B,) last completion token
+        picked = hidden[torch.arange(seqs.batch_size, device=hidden.device), last]  # (B, H)
+        return self.head(picked).squeeze(-1)  # (B,)
+
+
+class NeuralRewardModel(_RewardEnsemble):
+    """InstructGPT-style reward model: a scalar head on a causal LM backbone (one per member).
+
+    backbones: optional causal LM policies to start from (e.g. the SFT policy, as InstructGPT
+    does); they are deep-copied. Without them each member is `CausalLMPolicy.tiny(...)`."""
+
+    def __init__(
+        self,
+        dynamics: Any,
+        config: RewardModelConfig = RewardModelConfig(kind="neural"),
+        backbones: list[Any] | None = None,
+    ) -> None:
+        from irlhf.policies.causal_lm import CausalLMPolicy
+
+        self.dynamics = dynamics
+        self.config = config
+        if backbones is None:
+            backbones = [
+                CausalLMPolicy.tiny(
+                    dynamics.token_vocab_size,
+                    dynamics.vocab_size,
+                    n_layer=config.n_layer,
+                    n_embd=config.n_embd,
+                    n_head=config.n_head,
+                    max_length=dynamics.horizon + 1,
+                    seed=config.seed + k,
+                )
+                for k in range(config.ensemble_size)
+            ]
+        if len(backbones) != config.ensemble_size:
+            raise ValueError(f"need {config.ensemble_size} backbones, got {len(backbones)}")
+        self.members = []
+        for k, policy in enumerate(backbones):
+            model = copy.deepcopy(policy.model)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(config.seed + k)
+                self.members.append(_ScalarHeadModel(model.base_model, model.config.hidden_size))
+        self.optimizers = [
+            torch.optim.AdamW(m.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+            for m in self.members
+        ]
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.members[0].parameters()).device
+
+    def score_members(self, seqs: Sequences, batch_size: int = 512) -> Tensor:
+        out = []
+        with torch.inference_mode():
+            for member in self.members:
+                member.eval()
+                parts = [
+                    member(seqs[i : i + batch_size].to(self.device)).double().cpu()
+                    for i in range(0, seqs.batch_size, batch_size)
+                ]
+                out.append(torch.cat(parts))
+        return torch.stack(out)  # (K, B)
+
+    def _fit_member(self, k: int, comparisons: Comparisons, generator: torch.Generator) -> None:
+        member, optimizer = self.members[k], self.optimizers[k]
+        member.train()
+        for _ in range(self.config.steps):
+            rows = torch.randint(len(comparisons), (self.config.batch_size,), generator=generator)
+            batch = select_comparisons(comparisons, rows)
+            loss, _ = losses.bradley_terry(
+                member(batch.chosen.to(self.device)), member(batch.rejected.to(self.device))
+            )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(member.parameters(), 1.0)
+            optimizer.step()
+        member.eval()
+
+
+REWARD_MODELS = {"tabular": TabularRewardModel, "neural": NeuralRewardModel}
+
+
+def make_reward_model(dynamics: Any, config: RewardModelConfig) -> _RewardEnsemble:
+    """A fresh reward model of `config.kind`."""
+    return REWARD_MODELS[config.kind](dynamics, config)
