@@ -104,12 +104,13 @@ def _init_worker(threads: int) -> None:
 def _execute_local(jobs: Sequence[Job], on_done: OnDone, max_workers: int | None, **_: Any) -> None:
     cpus = os.cpu_count() or 1
     workers = max(1, min(max_workers or cpus, len(jobs)))
-    with ProcessPoolExecutor(
+    pool = ProcessPoolExecutor(
         max_workers=workers,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_init_worker,
         initargs=(max(1, cpus // workers),),
-    ) as pool:
+    )
+    try:
         futures = {pool.submit(run_job, job): i for i, job in enumerate(jobs)}
         for future in as_completed(futures):
             i = futures[future]
@@ -118,6 +119,11 @@ def _execute_local(jobs: Sequence[Job], on_done: OnDone, max_workers: int | None
             except Exception as exc:  # BrokenProcessPool and the like
                 result = _crashed(jobs[i], exc)
             on_done(i, result)
+    except BaseException:
+        # Ctrl-C: drop the queued runs instead of finishing them; interrupted runs resume later.
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
 
 
 def _execute_ray(jobs: Sequence[Job], on_done: OnDone, address: str | None, **_: Any) -> None:
@@ -129,10 +135,10 @@ def _execute_ray(jobs: Sequence[Job], on_done: OnDone, address: str | None, **_:
             ray.init(address=address, log_to_driver=False)
         else:
             ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    task = ray.remote(num_cpus=1, max_retries=0)(run_job)
+    refs = {task.remote(job): i for i, job in enumerate(jobs)}
+    pending = list(refs)
     try:
-        task = ray.remote(num_cpus=1, max_retries=0)(run_job)
-        refs = {task.remote(job): i for i, job in enumerate(jobs)}
-        pending = list(refs)
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)
             for ref in ready:
@@ -141,6 +147,10 @@ def _execute_ray(jobs: Sequence[Job], on_done: OnDone, address: str | None, **_:
                 except Exception as exc:  # the task's worker died
                     result = _crashed(jobs[refs[ref]], exc)
                 on_done(refs[ref], result)
+    except BaseException:
+        for ref in pending:  # Ctrl-C: do not leave our tasks running on a shared cluster
+            ray.cancel(ref, force=True)
+        raise
     finally:
         if started_here:
             ray.shutdown()
