@@ -11,11 +11,11 @@ from irlhf.algorithms.adversarial_irl import (
     GAILConfig,
     GAILDiscriminator,
     adversarial_irl,
-    soft_policy_step,
     train_airl,
     train_gail,
 )
 from irlhf.algorithms.maxent_irl import pair_counts, soft_policy_iteration
+from irlhf.algorithms.rlhf import kl_regularised_policy
 from irlhf.metrics.exposure import exact_return
 from irlhf.metrics.recovered_reward import advantage_correlation
 from irlhf.policies import TabularPolicy
@@ -60,15 +60,17 @@ def test_policy_step_identities():
     g = torch.Generator().manual_seed(0)
     previous = TabularPolicy.from_logits(torch.randn(world.n_states, world.vocab_size, generator=g))
     # Zero reward and a KL to the previous policy: the previous policy is optimal.
-    same = soft_policy_step(dynamics, torch.zeros_like(world.reward_table), previous, 0.7, gamma)
+    same = kl_regularised_policy(
+        dynamics, torch.zeros_like(world.reward_table), previous, 0.7, gamma
+    )
     assert torch.allclose(same.probs, previous.probs, atol=1e-9)
     # Uniform anchor: the soft-optimal policy at temperature kl_coef.
     uniform = TabularPolicy.uniform(world.n_states, world.vocab_size)
-    step = soft_policy_step(dynamics, world.reward_table, uniform, world.spec.alpha, gamma)
+    step = kl_regularised_policy(dynamics, world.reward_table, uniform, world.spec.alpha, gamma)
     assert torch.allclose(step.probs, world.expert.probs, atol=1e-8)
     # AIRL: reward f - log pi_prev with KL(pi || pi_prev) at weight 1 = soft-optimal for f.
     f = world.reward_table
-    airl = soft_policy_step(dynamics, f - previous.probs.log(), previous, 1.0, gamma)
+    airl = kl_regularised_policy(dynamics, f - previous.probs.log(), previous, 1.0, gamma)
     q, _ = soft_policy_iteration(world.transition, f, 1.0, gamma)
     assert torch.allclose(airl.probs, torch.softmax(q, dim=1), atol=1e-8)
 

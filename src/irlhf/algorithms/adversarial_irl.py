@@ -15,8 +15,7 @@ Only the discriminator differs:
          logit(s, a) = f(s, a) - log pi(a | s)              (`losses.airl_logits`),
          policy reward f - log pi; the recovered reward is g.
 
-The policy step is exact soft policy iteration (tabular), the same KL-regularised problem as the
-RLHF step:
+The policy step is the RLHF step, `rlhf.kl_regularised_policy` (exact, tabular):
 
     pi_new = argmax_pi  E_pi[sum_t gamma^t r(s_t, a_t)] - kl_coef KL(pi || anchor),
     pi_new(a | s) ∝ anchor(a | s) exp(Q(s, a) / kl_coef),
@@ -40,7 +39,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from irlhf import losses
-from irlhf.algorithms.maxent_irl import TableAdam, pair_counts, soft_policy_iteration
+from irlhf.algorithms.maxent_irl import TableAdam, pair_counts
+from irlhf.algorithms.rlhf import kl_regularised_policy
 from irlhf.policies.tabular import TabularPolicy
 from irlhf.worlds.base import Demonstrations
 
@@ -135,17 +135,6 @@ class AIRLDiscriminator:
         return self.params[0].detach()
 
 
-def soft_policy_step(
-    dynamics: Any, reward: Tensor, anchor: TabularPolicy, kl_coef: float, gamma: float
-) -> TabularPolicy:
-    """pi ∝ anchor exp(Q / kl_coef) for the KL-regularised discounted problem (module doc): soft
-    value iteration at temperature kl_coef on the reward r + kl_coef log anchor."""
-    log_anchor = anchor.probs.clamp_min(1e-300).log()
-    shaped = reward.double() + kl_coef * log_anchor  # (S, V)
-    q, _ = soft_policy_iteration(dynamics.transition, shaped, kl_coef, gamma, log_anchor)
-    return TabularPolicy.from_logits(q / kl_coef)
-
-
 def adversarial_irl(
     policy: TabularPolicy,
     demos: Demonstrations,
@@ -183,7 +172,7 @@ def adversarial_irl(
         summed_reward += reward
         anchor = policy if config.anchor == "previous" else uniform
         previous = policy
-        policy = soft_policy_step(dynamics, reward, anchor, config.kl_coef, config.gamma)
+        policy = kl_regularised_policy(dynamics, reward, anchor, config.kl_coef, config.gamma)
         records.append(
             {
                 "round": round_,
