@@ -142,3 +142,19 @@ def test_monte_carlo_estimate_agrees_with_exact_values():
         assert (se > 0).all()
         assert (np.abs(got - want) / se).max() < 4.5
     assert np.allclose(mc.eps, exact.eps, rtol=0.1)
+
+
+def test_optimal_return_is_the_best_of_every_deterministic_sequence():
+    from irlhf.metrics.exposure import optimal_return
+
+    world = make_world("tiny", reward_spread=1.0, n_start_states=1, seed=4)
+    start = int(world.start.argmax())
+    best = -np.inf
+    for actions in itertools.product(range(world.vocab_size), repeat=world.horizon):
+        state, ret = start, 0.0
+        for a in actions:
+            ret += float(world.reward_table[state, a])
+            state = int(world.transition[state, a])
+        best = max(best, ret)
+    assert optimal_return(world) == pytest.approx(best)
+    assert optimal_return(world) >= exact_return(world, world.expert) - 1e-12

@@ -91,6 +91,16 @@ def exact_return(world: AutomatonWorld, policy: TabularPolicy, horizon: int | No
     return float(expected_rewards(world, policy, horizon).sum())
 
 
+def optimal_return(world: AutomatonWorld, horizon: int | None = None) -> float:
+    """max over all (time-dependent) policies of J_T: the best achievable true return, by
+    backward induction V_t(s) = max_a r(s, a) + V_{t+1}(delta(s, a)), V_T = 0."""
+    horizon = world.horizon if horizon is None else horizon
+    value = torch.zeros(world.n_states, dtype=torch.float64)
+    for _ in range(horizon):
+        value = (world.reward_table + value[world.transition]).max(dim=1).values
+    return float(world.start @ value)
+
+
 def exposure_bias(
     world: AutomatonWorld, policy: TabularPolicy, horizon: int | None = None
 ) -> ExposureBias:
@@ -192,23 +202,21 @@ def fit_power_law(lengths: np.ndarray, values: np.ndarray, confidence: float = 0
     if np.any(values.mean(axis=0) <= 0):
         raise ValueError("a power law needs positive values at every length")
     x = np.log(lengths)
-
-    def slope(curve: np.ndarray) -> tuple[float, float, float]:
-        fit = stats.linregress(x, np.log(curve))
-        return fit.slope, fit.intercept, fit.stderr
-
-    exponent, intercept, stderr = slope(values.mean(axis=0))
+    fit = stats.linregress(x, np.log(values.mean(axis=0)))
+    exponent, intercept = fit.slope, fit.intercept
     if values.shape[0] == 1:
         t = stats.t.ppf(0.5 + confidence / 2, df=max(len(x) - 2, 1))
-        lo, hi = exponent - t * stderr, exponent + t * stderr
+        lo, hi = exponent - t * fit.stderr, exponent + t * fit.stderr
     else:
+        # Resample seeds 2000 times and refit every resampled mean curve in one least-squares
+        # solve: slope = cov(x, y) / var(x), vectorised over the bootstrap replicates.
         rng = np.random.default_rng(0)
-        boots = []
-        for _ in range(2000):
-            curve = values[rng.integers(0, len(values), len(values))].mean(axis=0)
-            if np.all(curve > 0):
-                boots.append(slope(curve)[0])
-        lo, hi = np.quantile(boots, [(1 - confidence) / 2, (1 + confidence) / 2])
+        picks = rng.integers(0, len(values), size=(2000, len(values)))
+        curves = values[picks].mean(axis=1)  # (2000, n_lengths)
+        curves = curves[(curves > 0).all(axis=1)]
+        xc = x - x.mean()
+        slopes = (np.log(curves) @ xc) / (xc @ xc)
+        lo, hi = np.quantile(slopes, [(1 - confidence) / 2, (1 + confidence) / 2])
     return PowerLaw(float(exponent), float(lo), float(hi), float(np.exp(intercept)))
 
 

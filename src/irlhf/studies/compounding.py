@@ -18,6 +18,7 @@ import pandas as pd
 from irlhf.algorithms.dagger import DAggerConfig
 from irlhf.algorithms.sft import SFTConfig
 from irlhf.metrics.exposure import fit_power_law
+from irlhf.report.figures import label, new_grid, save_figure, style_axes
 from irlhf.studies.base import Study, register_study
 from irlhf.studies.imitation import DemoSpec, ImitationConfig, PolicySpec
 from irlhf.worlds import AutomatonSpec
@@ -116,65 +117,64 @@ def summarize(df: pd.DataFrame, out: Path) -> dict:
     }
 
 
+def _style(learner: str, algorithm: str) -> dict:
+    return {
+        "linestyle": "-" if learner == "tabular" else "--",
+        "color": "C0" if algorithm == "sft" else "C1",
+        "label": f"{LABELS[algorithm]}, {learner}",
+    }
+
+
 def _figure(curves: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(WORLDS), figsize=(11, 4.2), sharey=True)
-    for ax, preset in zip(np.atleast_1d(axes), WORLDS, strict=True):
+    fig, axes = new_grid(
+        "Regret vs horizon: BC compounds where traps absorb (band = seed range)", 1, len(WORLDS)
+    )
+    for ax, preset in zip(axes, WORLDS, strict=True):
+        style_axes(
+            ax,
+            f"{preset} traps",
+            label("prefix length L", "tokens"),
+            label("regret J_L(expert) - J_L(model)", "reward units"),
+        )
         for (p, learner, algorithm), table in sorted(curves.items()):
             if p != preset:
                 continue
             L = table.columns.to_numpy()
             mean = table.mean(axis=0).to_numpy()
-            style = "-" if learner == "tabular" else "--"
-            color = "C0" if algorithm == "sft" else "C1"
-            label = f"{LABELS[algorithm]}, {learner}"
             positive = mean > 0
-            ax.plot(L[positive], mean[positive], style, color=color, label=label)
+            style = _style(learner, algorithm)
+            ax.plot(L[positive], mean[positive], **style)
             if len(table) > 1:
                 lo, hi = table.min(axis=0).to_numpy(), table.max(axis=0).to_numpy()
                 band = positive & (lo > 0)
-                ax.fill_between(L[band], lo[band], hi[band], color=color, alpha=0.15)
+                ax.fill_between(L[band], lo[band], hi[band], color=style["color"], alpha=0.15)
         ref = np.array([8.0, 128.0])
         ax.plot(ref, 1e-3 * ref**2, ":", color="grey", label="slope 2 (reference)")
         ax.plot(ref, 1e-3 * ref, "-.", color="grey", label="slope 1 (reference)")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
-        ax.set_title(f"{preset} traps")
-        ax.set_xlabel("prefix length L (tokens)")
-        ax.set_ylabel("regret J_L(expert) - J_L(model) (reward units)")
         ax.legend(fontsize=7)
-    fig.suptitle("Regret vs horizon: BC compounds where traps absorb (band = seed range)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _pct_figure(pct: pd.DataFrame, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(WORLDS), figsize=(11, 4.2), sharey=True)
-    for ax, preset in zip(np.atleast_1d(axes), WORLDS, strict=True):
+    fig, axes = new_grid(
+        "Excess accumulated error (Arora et al. 2022), mean over seeds", 1, len(WORLDS)
+    )
+    for ax, preset in zip(axes, WORLDS, strict=True):
+        style_axes(
+            ax,
+            f"{preset} traps",
+            label("prefix length L", "tokens"),
+            label("%ExAccErr", "% of L x eps"),
+        )
         sub = pct[pct["world.preset"] == preset]
         for (learner, algorithm), group in sub.groupby(["policy.kind", "algorithm"]):
             mean = group.groupby("L")["value"].mean()
-            style = "-" if learner == "tabular" else "--"
-            color = "C0" if algorithm == "sft" else "C1"
-            ax.plot(
-                mean.index, mean.values, style, color=color, label=f"{LABELS[algorithm]}, {learner}"
-            )
+            ax.plot(mean.index, mean.values, **_style(learner, algorithm))
         ax.set_xscale("log", base=2)
-        ax.set_title(f"{preset} traps")
-        ax.set_xlabel("prefix length L (tokens)")
-        ax.set_ylabel("%ExAccErr (% of L * eps)")
         ax.legend(fontsize=7)
-    fig.suptitle("Excess accumulated error (Arora et al. 2022), mean over seeds")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 STUDY = Study(
