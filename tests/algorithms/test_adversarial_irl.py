@@ -98,9 +98,9 @@ def test_trained_gail_discriminator_is_the_log_density_ratio():
 @pytest.mark.parametrize(
     ("train", "config", "alpha"),
     [
-        (train_gail, GAILConfig(rounds=10), 1.0),
-        (train_gail, GAILConfig(rounds=10, reward="logit"), 1.0),
-        (train_airl, AdversarialIRLConfig(rounds=10), 1.0),
+        (train_gail, GAILConfig(rounds=8), 1.0),
+        (train_gail, GAILConfig(rounds=8, reward="logit"), 1.0),
+        (train_airl, AdversarialIRLConfig(rounds=8), 1.0),
     ],
     ids=["gail-softplus", "gail-logit", "airl"],
 )
