@@ -29,6 +29,7 @@ Training code sees only the annotator and the dynamics, never the true reward or
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -99,12 +100,14 @@ def train_rlhf(
     annotator: Annotator,
     config: RLHFConfig = RLHFConfig(),
     generator: torch.Generator | None = None,
+    on_round: Callable[[int, TabularPolicy, TabularRewardModel], None] | None = None,
 ) -> tuple[TabularPolicy, list[dict], TabularRewardModel]:
     """Iterated RLHF from `reference` (the SFT policy). Returns (policy, records, reward_model):
     one record per round with the comparisons used, the reward model's training metrics and its
     accuracy on the round's fresh comparisons *before* refitting on them (held out by
     construction, on the current policy's distribution; nan in round 1, where there is no model
-    yet)."""
+    yet). `on_round(round, policy, reward_model)` sees each round's result (for studies that
+    score every round, like Llama 2's V1..V5)."""
     if config.reward_model.kind != "tabular":
         raise ValueError("train_rlhf optimises tabular policies: reward_model.kind must be tabular")
     generator = generator or torch.Generator().manual_seed(0)
@@ -131,4 +134,6 @@ def train_rlhf(
                 **fit_metrics,
             }
         )
+        if on_round is not None:
+            on_round(round_, policy, reward_model)
     return policy, records, reward_model

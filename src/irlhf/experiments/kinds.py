@@ -12,7 +12,11 @@ import importlib
 import os
 
 # ---- the science modules that register experiment kinds (fill me) -------------------------
-KIND_MODULES: list[str] = ["irlhf.studies.imitation"]
+KIND_MODULES: list[str] = [
+    "irlhf.studies.imitation",
+    "irlhf.studies.preference",
+    "irlhf.studies.overoptimization",
+]
 # ----------------------------------------------------------------------------------------------
 
 ENV_VAR = "IRLHF_KIND_MODULES"

@@ -20,7 +20,12 @@ from irlhf.studies.base import (
 )
 
 # ---- the modules that register studies (fill me) -------------------------------------------
-STUDY_MODULES: list[str] = ["irlhf.studies.compounding"]
+STUDY_MODULES: list[str] = [
+    "irlhf.studies.compounding",
+    "irlhf.studies.outperform",
+    "irlhf.studies.reward_shift",
+    "irlhf.studies.overoptimization",
+]
 # ----------------------------------------------------------------------------------------------
 
 ENV_VAR = "IRLHF_STUDY_MODULES"

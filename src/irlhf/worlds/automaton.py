@@ -101,6 +101,7 @@ PRESETS: dict[str, tuple[str, AutomatonSpec]] = {
             reward_spread=1.0,
             trap_cost=2.0,
             exit_prob=0.25,
+            alpha=1.0,
         ),
     ),
     "tiny": (

@@ -1,0 +1,201 @@
+"""Study `overoptimization`: optimising a learned (proxy) reward too hard lowers the true one.
+
+Gao et al. 2022 ("Scaling laws for reward model overoptimization"): as a policy moves away from
+its reference (distance d = sqrt(KL)), the proxy reward it is optimised against keeps rising while
+the gold reward rises, peaks and falls, following R_bon(d) = d (a - b d) for best-of-n sampling
+and R_rl(d) = d (a - b log d) for RL. Here the gold reward is the world's true return and the proxy
+a Bradley-Terry reward model fitted on a limited number of comparisons of the SFT policy; best-of-n
+uses the analytic KL log n - (n-1)/n, RL the exact KL-regularised optimum at decreasing kl_coef
+with its exact sequence KL. Returns are reported relative to the SFT policy (d = 0).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from irlhf.algorithms.best_of_n import best_of_n_kl, best_of_n_sample
+from irlhf.algorithms.reward_model import RewardModelConfig, TabularRewardModel
+from irlhf.algorithms.rlhf import kl_regularised_policy
+from irlhf.algorithms.sft import SFTConfig, train_sft
+from irlhf.experiments import RunContext, register_kind
+from irlhf.metrics.exposure import exact_return, occupancy
+from irlhf.metrics.reward import sequence_kl
+from irlhf.policies.tabular import TabularPolicy
+from irlhf.report.figures import label, new_grid, save_figure, style_axes
+from irlhf.studies.base import Study, register_study
+from irlhf.studies.imitation import DemoSpec
+from irlhf.studies.preference import AnnotatorSpec
+from irlhf.worlds import AutomatonSpec, AutomatonWorld, Demonstrations
+from irlhf.worlds.annotator import Annotator, sample_pairs
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+
+class OveroptimizationConfig(BaseModel):
+    """Proxy vs gold reward along best-of-n and RL paths (`kind = "overoptimization"`)."""
+
+    model_config = _FROZEN
+    kind: Literal["overoptimization"] = "overoptimization"
+    seed: int = 0
+    world: AutomatonSpec = AutomatonSpec(preset="spread")
+    demonstrations: DemoSpec = DemoSpec(n=100, temperature=1.0)
+    sft: SFTConfig = SFTConfig()
+    annotator: AnnotatorSpec = AnnotatorSpec()
+    comparisons: int = Field(300, ge=1)
+    """Comparisons of SFT samples the proxy reward model is fitted on."""
+    reward_model: RewardModelConfig = RewardModelConfig()
+    best_of_n: list[int] = [1, 2, 4, 8, 16, 32, 64, 128]
+    """n values of the best-of-n path."""
+    bon_samples: int = Field(400, ge=10)
+    """Best-of-n sequences sampled per n to estimate its gold and proxy return."""
+    kl_coefs: list[float] = [10.0, 3.0, 1.0, 0.5, 0.3, 0.2, 0.1, 0.05, 0.03]
+    """KL coefficients of the RL path (large = close to SFT)."""
+    gamma: float = Field(0.95, ge=0.0, lt=1.0)
+    """Discount of the RL path's soft policy iteration."""
+
+
+def _proxy_return(world: AutomatonWorld, policy: TabularPolicy, table: torch.Tensor) -> float:
+    """Exact expected proxy return: occupancy-weighted reward-model table."""
+    step = (policy.probs * table).sum(dim=1)  # (S,)
+    return float((occupancy(world, policy, world.horizon) @ step).sum())
+
+
+def run(config: OveroptimizationConfig, ctx: RunContext) -> list[dict]:
+    world = AutomatonWorld(config.world)
+    dynamics = world.dynamics()
+    generator = torch.Generator().manual_seed(config.seed)
+    d = config.demonstrations
+    demos = Demonstrations.collect(world, d.n, generator, d.temperature, d.epsilon)
+    sft, _ = train_sft(TabularPolicy.uniform(world.n_states, world.vocab_size), demos, dynamics)
+    annotator = Annotator(world, config.annotator.beta, config.annotator.flip_prob)
+    pairs = sample_pairs(dynamics, sft, config.comparisons, generator)
+    reward_model = TabularRewardModel(dynamics, config.reward_model)
+    ctx.log(reward_model.fit(annotator.compare(*pairs, generator), generator))
+
+    # Metrics from here on (they read the truth).
+    j_sft = exact_return(world, sft)
+    proxy_sft = _proxy_return(world, sft, reward_model.table)
+    records = []
+    for n in config.best_of_n:
+        seqs = best_of_n_sample(dynamics, sft, reward_model, n, config.bon_samples, generator)
+        records.append(
+            {
+                "metric": "path",
+                "method": "best_of_n",
+                "param": float(n),
+                "kl": best_of_n_kl(n),
+                "gold": float(world.true_return(seqs).mean()) - j_sft,
+                "proxy": float(reward_model.score(seqs).mean()) - proxy_sft,
+                "value": float(n),
+            }
+        )
+    for coef in config.kl_coefs:
+        policy = kl_regularised_policy(dynamics, reward_model.table, sft, coef, config.gamma)
+        records.append(
+            {
+                "metric": "path",
+                "method": "rl",
+                "param": coef,
+                "kl": sequence_kl(world, policy, sft),
+                "gold": exact_return(world, policy) - j_sft,
+                "proxy": _proxy_return(world, policy, reward_model.table) - proxy_sft,
+                "value": coef,
+            }
+        )
+    return records
+
+
+register_kind("overoptimization", OveroptimizationConfig, run)
+
+# --- the study ----------------------------------------------------------------------------------
+
+PROFILES = {"quick": (2, 200), "default": (5, 300), "full": (10, 300)}
+FORMS = {
+    # Gao et al. 2022: gold reward as a function of d = sqrt(KL).
+    "best_of_n": ("d (a - b d)", lambda d: np.stack([d, -(d**2)], axis=1)),
+    "rl": ("d (a - b log d)", lambda d: np.stack([d, -d * np.log(d)], axis=1)),
+}
+
+
+def configs(profile: str) -> list[OveroptimizationConfig]:
+    seeds, comparisons = PROFILES[profile]
+    return [
+        OveroptimizationConfig(
+            seed=seed, world=AutomatonSpec(preset="spread", seed=seed), comparisons=comparisons
+        )
+        for seed in range(seeds)
+    ]
+
+
+def fit_form(method: str, d: np.ndarray, gold: np.ndarray) -> dict:
+    """Least squares of gold on Gao et al.'s form (linear in a, b; d > 0 points only)."""
+    keep = d > 0
+    design = FORMS[method][1](d[keep])
+    (a, b), *_ = np.linalg.lstsq(design, gold[keep], rcond=None)
+    fitted = design @ np.array([a, b])
+    ss_res = float(((gold[keep] - fitted) ** 2).sum())
+    ss_tot = float(((gold[keep] - gold[keep].mean()) ** 2).sum())
+    return {"a": float(a), "b": float(b), "r2": 1 - ss_res / ss_tot if ss_tot > 0 else float("nan")}
+
+
+def summarize(df: pd.DataFrame, out: Path) -> dict:
+    path = df[(df["status"] == "done") & (df["metric"] == "path")].copy()
+    path["d"] = np.sqrt(path["kl"].clip(lower=0))
+    fits, rows = [], []
+    fig, axes = new_grid("Over-optimisation: gold vs proxy reward against sqrt(KL)", 1, 2)
+    for ax, (method, (form, _)) in zip(axes, FORMS.items(), strict=True):
+        sub = path[path["method"] == method]
+        fit = fit_form(method, sub["d"].to_numpy(), sub["gold"].to_numpy())
+        peak = sub.groupby("param")[["d", "gold", "proxy"]].mean().sort_values("d")
+        fits.append({"method": method, "form": form, **fit, "points": len(sub)})
+        rows += [
+            {"method": method, "param": float(p), "sqrt_kl": r.d, "gold": r.gold, "proxy": r.proxy}
+            for p, r in peak.iterrows()
+        ]
+        style_axes(
+            ax,
+            "best-of-n" if method == "best_of_n" else "RL (KL-regularised optimum)",
+            label("d = sqrt(KL to SFT)", "sqrt nats"),
+            label("reward gain over SFT", "reward units"),
+        )
+        ax.scatter(
+            sub["d"], sub["gold"], s=8, alpha=0.35, color="C0", label="gold (true), per seed"
+        )
+        ax.plot(peak["d"], peak["proxy"], "o-", color="C3", label="proxy (reward model), mean")
+        grid = np.linspace(max(peak["d"].min(), 1e-3), peak["d"].max(), 100)
+        ax.plot(
+            grid,
+            FORMS[method][1](grid) @ np.array([fit["a"], fit["b"]]),
+            "-",
+            color="C0",
+            label=f"gold fit {form}, R^2 = {fit['r2']:.2f}",
+        )
+        ax.axhline(0, color="grey", linewidth=0.6)
+        ax.legend(fontsize=7)
+    save_figure(fig, out / "overoptimization.png")
+    headline = [
+        {
+            "name": f"R^2 of {f['form']} ({f['method']})",
+            "value": f["r2"],
+            "ci_low": None,
+            "ci_high": None,
+        }
+        for f in fits
+    ]
+    return {"fits": fits, "path": rows, "headline": headline}
+
+
+STUDY = Study(
+    name="overoptimization",
+    title="Reward over-optimisation: gold vs proxy reward (Gao et al. 2022)",
+    description=__doc__.split("\n\n", 1)[1].strip(),
+    configs=configs,
+    summarize=summarize,
+)
+register_study(STUDY)
