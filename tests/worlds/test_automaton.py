@@ -110,3 +110,13 @@ def test_demonstrator_knobs():
     assert torch.allclose(greedy.probs, best.double() / best.sum(1, keepdim=True))
     noisy = world.demonstrator(temperature=1.0, epsilon=1.0)
     assert torch.allclose(noisy.probs, torch.full_like(noisy.probs, 1 / world.vocab_size))
+
+
+def test_oracle_can_stand_for_the_demonstrator():
+    world = make_world("spread")
+    demos = Demonstrations.collect(world, 4, torch.Generator().manual_seed(0))
+    oracle = ExpertOracle(world, temperature=2.0, epsilon=0.2)
+    labels = oracle.label(demos.sequences, soft=True)
+    expected = world.demonstrator(2.0, 0.2).probs[world.states(demos.sequences)]
+    assert torch.allclose(labels.probs, expected)
+    assert oracle.queries == 4 * world.horizon

@@ -86,10 +86,15 @@ class Demonstrations:
 @dataclass
 class ExpertOracle:
     """The expert's next-token distribution (soft label) or a sampled token (hard label) at any
-    prefix. Every labelled position counts as one query against `budget` (None = unlimited)."""
+    prefix. Every labelled position counts as one query against `budget` (None = unlimited).
+
+    `temperature` and `epsilon` degrade the oracle like the demonstrator (the defaults are the
+    expert itself): DAgger "imitating the same demonstrator" queries the demonstrator."""
 
     world: Any
     budget: int | None = None
+    temperature: float = 1.0
+    epsilon: float = 0.0
     queries: int = field(default=0, init=False)
 
     def label(
@@ -107,7 +112,7 @@ class ExpertOracle:
                 f"expert oracle budget {self.budget} exceeded: {self.queries} used, {n} asked"
             )
         self.queries += n
-        probs = self.world.expert_probs(seqs)  # (B, T, V)
+        probs = self._teacher_probs(seqs)  # (B, T, V)
         if soft:
             return ExpertLabels(seqs, mask, probs=probs)
         if generator is None:
@@ -115,3 +120,9 @@ class ExpertOracle:
         flat = probs.reshape(-1, probs.shape[-1]).float()
         actions = torch.multinomial(flat, 1, generator=generator).view(seqs.tokens.shape)
         return ExpertLabels(seqs, mask, actions=actions)
+
+    def _teacher_probs(self, seqs: Sequences) -> Tensor:
+        if self.temperature == 1.0 and self.epsilon == 0.0:
+            return self.world.expert_probs(seqs)
+        teacher = self.world.demonstrator(self.temperature, self.epsilon)
+        return teacher.probs[self.world.states(seqs)]
