@@ -44,17 +44,17 @@ class OveroptimizationConfig(BaseModel):
     kind: Literal["overoptimization"] = "overoptimization"
     seed: int = 0
     world: AutomatonSpec = AutomatonSpec(preset="spread")
-    demonstrations: DemoSpec = DemoSpec(n=100, temperature=1.0)
+    demonstrations: DemoSpec = DemoSpec(n=100, temperature=0.25)
     sft: SFTConfig = SFTConfig()
     annotator: AnnotatorSpec = AnnotatorSpec()
-    comparisons: int = Field(300, ge=1)
+    comparisons: int = Field(100, ge=1)
     """Comparisons of SFT samples the proxy reward model is fitted on."""
     reward_model: RewardModelConfig = RewardModelConfig()
-    best_of_n: list[int] = [1, 2, 4, 8, 16, 32, 64, 128]
+    best_of_n: list[int] = [1, 2, 4, 8, 16, 32, 64, 128, 256]
     """n values of the best-of-n path."""
     bon_samples: int = Field(400, ge=10)
     """Best-of-n sequences sampled per n to estimate its gold and proxy return."""
-    kl_coefs: list[float] = [10.0, 3.0, 1.0, 0.5, 0.3, 0.2, 0.1, 0.05, 0.03]
+    kl_coefs: list[float] = [10.0, 3.0, 1.0, 0.5, 0.3, 0.2, 0.1, 0.05, 0.03, 0.02, 0.01]
     """KL coefficients of the RL path (large = close to SFT)."""
     gamma: float = Field(0.95, ge=0.0, lt=1.0)
     """Discount of the RL path's soft policy iteration."""
@@ -115,7 +115,7 @@ register_kind("overoptimization", OveroptimizationConfig, run)
 
 # --- the study ----------------------------------------------------------------------------------
 
-PROFILES = {"quick": (2, 200), "default": (5, 300), "full": (10, 300)}
+PROFILES = {"quick": (2, 100), "default": (6, 100), "full": (12, 100)}
 FORMS = {
     # Gao et al. 2022: gold reward as a function of d = sqrt(KL).
     "best_of_n": ("d (a - b d)", lambda d: np.stack([d, -(d**2)], axis=1)),
