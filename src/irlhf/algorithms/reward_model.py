@@ -59,6 +59,9 @@ class RewardModelConfig(BaseModel):
     """Neural: width of the backbone (hidden size)."""
     n_head: int = Field(4, ge=1)
     """Neural: attention heads (must divide n_embd)."""
+    pooling: Literal["last", "sum"] = "last"
+    """Neural: read the head at the last completion token ("last", InstructGPT) or sum its
+    per-token outputs over the completion ("sum", a dense reward like the tabular model)."""
     seed: int = 0
     """Neural: initialisation seed of member 0 (member k uses seed + k)."""
 
@@ -191,17 +194,21 @@ class TabularRewardModel(_RewardEnsemble):
 
 
 class _ScalarHeadModel(nn.Module):
-    """A causal LM backbone + linear head on the last hidden state at the last completion token."""
+    """A causal LM backbone + linear head on its last hidden states: read at the last completion
+    token (pooling "last") or summed over the completion tokens (pooling "sum")."""
 
-    def __init__(self, backbone: nn.Module, hidden_size: int) -> None:
+    def __init__(self, backbone: nn.Module, hidden_size: int, pooling: str) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = nn.Linear(hidden_size, 1)
+        self.pooling = pooling
 
     def forward(self, seqs: Sequences) -> Tensor:
         attention_mask = (seqs.prompt_mask | seqs.completion_mask).long()
         hidden = self.backbone(input_ids=seqs.tokens, attention_mask=attention_mask)
         hidden = hidden.last_hidden_state  # (B, T, H)
+        if self.pooling == "sum":
+            return (self.head(hidden).squeeze(-1) * seqs.completion_mask).sum(dim=1)  # (B,)
         positions = torch.arange(seqs.length, device=seqs.tokens.device)
         last = (seqs.completion_mask * positions).argmax(dim=1)  # (B,) last completion token
         picked = hidden[torch.arange(seqs.batch_size, device=hidden.device), last]  # (B, H)
@@ -244,7 +251,9 @@ class NeuralRewardModel(_RewardEnsemble):
             model = copy.deepcopy(policy.model)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(config.seed + k)
-                self.members.append(_ScalarHeadModel(model.base_model, model.config.hidden_size))
+                self.members.append(
+                    _ScalarHeadModel(model.base_model, model.config.hidden_size, config.pooling)
+                )
         self.optimizers = [
             torch.optim.AdamW(m.parameters(), lr=config.lr, weight_decay=config.weight_decay)
             for m in self.members
