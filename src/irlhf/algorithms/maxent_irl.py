@@ -20,12 +20,13 @@ gradient of one likelihood; but any reward that makes pi_w equal the demonstrato
 true reward, when the demonstrator is the soft-optimal expert with the same alpha / gamma) is a
 fixed point, and the test checks that the counts are matched.
 
-The soft-optimal policy is computed by soft policy iteration (exact policy evaluation by a linear
-solve, then pi <- softmax(Q / alpha)): Newton's method on the soft Bellman equations. It reaches
-the fixed point of `worlds.automaton.soft_value_iteration` in a few steps instead of hundreds,
-and warm-starts from the previous reward's solution. The adversarial and IQ-Learn modules reuse it,
-the (state, token) counting helpers and `TableAdam` (Adam on one table without `torch.optim`,
-whose first use imports torch._dynamo: seconds per process, more than a whole tabular run).
+The soft-optimal policy is computed by `worlds.automaton.soft_policy_iteration` (exact policy
+evaluation by a linear solve, then pi <- softmax(Q / alpha)): Newton's method on the soft Bellman
+equations. It reaches the fixed point of `soft_value_iteration` in a few steps instead of
+hundreds, and warm-starts from the previous reward's solution. The adversarial and IQ-Learn
+modules reuse the (state, token) counting helpers and `TableAdam` (Adam on one table without
+`torch.optim`, whose first use imports torch._dynamo: seconds per process, more than a whole
+tabular run).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from torch import Tensor
 from irlhf.metrics.exposure import occupancy
 from irlhf.policies.tabular import TabularPolicy
 from irlhf.types import Sequences
+from irlhf.worlds.automaton import soft_policy_iteration
 from irlhf.worlds.base import Demonstrations
 
 
@@ -83,37 +85,6 @@ class TableAdam:
 
 
 # --- exact soft-optimal policies ----------------------------------------------------------------
-def soft_policy_iteration(
-    transition: Tensor,
-    reward: Tensor,
-    alpha: float,
-    gamma: float,
-    init_logits: Tensor | None = None,
-    tol: float = 1e-10,
-    max_iter: int = 500,
-) -> tuple[Tensor, Tensor]:
-    """The soft-optimal Q [S, V] and V [S] for `reward` [S, V] (the same fixed point as
-    `soft_value_iteration`), by soft policy iteration from the policy softmax(init_logits)."""
-    S, A = reward.shape
-    reward = reward.double()
-    logits = torch.zeros(S, A, dtype=torch.float64) if init_logits is None else init_logits.double()
-    flat = (torch.arange(S).unsqueeze(1) * S + transition).flatten()  # (S*A,) index of (s, s')
-    eye = torch.eye(S, dtype=torch.float64)
-    q_prev = None
-    for _ in range(max_iter):
-        log_pi = torch.log_softmax(logits, dim=1)
-        pi = log_pi.exp()
-        P = torch.zeros(S * S, dtype=torch.float64).index_add_(0, flat, pi.flatten()).view(S, S)
-        r_pi = (pi * (reward - alpha * log_pi)).sum(dim=1)  # (S,) reward + entropy bonus
-        value = torch.linalg.solve(eye - gamma * P, r_pi)  # V^pi exactly
-        q = reward + gamma * value[transition]
-        logits = q / alpha
-        if q_prev is not None and float((q - q_prev).abs().max()) < tol:
-            break
-        q_prev = q
-    return q, alpha * torch.logsumexp(q / alpha, dim=1)
-
-
 def soft_optimal_policy(
     dynamics: Any,
     reward: Tensor,

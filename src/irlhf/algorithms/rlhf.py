@@ -45,7 +45,7 @@ from irlhf.metrics.reward import comparison_accuracy
 from irlhf.policies.tabular import TabularPolicy
 from irlhf.types import Comparisons
 from irlhf.worlds.annotator import Annotator, sample_pairs
-from irlhf.worlds.automaton import soft_value_iteration
+from irlhf.worlds.automaton import soft_policy_iteration
 
 
 class RLHFConfig(BaseModel):
@@ -78,7 +78,9 @@ def kl_regularised_policy(
     discounted reward `reward_table` [S, V] with a KL penalty to `reference` (see module doc).
 
     Uses the identity  kl log sum_a ref exp(Q / kl) = kl log sum_a exp((Q + kl log ref) / kl):
-    it is plain soft value iteration at temperature kl_coef on the reward r + kl_coef log ref."""
+    it is the plain soft-optimal policy at temperature kl_coef for the reward r + kl_coef log ref,
+    solved by soft policy iteration (the fixed point of soft value iteration, in a few linear
+    solves) warm-started from the reference."""
     if not kl_coef > 0:
         raise ValueError(f"kl_coef must be > 0 (got {kl_coef})")
     expected = (dynamics.n_states, dynamics.vocab_size)
@@ -90,7 +92,7 @@ def kl_regularised_policy(
     # Zero-probability tokens get a large finite penalty instead of -inf (they stay at ~0).
     log_ref = reference.probs.clamp_min(1e-300).log()
     shaped = reward_table.double() + kl_coef * log_ref  # (S, V)
-    q, _ = soft_value_iteration(dynamics.transition, shaped, kl_coef, gamma)
+    q, _ = soft_policy_iteration(dynamics.transition, shaped, kl_coef, gamma, init_logits=log_ref)
     return TabularPolicy.from_logits(q / kl_coef)
 
 

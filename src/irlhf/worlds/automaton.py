@@ -139,6 +139,43 @@ def soft_value_iteration(
     return reward + gamma * value[transition], value
 
 
+def soft_policy_iteration(
+    transition: Tensor,
+    reward: Tensor,
+    alpha: float,
+    gamma: float,
+    init_logits: Tensor | None = None,
+    tol: float = 1e-10,
+    max_iter: int = 500,
+) -> tuple[Tensor, Tensor]:
+    """The soft-optimal Q [S, V] and V [S] for `reward` [S, V]: the same fixed point as
+    `soft_value_iteration`, by soft policy iteration from the policy softmax(init_logits).
+
+    Each iteration evaluates the current policy exactly (a linear solve of the discounted
+    Bellman equation with the entropy bonus) and improves it, pi <- softmax(Q / alpha): Newton's
+    method on the soft Bellman equations, a few iterations instead of the hundreds value
+    iteration needs at gamma = 0.95 (Ziebart 2010; Haarnoja et al. 2017 for soft policy
+    iteration)."""
+    S, A = reward.shape
+    reward = reward.double()
+    logits = torch.zeros(S, A, dtype=torch.float64) if init_logits is None else init_logits.double()
+    flat = (torch.arange(S).unsqueeze(1) * S + transition).flatten()  # (S*A,) index of (s, s')
+    eye = torch.eye(S, dtype=torch.float64)
+    q_prev = None
+    for _ in range(max_iter):
+        log_pi = torch.log_softmax(logits, dim=1)
+        pi = log_pi.exp()
+        P = torch.zeros(S * S, dtype=torch.float64).index_add_(0, flat, pi.flatten()).view(S, S)
+        r_pi = (pi * (reward - alpha * log_pi)).sum(dim=1)  # (S,) reward + entropy bonus
+        value = torch.linalg.solve(eye - gamma * P, r_pi)  # V^pi exactly
+        q = reward + gamma * value[transition]
+        logits = q / alpha
+        if q_prev is not None and float((q - q_prev).abs().max()) < tol:
+            break
+        q_prev = q
+    return q, alpha * torch.logsumexp(q / alpha, dim=1)
+
+
 class AutomatonWorld:
     """An automaton world built from an `AutomatonSpec` (or keyword knobs).
 
