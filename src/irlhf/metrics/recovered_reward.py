@@ -6,7 +6,7 @@ so rewards are compared through their soft-optimal advantages, which shaping lea
     Q_r(s, a) = r(s, a) + gamma V_r(delta(s, a)),   V_r(s) = alpha log sum_a exp(Q_r(s, a) / alpha),
     A_r(s, a) = Q_r(s, a) - V_r(s)                   (= alpha log pi_r(a | s))
 
-(soft value iteration, `worlds.automaton.soft_value_iteration`). The metric is the Pearson
+(solved exactly by `worlds.automaton.soft_policy_iteration`). The metric is the Pearson
 correlation of A_r with the true A* (the world's reward at the world's alpha and gamma) over every
 token of a set of states, computed separately on
 
@@ -29,12 +29,12 @@ from torch import Tensor
 
 from irlhf.metrics.exposure import exact_return, occupancy
 from irlhf.policies.tabular import TabularPolicy
-from irlhf.worlds.automaton import AutomatonWorld, soft_value_iteration
+from irlhf.worlds.automaton import AutomatonWorld, soft_policy_iteration
 
 
 def soft_advantages(transition: Tensor, reward: Tensor, alpha: float, gamma: float) -> Tensor:
     """[S, V] A(s, a) = Q(s, a) - V(s) of the soft-optimal solution for `reward` [S, V]."""
-    q, value = soft_value_iteration(transition, reward.double(), alpha, gamma)
+    q, value = soft_policy_iteration(transition, reward.double(), alpha, gamma)
     return q - value.unsqueeze(1)
 
 
@@ -46,10 +46,15 @@ def demonstrator_states(
     return occupancy(world, demonstrator, world.horizon).mean(dim=0) >= threshold
 
 
+def _constant(values: np.ndarray, rtol: float = 1e-9) -> bool:
+    """True when the spread is round-off: below rtol times the largest magnitude (or 1)."""
+    return bool(np.ptp(values) <= rtol * max(1.0, float(np.abs(values).max())))
+
+
 def _pearson(x: Tensor, y: Tensor) -> float:
     x_np, y_np = x.flatten().numpy(), y.flatten().numpy()
-    if len(x_np) < 2 or np.ptp(x_np) == 0 or np.ptp(y_np) == 0:
-        return math.nan
+    if len(x_np) < 2 or _constant(x_np) or _constant(y_np):
+        return math.nan  # a constant (up to round-off) has no correlation
     with warnings.catch_warnings():  # near-constant inputs: the value is still what we report
         warnings.simplefilter("ignore", stats.NearConstantInputWarning)
         return float(stats.pearsonr(x_np, y_np).statistic)
@@ -92,7 +97,7 @@ def transfer_policy(
     gamma)."""
     alpha = world.spec.alpha if alpha is None else alpha
     gamma = world.spec.gamma if gamma is None else gamma
-    q, _ = soft_value_iteration(world.transition, reward.double(), alpha, gamma)
+    q, _ = soft_policy_iteration(world.transition, reward.double(), alpha, gamma)
     return TabularPolicy.from_logits(q / alpha)
 
 

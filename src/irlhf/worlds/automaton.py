@@ -139,6 +139,14 @@ def soft_value_iteration(
     return reward + gamma * value[transition], value
 
 
+def state_transitions(transition: Tensor, probs: Tensor) -> Tensor:
+    """[S, S] float64 P[s, s'] = sum_a pi(a | s) [delta(s, a) = s'] for a policy table [S, V]."""
+    S = transition.shape[0]
+    flat = (torch.arange(S).unsqueeze(1) * S + transition).flatten()  # (S*V,) index of (s, s')
+    P = torch.zeros(S * S, dtype=torch.float64).index_add_(0, flat, probs.double().flatten())
+    return P.view(S, S)
+
+
 def soft_policy_iteration(
     transition: Tensor,
     reward: Tensor,
@@ -159,13 +167,12 @@ def soft_policy_iteration(
     S, A = reward.shape
     reward = reward.double()
     logits = torch.zeros(S, A, dtype=torch.float64) if init_logits is None else init_logits.double()
-    flat = (torch.arange(S).unsqueeze(1) * S + transition).flatten()  # (S*A,) index of (s, s')
     eye = torch.eye(S, dtype=torch.float64)
     q_prev = None
     for _ in range(max_iter):
         log_pi = torch.log_softmax(logits, dim=1)
         pi = log_pi.exp()
-        P = torch.zeros(S * S, dtype=torch.float64).index_add_(0, flat, pi.flatten()).view(S, S)
+        P = state_transitions(transition, pi)
         r_pi = (pi * (reward - alpha * log_pi)).sum(dim=1)  # (S,) reward + entropy bonus
         value = torch.linalg.solve(eye - gamma * P, r_pi)  # V^pi exactly
         q = reward + gamma * value[transition]
