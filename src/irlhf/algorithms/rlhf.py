@@ -28,6 +28,7 @@ Training code sees only the annotator and the dynamics, never the true reward or
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from typing import Any, Literal
@@ -38,8 +39,8 @@ from torch import Tensor
 
 from irlhf.algorithms.reward_model import (
     RewardModelConfig,
-    TabularRewardModel,
     concat_comparisons,
+    make_reward_model,
 )
 from irlhf.metrics.reward import comparison_accuracy
 from irlhf.policies.tabular import TabularPolicy
@@ -96,24 +97,67 @@ def kl_regularised_policy(
     return TabularPolicy.from_logits(q / kl_coef)
 
 
+PolicyStep = Callable[[Any, Any, Any], tuple[Any, list[dict]]]
+"""(policy, reward_model, anchor) -> (next policy, training records): one round's optimisation."""
+
+
+def exact_policy_step(dynamics: Any, config: RLHFConfig) -> PolicyStep:
+    """The tabular step: the exact KL-regularised optimum under the reward model's table."""
+
+    def step(policy: TabularPolicy, reward_model: Any, anchor: TabularPolicy):
+        return kl_regularised_policy(
+            dynamics, reward_model.table, anchor, config.kl_coef, config.gamma
+        ), []
+
+    return step
+
+
+def rl_policy_step(dynamics: Any, algorithm: str, rl_config: Any) -> PolicyStep:
+    """The neural step: RLOO or PPO (the shared policy-gradient path) against the reward model,
+    continuing from the current policy, with the KL penalty to a frozen copy of the anchor."""
+    from irlhf.algorithms import policy_gradient as pg
+    from irlhf.algorithms.ppo import train_ppo
+    from irlhf.algorithms.rloo import train_rloo
+
+    train = {"rloo": train_rloo, "ppo": train_ppo}[algorithm]
+
+    def score(reward_model: Any):
+        return lambda seqs: reward_model.score(seqs.to("cpu")).float()
+
+    def step(policy: Any, reward_model: Any, anchor: Any):
+        reference = pg.frozen_reference(anchor)
+        if policy is anchor:  # never train the anchor (the SFT policy) in place
+            policy = copy.deepcopy(anchor)
+        return train(policy, score(reward_model), dynamics.sample_prompts, rl_config, reference)
+
+    return step
+
+
 def train_rlhf(
-    reference: TabularPolicy,
+    reference: Any,
     dynamics: Any,
     annotator: Annotator,
     config: RLHFConfig = RLHFConfig(),
     generator: torch.Generator | None = None,
-    on_round: Callable[[int, TabularPolicy, TabularRewardModel], None] | None = None,
-) -> tuple[TabularPolicy, list[dict], TabularRewardModel]:
+    on_round: Callable[[int, Any, Any], None] | None = None,
+    policy_step: PolicyStep | None = None,
+) -> tuple[Any, list[dict], Any]:
     """Iterated RLHF from `reference` (the SFT policy). Returns (policy, records, reward_model):
     one record per round with the comparisons used, the reward model's training metrics and its
     accuracy on the round's fresh comparisons *before* refitting on them (held out by
     construction, on the current policy's distribution; nan in round 1, where there is no model
     yet). `on_round(round, policy, reward_model)` sees each round's result (for studies that
-    score every round, like Llama 2's V1..V5)."""
-    if config.reward_model.kind != "tabular":
-        raise ValueError("train_rlhf optimises tabular policies: reward_model.kind must be tabular")
+    score every round, like Llama 2's V1..V5). `policy_step` optimises the policy each round:
+    by default the exact tabular step; `rl_policy_step` for neural policies."""
     generator = generator or torch.Generator().manual_seed(0)
-    reward_model = TabularRewardModel(dynamics, config.reward_model)
+    if policy_step is None:
+        if config.reward_model.kind != "tabular" or not isinstance(reference, TabularPolicy):
+            raise ValueError(
+                "the exact policy step needs a tabular policy and reward_model.kind = tabular; "
+                "pass policy_step=rl_policy_step(...) for neural policies"
+            )
+        policy_step = exact_policy_step(dynamics, config)
+    reward_model = make_reward_model(dynamics, config.reward_model)
     policy, dataset, records = reference, [], []
     for round_ in range(1, config.rounds + 1):
         # 1. Comparisons on the current policy's own samples.
@@ -123,17 +167,16 @@ def train_rlhf(
         dataset.append(fresh)
         # 2. Reward model refitted on every comparison so far.
         fit_metrics = reward_model.fit(concat_comparisons(dataset), generator)
-        # 3. The KL-regularised optimum under the new reward model.
+        # 3. The policy optimised against the new reward model, KL-anchored.
         anchor = reference if config.anchor == "reference" else policy
-        policy = kl_regularised_policy(
-            dynamics, reward_model.table, anchor, config.kl_coef, config.gamma
-        )
+        policy, step_records = policy_step(policy, reward_model, anchor)
         records.append(
             {
                 "round": round_,
                 "annotator/comparisons": annotator.comparisons,
                 "rm/fresh_accuracy": fresh_accuracy,
                 **fit_metrics,
+                **(step_records[-1] if step_records else {}),
             }
         )
         if on_round is not None:
