@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -20,6 +21,16 @@ from irlhf.worlds.automaton import make_world
 from irlhf.worlds.base import Demonstrations
 
 V, LENGTH = 16, 4  # action tokens (id V is the prompt), completion length
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny models gain nothing from intra-op threads, and on a shared, oversubscribed CPU two
+    threads ran these tests ~7x slower than one; restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def tiny_policy(seed: int = 0) -> CausalLMPolicy:
