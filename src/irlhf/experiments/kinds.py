@@ -14,6 +14,7 @@ import os
 # ---- the science modules that register experiment kinds (fill me) -------------------------
 KIND_MODULES: list[str] = [
     "irlhf.studies.imitation",
+    "irlhf.studies.irl",
     "irlhf.studies.preference",
     "irlhf.studies.overoptimization",
 ]

@@ -2,10 +2,14 @@
 
 Ross & Bagnell (2010): imitation by supervised learning has regret O(eps T^2) when mistakes lead
 to states the expert never visits, interactive imitation (DAgger) O(eps T). We train BC and DAgger
-(tabular and neural learners) in an absorbing-trap world and in a recoverable one, measure the
+(tabular and neural learners) and the inverse-RL methods (tabular: MaxEnt IRL, GAIL, AIRL,
+IQ-Learn; the `irl` kind) in an absorbing-trap world and in a recoverable one, measure the
 true-return regret J_L(expert) - J_L(model) at every prefix length L, and fit its power-law
 exponent over seeds (percentile-bootstrap interval). Expected: BC ~2 in the absorbing world,
-~1 in the recoverable one; DAgger ~1 in both.
+~1 in the recoverable one; DAgger ~1 in both; inverse RL, which also sees (or solves for) the
+learner's own behaviour, ~1 like DAgger but without querying an expert. A learner whose mean
+regret is <= 0 at some fitted length (as good as the expert there) has no power law: its exponent
+is nan, with a note.
 """
 
 from __future__ import annotations
@@ -21,11 +25,22 @@ from irlhf.metrics.exposure import fit_power_law
 from irlhf.report.figures import label, new_grid, save_figure, style_axes
 from irlhf.studies.base import Study, register_study
 from irlhf.studies.imitation import DemoSpec, ImitationConfig, PolicySpec
+from irlhf.studies.irl import METHODS, IRLConfig
 from irlhf.worlds import AutomatonSpec
 
 WORLDS = ("absorbing", "recoverable")
 ALGORITHMS = ("sft", "dagger")
-LABELS = {"sft": "BC (SFT)", "dagger": "DAgger"}
+IRL_ALGORITHMS = tuple(METHODS)
+LABELS = {
+    "sft": "BC (SFT)",
+    "dagger": "DAgger",
+    "maxent_irl": "MaxEnt IRL",
+    "gail": "GAIL",
+    "airl": "AIRL",
+    "iq_learn": "IQ-Learn",
+}
+COLORS = {name: f"C{i}" for i, name in enumerate(LABELS)}
+NO_POWER_LAW = "mean regret <= 0 at a fitted length (as good as the expert there): no power law"
 
 # profile -> (tabular seeds, tabular horizon, neural seeds, neural horizon, neural SFT steps)
 PROFILES = {
@@ -35,9 +50,9 @@ PROFILES = {
 }
 
 
-def configs(profile: str) -> list[ImitationConfig]:
+def configs(profile: str) -> list[ImitationConfig | IRLConfig]:
     tab_seeds, tab_horizon, nn_seeds, nn_horizon, nn_steps = PROFILES[profile]
-    out = []
+    out: list[ImitationConfig | IRLConfig] = []
     for preset in WORLDS:
         for algorithm in ALGORITHMS:
             for seed in range(tab_seeds):
@@ -62,6 +77,10 @@ def configs(profile: str) -> list[ImitationConfig]:
                         mc_samples=512,
                     )
                 )
+        for algorithm in IRL_ALGORITHMS:
+            for seed in range(tab_seeds):
+                world = AutomatonSpec(preset=preset, horizon=tab_horizon, seed=seed)
+                out.append(IRLConfig(seed=seed, world=world, algorithm=algorithm))
     return out
 
 
@@ -80,11 +99,13 @@ def summarize(df: pd.DataFrame, out: Path) -> dict:
         lengths = _fit_lengths(int(table.columns.max()))
         values = table[lengths].to_numpy()
         curves[(preset, learner, algorithm)] = table
+        note = None
         try:
             fit = fit_power_law(lengths, values)
             exponent, lo, hi = fit.exponent, fit.ci_low, fit.ci_high
         except ValueError:  # a non-positive mean regret: no power law to fit
             exponent = lo = hi = float("nan")
+            note = NO_POWER_LAW
         rows.append(
             {
                 "world": preset,
@@ -96,6 +117,7 @@ def summarize(df: pd.DataFrame, out: Path) -> dict:
                 "seeds": len(table),
                 "fit_lengths": [int(x) for x in lengths],
                 "regret_at_max_L": float(values[:, -1].mean()),
+                "note": note,
             }
         )
     _figure(curves, out / "compounding_regret.png")
@@ -112,22 +134,46 @@ def summarize(df: pd.DataFrame, out: Path) -> dict:
     ]
     return {
         "exponents": rows,
+        "irl_claim": _irl_claim(rows),
         "headline": headline,
         "interval": "95% percentile bootstrap over seeds",
+    }
+
+
+def _irl_claim(rows: list[dict]) -> dict:
+    """Issue 5's bar, tabular learners in the absorbing world: some IRL method's exponent is at
+    most 1.3 while BC's is at least 1.7 (point estimates; the intervals are in `exponents`)."""
+    absorbing = {
+        r["algorithm"]: r["exponent"]
+        for r in rows
+        if r["world"] == "absorbing" and r["learner"] == "tabular"
+    }
+    bc = absorbing.get("sft", float("nan"))
+    irl = {a: absorbing[a] for a in IRL_ALGORITHMS if a in absorbing}
+    at_most = sorted(a for a, e in irl.items() if e <= 1.3)
+    return {
+        "bc_exponent": bc,
+        "irl_exponents": irl,
+        "irl_at_most_1_3": at_most,
+        "holds": bool(bc >= 1.7 and at_most),
+        "note": "IRL methods with exponent nan have mean regret <= 0 at a fitted length",
     }
 
 
 def _style(learner: str, algorithm: str) -> dict:
     return {
         "linestyle": "-" if learner == "tabular" else "--",
-        "color": "C0" if algorithm == "sft" else "C1",
+        "color": COLORS[algorithm],
         "label": f"{LABELS[algorithm]}, {learner}",
     }
 
 
 def _figure(curves: dict, path: Path) -> None:
     fig, axes = new_grid(
-        "Regret vs horizon: BC compounds where traps absorb (band = seed range)", 1, len(WORLDS)
+        "Regret vs horizon: BC compounds where traps absorb (band = seed range; "
+        "curves with mean regret <= 0 are cut there)",
+        1,
+        len(WORLDS),
     )
     for ax, preset in zip(axes, WORLDS, strict=True):
         style_axes(
@@ -179,7 +225,7 @@ def _pct_figure(pct: pd.DataFrame, path: Path) -> None:
 
 STUDY = Study(
     name="compounding",
-    title="Compounding error: BC vs DAgger against the horizon",
+    title="Compounding error: BC vs DAgger vs inverse RL against the horizon",
     description=__doc__.split("\n\n", 1)[1].strip(),
     configs=configs,
     summarize=summarize,

@@ -1,9 +1,10 @@
 """The `imitation` experiment kind: one learner (tabular or neural) trained by SFT or DAgger in an
 automaton world, then scored by the exposure metrics at every prefix length.
 
-A run: world -> Demonstrations (+ ExpertOracle for DAgger) -> algorithm -> policy ->
-exposure metrics (exact for tables, Monte Carlo for neural policies). Neural runs checkpoint the
-trained policy, so an interrupted run resumes after training and ends with the same numbers.
+A run: world -> Demonstrations (+ ExpertOracle for DAgger: the expert, or the demonstrator
+itself) -> algorithm -> policy -> exposure metrics (exact for tables, Monte Carlo for neural
+policies). Neural runs checkpoint the trained policy, so an interrupted run resumes after training
+and ends with the same numbers. Inverse RL has its own kind, `irl` (`irlhf.studies.irl`).
 """
 
 from __future__ import annotations
@@ -69,6 +70,9 @@ class ImitationConfig(BaseModel):
     """Behaviour-cloning fit (also round 0 of DAgger)."""
     dagger: DAggerConfig = DAggerConfig()
     """DAgger rounds and labels; `dagger.fit` is each round's refit."""
+    oracle: Literal["expert", "demonstrator"] = "expert"
+    """Whom DAgger's oracle labels as: the expert, or the demonstrator itself (the
+    demonstrations' temperature and epsilon: DAgger imitating the same demonstrator)."""
     mc_samples: int = Field(512, ge=2)
     """Neural: sampled sequences per Monte-Carlo exposure estimate."""
 
@@ -101,15 +105,17 @@ def train(config: ImitationConfig, world: AutomatonWorld, ctx: RunContext | None
     d = config.demonstrations
     demos = Demonstrations.collect(world, d.n, generator, d.temperature, d.epsilon)
     policy = build_policy(config, world)
-    oracle = ExpertOracle(world)
+    if config.oracle == "expert":
+        oracle = ExpertOracle(world)
+    else:
+        oracle = ExpertOracle(world, temperature=d.temperature, epsilon=d.epsilon)
     if config.algorithm == "sft":
         policy, records = train_sft(policy, demos, world.dynamics(), config.sft, generator)
     else:
         dagger = config.dagger
         policy, records = train_dagger(policy, demos, oracle, world.dynamics(), dagger, generator)
     if ctx is not None:
-        for record in records[:: max(1, len(records) // 200)]:
-            ctx.log(record)
+        log_training(ctx, records)
     return policy, {"demo_tokens": demos.n_tokens, "oracle_queries": oracle.queries}
 
 
@@ -143,6 +149,16 @@ def run(config: ImitationConfig, ctx: RunContext) -> list[dict]:
     if not neural:
         records.append({"metric": "j_model", "value": exact_return(world, policy)})
     return records
+
+
+def log_training(ctx: RunContext, records: list[dict], limit: int = 200) -> None:
+    """Log about `limit` of a training loop's records, evenly spaced (the last one included)."""
+    step = max(1, len(records) // limit)
+    picked = records[::step]
+    if records and (len(records) - 1) % step:
+        picked.append(records[-1])
+    for record in picked:
+        ctx.log(record)
 
 
 def exposure_records(exposure: ExposureBias) -> list[dict]:

@@ -1,0 +1,180 @@
+"""The `irl` experiment kind: a tabular learner trained by inverse RL in an automaton world, scored
+like the `imitation` kind (exposure metrics at every prefix length) and by the quality of the
+reward it recovered.
+
+The essay's claim: inverse RL fixes exposure bias like DAgger does -- it rolls the learner out (or
+solves for its occupancy exactly) and lowers the reward of what the demonstrator does not do, so
+a mistake is not followed by more mistakes -- without ever querying an expert. Being imitation,
+it should approach the demonstrator but not beat it. The methods (all tabular, exact policy steps):
+
+  maxent_irl  MaxEnt IRL (Ziebart et al. 2008): feature-count matching, soft-optimal learner;
+  gail        GAIL (Ho & Ermon 2016): discriminator reward, the RLHF policy step;
+  airl        AIRL (Fu et al. 2018): discriminator f = g + gamma h(s') - h(s), reward g;
+  iq_learn    IQ-Learn (Garg et al. 2021; Wulfmeier et al. 2024): the policy's logits are Q.
+
+A run: world -> Demonstrations -> method -> (policy, recovered reward) -> the `imitation` kind's
+exposure records (regret, eps, R, AccErr, %ExAccErr per L), the exact returns of the learner,
+the demonstrator and the expert, and the recovered-reward metrics of
+`irlhf.metrics.recovered_reward`: the correlation of its soft advantages with the true ones on
+demonstrator states (`irl/adv_corr_demo`) and off them (`irl/adv_corr_off`), and reward transfer
+(`irl/transfer_return`: the exact true return of the soft-optimal policy for the recovered reward,
+solved from scratch). Both are solved at the method's own temperature (`irl/reward_temperature`:
+MaxEnt's and IQ-Learn's alpha, GAIL's and AIRL's kl_coef), since a recovered reward's scale is
+tied to the temperature it was learned at (only reward / temperature is identified).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, model_validator
+from torch import Tensor
+
+from irlhf.algorithms.adversarial_irl import (
+    AdversarialIRLConfig,
+    GAILConfig,
+    train_airl,
+    train_gail,
+)
+from irlhf.algorithms.iq_learn import IQLearnConfig, train_iq_learn
+from irlhf.algorithms.maxent_irl import MaxEntIRLConfig, train_maxent_irl
+from irlhf.experiments import RunContext, register_kind
+from irlhf.metrics.exposure import exact_return, exposure_bias
+from irlhf.metrics.recovered_reward import advantage_correlation, reward_transfer
+from irlhf.policies.tabular import TabularPolicy
+from irlhf.studies.imitation import DemoSpec, PolicySpec, exposure_records, log_training
+from irlhf.worlds import AutomatonSpec, AutomatonWorld, Demonstrations
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+Trainer = Callable[..., tuple[TabularPolicy, list[dict], Tensor]]
+
+
+@dataclass(frozen=True)
+class IRLMethod:
+    """How to train one IRL method and read its config."""
+
+    train: Trainer
+    """(policy, demos, dynamics, config, generator) -> (policy, records, recovered reward)."""
+    temperature: Callable[[Any], float]
+    """config -> the temperature its recovered reward is solved at (reward units per nat)."""
+    rollouts: Callable[[Any], int]
+    """config -> learner sequences sampled during training (0 = exact or offline)."""
+
+
+def _adversarial_rollouts(config: AdversarialIRLConfig) -> int:
+    return config.rounds * config.rollouts_per_round
+
+
+METHODS: dict[str, IRLMethod] = {
+    "maxent_irl": IRLMethod(train_maxent_irl, lambda c: c.alpha, lambda c: 0),
+    "gail": IRLMethod(train_gail, lambda c: c.kl_coef, _adversarial_rollouts),
+    "airl": IRLMethod(train_airl, lambda c: c.kl_coef, _adversarial_rollouts),
+    "iq_learn": IRLMethod(
+        train_iq_learn,
+        lambda c: c.alpha,
+        lambda c: c.rounds * c.rollouts_per_round if c.online else 0,
+    ),
+}
+IRLAlgorithm = Literal["maxent_irl", "gail", "airl", "iq_learn"]
+
+
+class IRLConfig(BaseModel):
+    """One inverse-RL run (`kind = "irl"`), tabular learners. The table named by `algorithm`
+    configures the method; the other three are ignored (but are part of the run's identity)."""
+
+    model_config = _FROZEN
+    kind: Literal["irl"] = "irl"
+    seed: int = 0
+    """Seed of the demonstrations and of the learner's rollouts (the world has its own seed)."""
+    world: AutomatonSpec = AutomatonSpec(preset="absorbing")
+    """The automaton world (`preset = "absorbing"` plus any knob overrides)."""
+    algorithm: IRLAlgorithm = "maxent_irl"
+    """"maxent_irl", "gail", "airl" or "iq_learn"."""
+    policy: PolicySpec = PolicySpec()
+    """The learner: IRL methods are tabular here (`policy.kind = "tabular"`)."""
+    demonstrations: DemoSpec = DemoSpec()
+    maxent_irl: MaxEntIRLConfig = MaxEntIRLConfig()
+    gail: GAILConfig = GAILConfig()
+    airl: AdversarialIRLConfig = AdversarialIRLConfig()
+    iq_learn: IQLearnConfig = IQLearnConfig()
+
+    @model_validator(mode="after")
+    def _tabular_only(self) -> IRLConfig:
+        if self.policy.kind != "tabular":
+            raise ValueError(
+                f'policy.kind must be "tabular" for inverse RL (got "{self.policy.kind}"): '
+                "the IRL methods are exact tabular solvers"
+            )
+        return self
+
+    @property
+    def method_config(self) -> BaseModel:
+        """The config table of the chosen method."""
+        return getattr(self, self.algorithm)
+
+
+def train(
+    config: IRLConfig, world: AutomatonWorld, ctx: RunContext | None = None
+) -> tuple[TabularPolicy, Tensor, dict[str, float]]:
+    """Demonstrations -> the IRL method. Returns (policy, recovered reward [S, V], feedback)."""
+    generator = torch.Generator().manual_seed(config.seed)
+    d = config.demonstrations
+    demos = Demonstrations.collect(world, d.n, generator, d.temperature, d.epsilon)
+    blank = TabularPolicy.uniform(world.n_states, world.vocab_size)
+    method = METHODS[config.algorithm]
+    policy, records, reward = method.train(
+        blank, demos, world.dynamics(), config.method_config, generator
+    )
+    if ctx is not None:
+        log_training(ctx, records)
+    feedback = {
+        "demo_tokens": float(demos.n_tokens),
+        "learner_rollouts": float(method.rollouts(config.method_config)),
+    }
+    return policy, reward, feedback
+
+
+def recovered_reward_records(
+    config: IRLConfig, world: AutomatonWorld, reward: Tensor
+) -> list[dict]:
+    """Advantage correlations on and off the demonstrator's states and reward transfer, at the
+    method's own temperature and discount (metric-side: reads the truth)."""
+    method_config = config.method_config
+    temperature = METHODS[config.algorithm].temperature(method_config)
+    gamma = method_config.gamma
+    d = config.demonstrations
+    demonstrator = world.demonstrator(d.temperature, d.epsilon)
+    metrics: dict[str, float] = {
+        **advantage_correlation(world, reward, demonstrator, temperature, gamma),
+        "irl/transfer_return": reward_transfer(world, reward, temperature, gamma),
+        "irl/reward_temperature": temperature,
+    }
+    return [{"metric": name, "value": float(value)} for name, value in metrics.items()]
+
+
+def run(config: IRLConfig, ctx: RunContext) -> list[dict]:
+    world = AutomatonWorld(config.world)
+    started = time.perf_counter()
+    policy, reward, feedback = train(config, world, ctx)
+    train_seconds = time.perf_counter() - started
+    d = config.demonstrations
+    records = exposure_records(exposure_bias(world, policy))
+    records += [
+        {"metric": "j_model", "value": exact_return(world, policy)},
+        {"metric": "j_expert", "value": exact_return(world, world.expert)},
+        {
+            "metric": "j_demonstrator",
+            "value": exact_return(world, world.demonstrator(d.temperature, d.epsilon)),
+        },
+        {"metric": "train_seconds", "value": train_seconds},
+        *({"metric": k, "value": v} for k, v in feedback.items()),
+    ]
+    return records + recovered_reward_records(config, world, reward)
+
+
+register_kind("irl", IRLConfig, run)
