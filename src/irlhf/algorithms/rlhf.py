@@ -120,6 +120,7 @@ def rl_policy_step(dynamics: Any, algorithm: str, rl_config: Any) -> PolicyStep:
     from irlhf.algorithms.rloo import train_rloo
 
     train = {"rloo": train_rloo, "ppo": train_ppo}[algorithm]
+    rl_config = rl_config.model_copy(update={"max_new_tokens": dynamics.horizon})
 
     def score(reward_model: Any):
         return lambda seqs: reward_model.score(seqs.to("cpu")).float()

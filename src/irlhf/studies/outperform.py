@@ -16,9 +16,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from irlhf.algorithms.ppo import PPOConfig
 from irlhf.algorithms.rlhf import RLHFConfig
+from irlhf.algorithms.rloo import RLOOConfig
+from irlhf.algorithms.sft import SFTConfig
 from irlhf.studies.base import Study, register_study
-from irlhf.studies.imitation import DemoSpec
+from irlhf.studies.imitation import DemoSpec, PolicySpec
 from irlhf.studies.preference import AnnotatorSpec, RLHFRunConfig
 from irlhf.worlds import AutomatonSpec
 
@@ -42,7 +45,35 @@ GRID = [
 ]
 
 
+# profile -> seeds of the neural block (tiny GPT-2, RLOO and PPO from a neural SFT policy)
+NEURAL_SEEDS = {"quick": 1, "default": 3, "full": 5}
+
+
+def neural_configs(profile: str) -> list[RLHFRunConfig]:
+    """A hot demonstrator, a tiny causal LM as SFT policy, one RLHF round by RLOO or PPO."""
+    return [
+        RLHFRunConfig(
+            seed=seed,
+            world=AutomatonSpec(preset="spread", horizon=16, seed=seed),
+            demonstrations=DemoSpec(n=200, temperature=2.0),
+            policy=PolicySpec(kind="causal_lm", n_layer=2, n_embd=64),
+            sft=SFTConfig(steps=300),
+            rlhf=RLHFConfig(comparisons_per_round=500),
+            rl=rl,
+            rloo=RLOOConfig(iterations=40, prompts_per_iteration=16, kl_coef=0.05),
+            ppo=PPOConfig(iterations=40, prompts_per_iteration=16, kl_coef=0.05),
+            eval_samples=1000,
+        )
+        for rl in ("rloo", "ppo")
+        for seed in range(NEURAL_SEEDS[profile])
+    ]
+
+
 def configs(profile: str) -> list[RLHFRunConfig]:
+    return tabular_configs(profile) + neural_configs(profile)
+
+
+def tabular_configs(profile: str) -> list[RLHFRunConfig]:
     seeds, temperatures, epsilons, budgets, noises = PROFILES[profile]
     return [
         RLHFRunConfig(
@@ -67,7 +98,9 @@ def _interval(values: np.ndarray) -> tuple[float, float, float]:
 
 
 def summarize(df: pd.DataFrame, out: Path) -> dict:
-    ok = df[df["status"] == "done"]
+    done = df[df["status"] == "done"]
+    neural = _neural_rows(done[done["policy.kind"] == "causal_lm"])
+    ok = done[done["policy.kind"] == "tabular"]
     by_model = ok[ok["metric"] == "j"].pivot_table(index="run_id", columns="model", values="value")
     scalars = ok[ok["model"].isna()] if "model" in ok else ok
     per_run = scalars.pivot_table(index="run_id", columns="metric", values="value")
@@ -120,7 +153,46 @@ def summarize(df: pd.DataFrame, out: Path) -> dict:
             "ci_high": None,
         },
     ]
-    return {"grid": grid, "headline": headline, "interval": "95% t-interval over seeds"}
+    headline += [
+        {
+            "name": f"neural ({r['rl']}): J(RLHF) - J(SFT), tiny GPT-2, T=2 demonstrator",
+            "value": r["gain"],
+            "ci_low": r["gain_ci_low"],
+            "ci_high": r["gain_ci_high"],
+        }
+        for r in neural
+    ]
+    return {
+        "grid": grid,
+        "neural": neural,
+        "headline": headline,
+        "interval": "95% t-interval over seeds",
+    }
+
+
+def _neural_rows(df: pd.DataFrame) -> list[dict]:
+    """Per RL algorithm: Monte-Carlo J of SFT and RLHF (round 1) and the gain over seeds."""
+    if df.empty:
+        return []
+    j = df[df["metric"] == "j"].pivot_table(index=["rl", "run_id"], columns="model", values="value")
+    demo = df[df["metric"] == "j_demonstrator"].set_index("run_id")["value"]
+    rows = []
+    for rl, group in j.groupby(level="rl"):
+        gain, lo, hi = _interval((group["rlhf_1"] - group["sft"]).to_numpy())
+        runs = group.index.get_level_values("run_id")
+        rows.append(
+            {
+                "rl": rl,
+                "j_sft": float(group["sft"].mean()),
+                "j_rlhf": float(group["rlhf_1"].mean()),
+                "j_demonstrator": float(demo.loc[runs].mean()),
+                "gain": gain,
+                "gain_ci_low": lo,
+                "gain_ci_high": hi,
+                "seeds": len(group),
+            }
+        )
+    return rows
 
 
 def _heatmap(grid: pd.DataFrame, path: Path) -> None:

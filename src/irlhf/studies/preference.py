@@ -15,14 +15,16 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from irlhf.algorithms.rlhf import RLHFConfig, train_rlhf
+from irlhf.algorithms.ppo import PPOConfig
+from irlhf.algorithms.rlhf import RLHFConfig, rl_policy_step, train_rlhf
+from irlhf.algorithms.rloo import RLOOConfig
 from irlhf.algorithms.sft import SFTConfig, train_sft
 from irlhf.experiments import RunContext, register_kind
 from irlhf.metrics.exposure import exact_return, optimal_return
 from irlhf.metrics.reward import sequence_kl
 from irlhf.policies.tabular import TabularPolicy
-from irlhf.studies.imitation import DemoSpec
-from irlhf.worlds import AutomatonSpec, AutomatonWorld, Demonstrations
+from irlhf.studies.imitation import DemoSpec, PolicySpec, build_policy
+from irlhf.worlds import AutomatonSpec, AutomatonWorld, Demonstrations, rollout
 from irlhf.worlds.annotator import Annotator, sample_pairs
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
@@ -52,6 +54,16 @@ class RLHFRunConfig(BaseModel):
     annotator: AnnotatorSpec = AnnotatorSpec()
     rlhf: RLHFConfig = RLHFConfig()
     """Rounds, comparisons per round, KL coefficient, reward model."""
+    policy: PolicySpec = PolicySpec()
+    """Tabular (exact policy step) or a tiny causal LM (RLOO / PPO policy step)."""
+    rl: Literal["rloo", "ppo"] = "rloo"
+    """Neural: the policy-gradient algorithm of each round."""
+    rloo: RLOOConfig = RLOOConfig()
+    """Neural RLOO settings (its kl_coef is the KL penalty to the anchor)."""
+    ppo: PPOConfig = PPOConfig()
+    """Neural PPO settings."""
+    eval_samples: int = Field(512, ge=2)
+    """Neural: sequences sampled per model for its Monte-Carlo true return and KL to SFT."""
     base_sequences: int = Field(100, ge=1)
     """Sequences of generic, unrewarded data (uniform tokens) the base policy is trained on."""
     return_samples: int = Field(0, ge=0)
@@ -70,63 +82,101 @@ def ranking_accuracy(world, reward_model, policy, n: int, generator: torch.Gener
     return float(((true > 0) == (predicted > 0))[decided].double().mean())
 
 
-def _return_sample_records(world, name: str, policy, n: int, generator) -> list[dict]:
-    seqs = world.rollout(policy, n, generator)
+def _return_sample_records(name: str, returns: torch.Tensor) -> list[dict]:
     return [
         {"metric": "return_sample", "model": name, "i": i, "value": float(r)}
-        for i, r in enumerate(world.true_return(seqs).tolist())
+        for i, r in enumerate(returns.tolist())
     ]
+
+
+class _Scorer:
+    """Scores each model as it appears (iterated RLHF trains neural policies in place, so a
+    round's policy is evaluated before the next round changes it). Reads the truth."""
+
+    def __init__(self, world, sft, config: RLHFRunConfig, generator: torch.Generator) -> None:
+        self.world, self.sft, self.config, self.generator = world, sft, config, generator
+        self.records: list[dict] = []
+
+    def __call__(self, name: str, policy) -> None:
+        world, config = self.world, self.config
+        if isinstance(policy, TabularPolicy):
+            j = exact_return(world, policy)
+            tabular_sft = isinstance(self.sft, TabularPolicy)
+            kl = sequence_kl(world, policy, self.sft) if tabular_sft else float("nan")
+            self.records.append({"metric": "j", "model": name, "value": j})
+            samples = config.return_samples
+            if samples:
+                returns = world.true_return(world.rollout(policy, samples, self.generator))
+                self.records += _return_sample_records(name, returns)
+        else:
+            n = max(config.eval_samples, config.return_samples)
+            seqs = rollout(world, policy, n, self.generator)
+            returns = world.true_return(seqs)
+            with torch.inference_mode():
+                log_ratio = policy.log_probs(seqs.to(policy.device)) - self.sft.log_probs(
+                    seqs.to(self.sft.device)
+                )
+            kl = float(log_ratio.sum(dim=1).mean())
+            se = float(returns.std() / n**0.5)
+            self.records.append({"metric": "j", "model": name, "value": float(returns.mean())})
+            self.records.append({"metric": "j_se", "model": name, "value": se})
+            if config.return_samples:
+                self.records += _return_sample_records(name, returns[: config.return_samples])
+        self.records.append({"metric": "kl_to_sft", "model": name, "value": kl})
 
 
 def run(config: RLHFRunConfig, ctx: RunContext) -> list[dict]:
     world = AutomatonWorld(config.world)
     dynamics = world.dynamics()
     generator = torch.Generator().manual_seed(config.seed)
-    blank = TabularPolicy.uniform(world.n_states, world.vocab_size)
+    neural = config.policy.kind != "tabular"
     d = config.demonstrations
     demos = Demonstrations.collect(world, d.n, generator, d.temperature, d.epsilon)
-    sft, _ = train_sft(blank, demos, dynamics, config.sft)
+    blank = build_policy(config, world)
+    sft, sft_records = train_sft(blank, demos, dynamics, config.sft, generator)
+    for record in sft_records[:: max(1, len(sft_records) // 50)]:
+        ctx.log({"phase": "sft", **record})
     generic = Demonstrations.collect(world, config.base_sequences, generator, epsilon=1.0)
-    base, _ = train_sft(blank, generic, dynamics, config.sft)
+    base, _ = train_sft(TabularPolicy.uniform(world.n_states, world.vocab_size), generic, dynamics)
 
+    evaluation = torch.Generator().manual_seed(config.seed + 10_000)
+    score = _Scorer(world, sft, config, evaluation)
+    score("base", base)
+    score("sft", sft)
     annotator = Annotator(world, config.annotator.beta, config.annotator.flip_prob)
-    models: dict[str, TabularPolicy] = {"base": base, "sft": sft}
+    step = None
+    if neural:
+        rl_config = config.rloo if config.rl == "rloo" else config.ppo
+        step = rl_policy_step(dynamics, config.rl, rl_config)
     policy, records, reward_model = train_rlhf(
         sft,
         dynamics,
         annotator,
         config.rlhf,
         generator,
-        on_round=lambda round_, p, _rm: models.__setitem__(f"rlhf_{round_}", p),
+        on_round=lambda round_, p, _rm: score(f"rlhf_{round_}", p),
+        policy_step=step,
     )
     for record in records:
-        ctx.log(record)
+        ctx.log({"phase": "rlhf", **record})
 
-    # Evaluation (reads the truth; its own generator so training randomness is untouched).
-    evaluation = torch.Generator().manual_seed(config.seed + 10_000)
     demonstrator = world.demonstrator(d.temperature, d.epsilon)
-    out = [
+    heldout = config.heldout_pairs
+    return [
+        *score.records,
         {"metric": "j_demonstrator", "value": exact_return(world, demonstrator)},
         {"metric": "j_expert", "value": exact_return(world, world.expert)},
         {"metric": "j_optimal", "value": optimal_return(world)},
         {"metric": "comparisons", "value": float(annotator.comparisons)},
         {
             "metric": "rm_accuracy",
-            "value": ranking_accuracy(world, reward_model, sft, config.heldout_pairs, evaluation),
+            "value": ranking_accuracy(world, reward_model, sft, heldout, evaluation),
         },
         {
             "metric": "rm_accuracy_final",
-            "value": ranking_accuracy(
-                world, reward_model, policy, config.heldout_pairs, evaluation
-            ),
+            "value": ranking_accuracy(world, reward_model, policy, heldout, evaluation),
         },
     ]
-    for name, model in models.items():
-        out.append({"metric": "j", "model": name, "value": exact_return(world, model)})
-        out.append({"metric": "kl_to_sft", "model": name, "value": sequence_kl(world, model, sft)})
-        if config.return_samples:
-            out += _return_sample_records(world, name, model, config.return_samples, evaluation)
-    return out
 
 
 register_kind("rlhf", RLHFRunConfig, run)
