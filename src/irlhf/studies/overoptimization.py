@@ -168,7 +168,7 @@ def summarize(df: pd.DataFrame, out: Path) -> dict:
             sub["d"], sub["gold"], s=8, alpha=0.35, color="C0", label="gold (true), per seed"
         )
         ax.plot(peak["d"], peak["proxy"], "o-", color="C3", label="proxy (reward model), mean")
-        grid = np.linspace(max(peak["d"].min(), 1e-3), peak["d"].max(), 100)
+        grid = np.linspace(max(sub["d"][sub["d"] > 0].min(), 1e-3), sub["d"].max(), 100)
         ax.plot(
             grid,
             FORMS[method][1](grid) @ np.array([fit["a"], fit["b"]]),
