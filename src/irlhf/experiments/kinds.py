@@ -17,6 +17,7 @@ KIND_MODULES: list[str] = [
     "irlhf.studies.irl",
     "irlhf.studies.preference",
     "irlhf.studies.overoptimization",
+    "irlhf.studies.degeneration_kind",
 ]
 # ----------------------------------------------------------------------------------------------
 

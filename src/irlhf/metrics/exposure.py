@@ -14,12 +14,15 @@ where the expert never went, ~1 for DAgger).
 
 Tabular policies in the automaton world get exact values by dynamic programming over the latent
 states (float64). Neural policies get Monte-Carlo estimates with the exact expert distribution at
-each sampled prefix, with standard errors.
+each sampled prefix, with standard errors, in any world with an exact expert: the automaton, the
+neural oracle world or the real-text world with its teacher as the oracle (as Arora et al. 2022
+did with GPT-2).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -134,8 +137,8 @@ def _summarise(
 
 
 def exposure_bias_mc(
-    world: AutomatonWorld,
-    policy,  # a CausalLMPolicy (anything with next_token_logits and sample)
+    world: Any,
+    policy: Any,  # a CausalLMPolicy (anything with next_token_logits and sample)
     n_samples: int,
     generator: torch.Generator,
     horizon: int | None = None,
@@ -143,19 +146,30 @@ def exposure_bias_mc(
 ) -> ExposureBias:
     """Monte-Carlo exposure metrics of a neural policy, with standard errors of R and regret.
 
-    R and regret come from `n_samples` of the model's own generations; eps from as many
-    expert-generated sequences, each scored with the exact expert distribution per prefix."""
+    Works in any world with `expert_probs`, `sample_prompts` and `true_rewards`: the automaton
+    world, or a neural world (`irlhf.worlds.oracle.LMWorld`, prompts of any length), whose
+    expert is the oracle. R and regret come from `n_samples` of the model's own generations;
+    eps from as many expert-generated sequences, each scored with the exact expert distribution
+    per prefix. The expert's return J_L(expert) is exact in the automaton world and a Monte-Carlo
+    mean over the same expert samples elsewhere (its error is then not in regret_se)."""
     horizon = world.horizon if horizon is None else horizon
-    expert_exact = expected_rewards(world, world.expert, horizon).numpy()
+    exact = isinstance(world, AutomatonWorld)
 
     def per_step(seqs: Sequences) -> tuple[Tensor, Tensor]:
+        P = seqs.prompt_length
         with torch.inference_mode():
             logits = policy.next_token_logits(seqs.to(policy.device)).double().cpu()
-        model_probs = torch.softmax(logits[:, 1:], dim=-1)  # (B, horizon, V)
-        kl = _kl_rows(world.expert_probs(seqs)[:, 1:], model_probs)
-        return kl, world.true_rewards(seqs)[:, 1:]
+        model_probs = torch.softmax(logits[:, P:], dim=-1)  # (B, horizon, V)
+        kl = _kl_rows(world.expert_probs(seqs)[:, P:].double(), model_probs)
+        return kl, world.true_rewards(seqs)[:, P:].double()
 
-    model_kl, model_rewards, expert_kl = [], [], []
+    def expert_samples(n: int) -> Sequences:
+        if exact:
+            return world.rollout(world.expert, n, generator, horizon)
+        prompts = world.sample_prompts(n, generator)
+        return world.demonstrator().sample(prompts, horizon, generator).to("cpu")
+
+    model_kl, model_rewards, expert_kl, expert_rewards = [], [], [], []
     for start in range(0, n_samples, batch_size):
         n = min(batch_size, n_samples - start)
         with torch.inference_mode():
@@ -165,15 +179,21 @@ def exposure_bias_mc(
         kl, rewards = per_step(own)
         model_kl.append(kl)
         model_rewards.append(rewards)
-        expert_kl.append(per_step(world.rollout(world.expert, n, generator, horizon))[0])
+        kl, rewards = per_step(expert_samples(n))
+        expert_kl.append(kl)
+        expert_rewards.append(rewards)
+    if exact:
+        expert_steps = expected_rewards(world, world.expert, horizon).numpy()
+    else:
+        expert_steps = torch.cat(expert_rewards).mean(dim=0).numpy()
     model_kl_t, rewards_t = torch.cat(model_kl), torch.cat(model_rewards)
     cum_kl = model_kl_t.cumsum(dim=1).numpy()  # (N, horizon): per-sample R_<=L
-    cum_regret = expert_exact.cumsum() - rewards_t.cumsum(dim=1).numpy()
+    cum_regret = expert_steps.cumsum() - rewards_t.cumsum(dim=1).numpy()
     sqrt_n = np.sqrt(len(cum_kl))
     return _summarise(
         torch.cat(expert_kl).mean(dim=0).numpy(),
         model_kl_t.mean(dim=0).numpy(),
-        expert_exact - rewards_t.mean(dim=0).numpy(),
+        expert_steps - rewards_t.mean(dim=0).numpy(),
         regret_se=cum_regret.std(axis=0, ddof=1) / sqrt_n,
         r_se=cum_kl.std(axis=0, ddof=1) / sqrt_n,
     )

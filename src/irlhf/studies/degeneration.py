@@ -1,0 +1,265 @@
+"""Study `degeneration`: do students trained on their own generations repeat themselves less?
+
+In the real-text world (a teacher LM trained on Shakespeare's plays, `irlhf.worlds.text`),
+students smaller than the teacher are trained at equal optimiser steps by SFT on teacher
+samples (behaviour cloning), by on-policy distillation (GKD, Agarwal et al. 2024: the teacher's
+soft labels on the student's own samples) and by RLHF from the SFT student (RLOO against a reward
+model fitted to annotator comparisons on the gold reward), plus the control the design asks for:
+the same student trained on the real text (a small model loops partly because it is small). Each
+is decoded greedily and by sampling at temperature 1 from held-out prompts and scored by
+repetition (rep-4, seq-rep-4, distinct-4, exact and soft loop rate; Welleck et al. 2019,
+Holtzman et al. 2020), by the self-reinforcement curve of Xu et al. 2022 (a held-out line
+repeated n times in the context: TP, IP, WR against n) and by the excess accumulated error
+%ExAccErr of Arora et al. 2022 against the prefix length, with the teacher as the oracle.
+Intervals are 95% t-intervals over seeds. Context policy: prompt + completion always fit the
+context the models were trained on (no sliding window, no restart).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from irlhf.algorithms.dagger import DAggerConfig
+from irlhf.algorithms.reward_model import RewardModelConfig
+from irlhf.algorithms.rloo import RLOOConfig
+from irlhf.algorithms.sft import SFTConfig
+from irlhf.report.figures import label, new_grid, save_figure, style_axes
+from irlhf.studies.base import Study, register_study
+from irlhf.studies.degeneration_kind import (
+    METHODS,
+    DegenerationConfig,
+    EvalSpec,
+    RLHFSpec,
+    StudentSpec,
+)
+from irlhf.worlds.text import TextSpec
+
+NAMES = {
+    "teacher": "teacher",
+    "sft": "SFT",
+    "gkd": "on-policy (GKD)",
+    "rlhf": "RLHF (RLOO)",
+    "real_text": "real text (control)",
+}
+MODEL_METRICS = ("rep_4", "seq_rep_4", "distinct_4", "loop_rate", "soft_loop_rate", "gold_return")
+
+
+def grid(
+    seeds: int,
+    world: TextSpec,
+    student: StudentSpec,
+    n_demonstrations: int,
+    sft_steps: int,
+    gkd_rounds: int,
+    gkd_rollouts: int,
+    rlhf: RLHFSpec,
+    evaluation: EvalSpec,
+    batch_size: int = 16,
+    methods: tuple[str, ...] = METHODS,
+) -> list[DegenerationConfig]:
+    """One config per (method, seed); SFT, GKD and the control take `sft_steps` optimiser steps
+    (GKD: split evenly over its initial fit and `gkd_rounds` rounds)."""
+    sft = SFTConfig(steps=sft_steps, batch_size=batch_size, lr=3e-3)
+    gkd = DAggerConfig(
+        rounds=gkd_rounds,
+        rollouts_per_round=gkd_rollouts,
+        labels="soft",
+        lmbda=0.5,
+        fit=sft.model_copy(
+            update={"steps": max(1, sft_steps // (gkd_rounds + 1)), "jsd_beta": 0.5}
+        ),
+    )
+    return [
+        DegenerationConfig(
+            seed=seed,
+            world=world,
+            method=method,
+            student=student,
+            n_demonstrations=n_demonstrations,
+            gkd_demonstrations=max(2, n_demonstrations // 4),
+            sft=sft,
+            gkd=gkd,
+            rlhf=rlhf,
+            eval=evaluation,
+        )
+        for method in methods
+        for seed in range(1 if method == "teacher" else seeds)
+    ]
+
+
+def configs(profile: str) -> list[DegenerationConfig]:
+    student = StudentSpec()
+    if profile == "quick":
+        rlhf = RLHFSpec(
+            comparisons=64,
+            reward_model=RewardModelConfig(kind="neural", steps=30, batch_size=16, lr=3e-4),
+            rloo=RLOOConfig(iterations=5, prompts_per_iteration=8, samples_per_prompt=4, lr=3e-4),
+        )
+        evaluation = EvalSpec(n_prompts=16, mc_samples=16, n_sentences=6)
+        return grid(1, TextSpec(horizon=64), student, 256, 60, 2, 16, rlhf, evaluation)
+    seeds = {"default": 3, "full": 5}[profile]
+    return grid(seeds, TextSpec(), student, 1024, 300, 5, 64, RLHFSpec(), EvalSpec())
+
+
+# ---- summary -------------------------------------------------------------------------------
+
+
+def _interval(values: np.ndarray) -> tuple[float, float, float]:
+    """mean and 95% t-interval over seeds (nan interval for one seed)."""
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
+        return float("nan"), float("nan"), float("nan")
+    mean = float(values.mean())
+    if len(values) < 2:
+        return mean, float("nan"), float("nan")
+    half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
+    return mean, float(mean - half), float(mean + half)
+
+
+def _clean(x: float) -> float | None:
+    return None if not np.isfinite(x) else float(x)
+
+
+def _model_rows(ok: pd.DataFrame) -> list[dict]:
+    rows = []
+    pct = ok[ok["metric"] == "pct_ex_acc_err"]
+    max_pct = pct[pct["L"] == pct["L"].max()] if len(pct) else pct
+    for method in METHODS:
+        for decoding in ("greedy", "sample"):
+            sub = ok[(ok["method"] == method) & (ok["decoding"] == decoding)]
+            if sub.empty:
+                continue
+            row: dict = {"name": NAMES[method], "decoding": decoding}
+            for metric in (*MODEL_METRICS, "pct_ex_acc_err_at_max_len"):
+                if metric == "pct_ex_acc_err_at_max_len":
+                    values = max_pct[max_pct["method"] == method]["value"].to_numpy()
+                else:
+                    values = sub[sub["metric"] == metric]["value"].to_numpy()
+                mean, lo, hi = _interval(values)
+                row[metric] = _clean(mean)
+                row[f"{metric}_ci_low"], row[f"{metric}_ci_high"] = _clean(lo), _clean(hi)
+            row["seeds"] = int(sub["seed"].nunique())
+            rows.append(row)
+    return rows
+
+
+def _self_reinforcement_rows(ok: pd.DataFrame) -> list[dict]:
+    sr = ok[ok["metric"].isin(["tp", "ip", "wr"])]
+    rows = []
+    for method in METHODS:
+        for n, group in sr[sr["method"] == method].groupby("n_repeats"):
+            row: dict = {"name": NAMES[method], "n_repeats": int(n)}
+            for metric in ("tp", "ip", "wr"):
+                mean, lo, hi = _interval(group[group["metric"] == metric]["value"].to_numpy())
+                row[metric] = _clean(mean)
+                row[f"{metric}_ci_low"], row[f"{metric}_ci_high"] = _clean(lo), _clean(hi)
+            rows.append(row)
+    return rows
+
+
+def summarize(df: pd.DataFrame, out: Path) -> dict:
+    ok = df[df["status"] == "done"]
+    for column in ("decoding", "n_repeats", "L"):
+        if column not in ok:
+            ok = ok.assign(**{column: np.nan})
+    models = _model_rows(ok)
+    reinforcement = _self_reinforcement_rows(ok)
+    headline = []
+    for row in models:
+        if row["decoding"] != "greedy":
+            continue
+        for metric in ("loop_rate", "seq_rep_4", "pct_ex_acc_err_at_max_len"):
+            headline.append(
+                {
+                    "name": f"{metric} (greedy): {row['name']}",
+                    "value": row[metric],
+                    "ci_low": row[f"{metric}_ci_low"],
+                    "ci_high": row[f"{metric}_ci_high"],
+                }
+            )
+    rises = {}
+    for method in METHODS:
+        rows = [r for r in reinforcement if r["name"] == NAMES[method]]
+        if len(rows) > 1 and rows[0]["tp"] is not None and rows[-1]["tp"] is not None:
+            rises[NAMES[method]] = rows[-1]["tp"] - rows[0]["tp"]
+    _figure_repetition(models, out / "degeneration_repetition.png")
+    _figure_reinforcement(reinforcement, out / "degeneration_self_reinforcement.png")
+    _figure_exposure(ok, out / "degeneration_exacc.png")
+    teacher = ok[(ok["method"] == "teacher") & ok["metric"].str.startswith("teacher/")]
+    return {
+        "models": models,
+        "self_reinforcement": reinforcement,
+        "headline": headline,
+        "tp_rise_max_vs_1_repeat": rises,
+        "teacher": {m: float(v) for m, v in teacher.groupby("metric")["value"].first().items()},
+        "interval": "95% t-interval over seeds",
+        "context_policy": "prompt + completion fit the trained context; no sliding window",
+    }
+
+
+def _figure_repetition(models: list[dict], path: Path) -> None:
+    fig, axes = new_grid("Repetition of each model's continuations (95% t-interval)", 1, 2)
+    for ax, metric, unit in zip(
+        axes, ("loop_rate", "seq_rep_4"), ("fraction of continuations", "fraction"), strict=True
+    ):
+        style_axes(ax, metric, label("model", "name"), label(metric, unit))
+        names = list(dict.fromkeys(r["name"] for r in models))
+        x = np.arange(len(names))
+        for i, decoding in enumerate(("greedy", "sample")):
+            rows = {r["name"]: r for r in models if r["decoding"] == decoding}
+            means = np.array([_nan(rows.get(n, {}).get(metric)) for n in names])
+            lo = np.array([_nan(rows.get(n, {}).get(f"{metric}_ci_low")) for n in names])
+            hi = np.array([_nan(rows.get(n, {}).get(f"{metric}_ci_high")) for n in names])
+            err = np.nan_to_num(np.vstack([means - lo, hi - means]), nan=0.0).clip(min=0)
+            ax.bar(x + (i - 0.5) * 0.4, np.nan_to_num(means), 0.4, yerr=err, label=decoding)
+        ax.set_xticks(x, names, rotation=20, fontsize=7)
+        ax.legend(fontsize=7)
+    save_figure(fig, path)
+
+
+def _nan(value: float | None) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def _figure_reinforcement(rows: list[dict], path: Path) -> None:
+    fig, axes = new_grid("Self-reinforcement of repetition (Xu et al. 2022), mean over seeds", 1, 3)
+    titles = {"tp": "token probability TP", "ip": "increase rate IP", "wr": "winner rate WR"}
+    for ax, metric in zip(axes, ("tp", "ip", "wr"), strict=True):
+        style_axes(ax, titles[metric], label("repeats n", "copies"), label(metric, "fraction"))
+        for name in dict.fromkeys(r["name"] for r in rows):
+            points = [(r["n_repeats"], _nan(r[metric])) for r in rows if r["name"] == name]
+            n, values = zip(*points, strict=True)
+            ax.plot(n, values, marker="o", label=name)
+        ax.legend(fontsize=7)
+    save_figure(fig, path)
+
+
+def _figure_exposure(ok: pd.DataFrame, path: Path) -> None:
+    fig, axes = new_grid("Excess accumulated error, teacher as oracle (Arora et al. 2022)", 1, 1)
+    ax = axes[0]
+    style_axes(ax, "%ExAccErr vs prefix length", label("prefix length L", "tokens"),
+               label("%ExAccErr", "% of L x eps"))  # fmt: skip
+    pct = ok[ok["metric"] == "pct_ex_acc_err"]
+    for method in METHODS:
+        sub = pct[pct["method"] == method]
+        if sub.empty:
+            continue
+        mean = sub.groupby("L")["value"].mean()
+        ax.plot(mean.index, mean.values, label=NAMES[method])
+    ax.legend(fontsize=7)
+    save_figure(fig, path)
+
+
+STUDY = Study(
+    name="degeneration",
+    title="Degeneration: repetition of SFT vs on-policy vs RLHF students on real text",
+    description=__doc__.split("\n\n", 1)[1].strip(),
+    configs=configs,
+    summarize=summarize,
+)
+register_study(STUDY)

@@ -1,0 +1,287 @@
+"""The `degeneration` experiment kind: one student (or the teacher) in the real-text world,
+trained by one method and scored for degeneration and exposure bias.
+
+A run: text world (cached teacher) -> method -> policy -> metrics. Methods, all from a fresh
+student of the same size (`student`) and, except RLHF's extra phase, the same optimiser steps:
+
+* `sft`:       behaviour cloning on `n_demonstrations` teacher samples (temperature 1);
+* `gkd`:       on-policy distillation: DAgger with the teacher's soft labels and generalized JSD,
+               a fraction `lmbda` of each round's sequences from the student (Agarwal et al. 2024);
+* `rlhf`:      the SFT student, then one RLHF round: pairs of its samples labelled by a
+               Bradley-Terry annotator on the gold reward, a reward model initialised from the SFT
+               student (as InstructGPT), RLOO with a KL penalty to the SFT student
+               (`irlhf.algorithms.rlhf.rl_policy_step`);
+* `real_text`: the control — the same student trained on windows of the training plays;
+* `teacher`:   no training; the teacher's own numbers.
+
+Metrics (records with `decoding` = greedy | sample): rep_4, seq_rep_4, distinct_4, loop_rate,
+soft_loop_rate, gold_return, oracle_nll; exposure (`L`): pct_ex_acc_err, acc_err, eps, R;
+self-reinforcement (`n_repeats`): tp, ip, wr. A trained student is checkpointed, so an
+interrupted run resumes at evaluation with the same numbers.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from irlhf.algorithms.dagger import DAggerConfig, train_dagger
+from irlhf.algorithms.reward_model import NeuralRewardModel, RewardModelConfig
+from irlhf.algorithms.rlhf import rl_policy_step
+from irlhf.algorithms.rloo import RLOOConfig
+from irlhf.algorithms.sft import SFTConfig, train_sft
+from irlhf.experiments import RunContext, register_kind
+from irlhf.metrics import degeneration as deg
+from irlhf.metrics.exposure import exposure_bias_mc
+from irlhf.metrics.reward import comparison_accuracy
+from irlhf.policies.causal_lm import CausalLMPolicy
+from irlhf.worlds.annotator import Annotator, sample_pairs
+from irlhf.worlds.base import Demonstrations, ExpertOracle
+from irlhf.worlds.text import TextSpec, TextWorld, encode, make_text_world, pretrain_lm
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+METHODS = ("teacher", "sft", "gkd", "rlhf", "real_text")
+
+
+class StudentSpec(BaseModel):
+    """The student: a GPT-2 smaller than the teacher, with the teacher's tokenizer."""
+
+    model_config = _FROZEN
+    n_layer: int = Field(2, ge=1)
+    """Transformer blocks."""
+    n_embd: int = Field(96, ge=8)
+    """Width."""
+    n_head: int = Field(4, ge=1)
+    """Attention heads (must divide n_embd)."""
+
+
+class RLHFSpec(BaseModel):
+    """One RLHF round from the SFT student."""
+
+    model_config = _FROZEN
+    comparisons: int = Field(256, ge=1)
+    """Annotator comparisons (pairs of SFT samples of the same prompt)."""
+    annotator_beta: float = Field(10.0, ge=0.0)
+    """Bradley-Terry rationality on the gold reward (1 / nats of mean token log-prob)."""
+    reward_model: RewardModelConfig = RewardModelConfig(
+        kind="neural", steps=150, batch_size=16, lr=3e-4
+    )
+    """Reward model fit (its backbone is a copy of the SFT student)."""
+    rloo: RLOOConfig = RLOOConfig(
+        iterations=30, prompts_per_iteration=8, samples_per_prompt=4, lr=3e-4, kl_coef=0.05
+    )
+    """RLOO against the reward model (max_new_tokens is set to the world's horizon)."""
+
+
+class EvalSpec(BaseModel):
+    """How the trained model is scored."""
+
+    model_config = _FROZEN
+    n_prompts: int = Field(64, ge=1)
+    """Held-out prompts, each continued greedily and by sampling at temperature 1."""
+    mc_samples: int = Field(64, ge=2)
+    """Monte-Carlo sequences (model and teacher each) for the exposure metrics."""
+    n_sentences: int = Field(16, ge=1)
+    """Held-out lines repeated in the context for the self-reinforcement curve."""
+    max_repeats: int = Field(8, ge=2)
+    """Copies of each line (a line has at most context // max_repeats tokens)."""
+    min_sentence_tokens: int = Field(6, ge=2)
+    """Shortest line used (tokens)."""
+    loop_min_repeats: int = Field(3, ge=2)
+    """An exact loop: a suffix of period <= loop_max_period repeated this many times."""
+    loop_max_period: int = Field(32, ge=1)
+    """Longest loop period looked for (tokens)."""
+
+
+class DegenerationConfig(BaseModel):
+    """One degeneration run (`kind = "degeneration"`)."""
+
+    model_config = _FROZEN
+    kind: Literal["degeneration"] = "degeneration"
+    seed: int = 0
+    """Seed of the student, its data and the evaluation prompts."""
+    world: TextSpec = TextSpec()
+    """The text world (corpus, teacher, prompt and completion lengths, gold reward)."""
+    method: Literal["teacher", "sft", "gkd", "rlhf", "real_text"] = "sft"
+    """How the student is trained (see the module docstring)."""
+    student: StudentSpec = StudentSpec()
+    n_demonstrations: int = Field(1024, ge=1)
+    """Teacher samples for SFT (and RLHF's SFT phase)."""
+    gkd_demonstrations: int = Field(256, ge=1)
+    """Teacher samples relabelled with soft labels for GKD's first fit (memory: x T x V)."""
+    sft: SFTConfig = SFTConfig(steps=300, batch_size=16, lr=3e-3)
+    """SFT fit; the control uses the same steps, batch size and learning rate on real text."""
+    gkd: DAggerConfig = DAggerConfig(
+        rounds=5,
+        rollouts_per_round=64,
+        labels="soft",
+        lmbda=0.5,
+        fit=SFTConfig(steps=50, batch_size=16, lr=3e-3, jsd_beta=0.5),
+    )
+    """On-policy distillation rounds (soft labels)."""
+    rlhf: RLHFSpec = RLHFSpec()
+    eval: EvalSpec = EvalSpec()
+
+
+def make_student(config: DegenerationConfig, world: TextWorld) -> CausalLMPolicy:
+    s = config.student
+    if s.n_embd % s.n_head:
+        raise ValueError(f"student.n_head ({s.n_head}) must divide student.n_embd ({s.n_embd})")
+    return CausalLMPolicy.tiny(
+        world.token_vocab_size,
+        world.vocab_size,
+        n_layer=s.n_layer,
+        n_embd=s.n_embd,
+        n_head=s.n_head,
+        max_length=world.prompt_length + world.horizon,
+        seed=config.seed,
+    )
+
+
+def train(
+    config: DegenerationConfig, world: TextWorld, generator: torch.Generator, ctx: RunContext
+) -> tuple[CausalLMPolicy, dict]:
+    """The trained student and the feedback it used."""
+    student, dynamics, feedback = make_student(config, world), world.dynamics(), {}
+    if config.method == "real_text":
+        length = world.prompt_length + world.horizon
+        s = config.sft
+        records = pretrain_lm(student, world.train_ids, s.steps, s.batch_size, length - 1, s.lr,
+                              generator)  # fmt: skip
+        feedback["real_text_tokens"] = s.steps * s.batch_size * length
+    elif config.method == "gkd":
+        demos = Demonstrations.collect(world, config.gkd_demonstrations, generator)
+        oracle = ExpertOracle(world)
+        student, records = train_dagger(student, demos, oracle, dynamics, config.gkd, generator)
+        feedback |= {"demo_tokens": demos.n_tokens, "oracle_queries": oracle.queries}
+    else:  # sft, and the first phase of rlhf
+        demos = Demonstrations.collect(world, config.n_demonstrations, generator)
+        student, records = train_sft(student, demos, dynamics, config.sft, generator)
+        feedback["demo_tokens"] = demos.n_tokens
+        if config.method == "rlhf":
+            rl_records, rlhf_feedback = rlhf_round(config.rlhf, world, student, generator)
+            student = rl_records.pop("policy")
+            records += rl_records["records"]
+            feedback |= rlhf_feedback
+    for record in records[:: max(1, len(records) // 200)]:
+        ctx.log(record)
+    return student, feedback
+
+
+def rlhf_round(spec: RLHFSpec, world: TextWorld, sft: CausalLMPolicy, generator: torch.Generator):
+    """Comparisons on the SFT student's samples -> reward model -> RLOO from the SFT student."""
+    dynamics = world.dynamics()
+    annotator = Annotator(world, beta=spec.annotator_beta)
+    first, second = sample_pairs(dynamics, sft, spec.comparisons, generator)
+    comparisons = annotator.compare(first, second, generator)
+    reward_model = NeuralRewardModel(dynamics, spec.reward_model, backbones=[sft])
+    fit = reward_model.fit(comparisons, generator)
+    held_first, held_second = sample_pairs(dynamics, sft, 128, generator)
+    gold = Annotator(world, beta=1e9)  # noiseless: agreement with the gold reward
+    held = gold.compare(held_first, held_second, generator)
+    step = rl_policy_step(dynamics, "rloo", spec.rloo)
+    policy, records = step(sft, reward_model, sft)
+    feedback = {
+        "annotator_comparisons": annotator.comparisons,
+        "rm_train_accuracy": fit["rm/train_accuracy"],
+        "rm_held_out_accuracy": comparison_accuracy(reward_model, held),
+    }
+    return {"policy": policy, "records": records}, feedback
+
+
+# ---- evaluation ----------------------------------------------------------------------------
+
+
+def repeated_lines(world: TextWorld, spec: EvalSpec) -> list[list[int]]:
+    """`n_sentences` held-out lines (each with its newline) short enough to fit max_repeats
+    copies in the context; the same lines for every model and seed."""
+    max_tokens = (world.prompt_length + world.horizon) // spec.max_repeats
+    text = world.tokenizer.decode(world.held_out_ids[:200_000].tolist())
+    lines = []
+    for line in text.split("\n"):
+        ids = encode(world.tokenizer, line.strip() + "\n").tolist()
+        if len(line.strip()) > 10 and spec.min_sentence_tokens <= len(ids) <= max_tokens:
+            lines.append(ids)
+    if not lines:
+        raise ValueError(f"no held-out line has {spec.min_sentence_tokens}..{max_tokens} tokens")
+    picks = torch.randperm(len(lines), generator=torch.Generator().manual_seed(0))
+    return [lines[i] for i in picks[: spec.n_sentences].tolist()]
+
+
+def evaluate(policy, world: TextWorld, config: DegenerationConfig, ctx: RunContext) -> list[dict]:
+    spec, P = config.eval, world.prompt_length
+    generator = torch.Generator().manual_seed(10_000 + config.seed)  # same prompts per seed
+    prompts = world.sample_prompts(spec.n_prompts, generator)
+    records = []
+    for decoding in ("greedy", "sample"):
+        seqs = policy.sample(prompts, world.horizon, generator, greedy=decoding == "greedy")
+        seqs = seqs.to("cpu")
+        completions = seqs.tokens[:, P:]
+        values = {
+            "rep_4": deg.rep_n(completions, 4),
+            "seq_rep_4": deg.seq_rep_n(completions, 4),
+            "distinct_4": deg.distinct_n(completions, 4),
+            "loop_rate": deg.loop_rate(completions, spec.loop_min_repeats, spec.loop_max_period),
+            "soft_loop_rate": deg.soft_loop_rate(completions),
+            "gold_return": float(world.true_return(seqs).mean()),
+            "oracle_nll": float(world.oracle_nll(seqs).mean()),
+        }
+        records += [{"metric": k, "decoding": decoding, "value": v} for k, v in values.items()]
+        ctx.save_samples(
+            decoding,
+            [
+                {"prompt": world.decode(s[:P]), "completion": world.decode(s[P:])}
+                for s in seqs.tokens[:8]
+            ],
+        )
+    if config.method != "teacher":  # the teacher has no exposure bias against itself
+        exposure = exposure_bias_mc(world, policy, spec.mc_samples, generator, batch_size=32)
+        for name in ("pct_ex_acc_err", "acc_err", "eps", "R"):
+            series = getattr(exposure, name)
+            records += [
+                {"metric": name, "L": int(L), "value": float(v)}
+                for L, v in zip(exposure.lengths, series, strict=True)
+            ]
+    lines = repeated_lines(world, spec)
+    for row in deg.self_reinforcement(policy, lines, spec.max_repeats):
+        records += [
+            {"metric": k, "n_repeats": row["n_repeats"], "value": row[k]}
+            for k in ("tp", "ip", "wr")
+        ]
+    return records
+
+
+def run(config: DegenerationConfig, ctx: RunContext) -> list[dict]:
+    world = make_text_world(config.world)
+    started = time.perf_counter()
+    if config.method == "teacher":
+        policy, feedback = world.expert, {}
+        records = [
+            {"metric": f"teacher/{k}", "value": float(v)}
+            for k, v in world.info.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+        ]
+    else:
+        records = []
+        checkpoint = ctx.load_checkpoint()
+        if checkpoint is not None:
+            policy = make_student(config, world)
+            policy.model.load_state_dict(checkpoint.tensors)
+            feedback = dict(checkpoint.meta)
+        else:
+            generator = torch.Generator().manual_seed(config.seed)
+            policy, feedback = train(config, world, generator, ctx)
+            state = {k: v.detach().cpu().contiguous() for k, v in policy.model.state_dict().items()}
+            ctx.save_checkpoint(1, state, feedback)
+    train_seconds = time.perf_counter() - started
+    policy.eval()
+    records += evaluate(policy, world, config, ctx)
+    records.append({"metric": "train_seconds", "value": train_seconds})
+    records += [{"metric": k, "value": float(v)} for k, v in feedback.items()]
+    return records
+
+
+register_kind("degeneration", DegenerationConfig, run)

@@ -1,0 +1,94 @@
+"""The degeneration study end to end on a tiny corpus written by the test: a tiny teacher, every
+method (SFT, GKD, RLHF, real-text control, the teacher itself), the summary's documented rows,
+intervals over two seeds, and the figures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from irlhf.algorithms.reward_model import RewardModelConfig
+from irlhf.algorithms.rloo import RLOOConfig
+from irlhf.experiments import run_one
+from irlhf.experiments.results import results_table
+from irlhf.studies.degeneration import NAMES, configs, grid, summarize
+from irlhf.studies.degeneration_kind import EvalSpec, RLHFSpec, StudentSpec
+from irlhf.worlds.text import TeacherSpec, TextSpec
+
+LINES = [
+    "Now is the winter of our discontent",
+    "Made glorious summer by this sun of York;",
+    "And all the clouds that lour'd upon our house",
+    "In the deep bosom of the ocean buried.",
+    "Shall I compare thee to a summer's day?",
+    "Thou art more lovely and more temperate:",
+]
+
+
+def write_corpus(root: Path, n_docs: int = 3, n_lines: int = 120) -> Path:
+    """A few documents of shuffled verse lines with speaker names, like the plays."""
+    corpus = root / "corpus"
+    corpus.mkdir(parents=True)
+    for d in range(n_docs):
+        rows = []
+        for i in range(n_lines):
+            rows += [f"{['KING', 'QUEEN', 'FOOL'][(i + d) % 3]}.", LINES[(i * (d + 2)) % 6], ""]
+        (corpus / f"play_{d}.txt").write_text("\n".join(rows))
+    return corpus
+
+
+def tiny_world(root: Path) -> TextSpec:
+    teacher = TeacherSpec(vocab_size=300, n_layer=1, n_embd=32, context=48, steps=40, warmup=5)
+    return TextSpec(corpus=str(write_corpus(root)), teacher=teacher, prompt_length=8, horizon=40)
+
+
+@pytest.mark.slow
+def test_degeneration_study_runs_end_to_end_on_a_tiny_corpus(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("IRLHF_DATA", str(tmp_path / "data"))
+    rlhf = RLHFSpec(
+        comparisons=16,
+        reward_model=RewardModelConfig(kind="neural", steps=5, batch_size=8),
+        rloo=RLOOConfig(iterations=2, prompts_per_iteration=4, samples_per_prompt=2),
+    )
+    evaluation = EvalSpec(n_prompts=6, mc_samples=4, n_sentences=3, max_repeats=4)
+    student = StudentSpec(n_layer=1, n_embd=16, n_head=2)
+    grid_configs = grid(2, tiny_world(tmp_path), student, 16, 8, 1, 4, rlhf, evaluation, 4)
+    assert {c.method for c in grid_configs} == set(NAMES)
+    results = [run_one(c, tmp_path / "runs") for c in grid_configs]
+    assert [r.error for r in results if r.status != "done"] == []
+    out = tmp_path / "out"
+    out.mkdir()
+    summary = summarize(results_table(zip(grid_configs, results, strict=True)), out)
+    json.dumps(summary)
+    models = {(r["name"], r["decoding"]): r for r in summary["models"]}
+    assert set(models) == {(n, d) for n in NAMES.values() for d in ("greedy", "sample")}
+    keys = {"rep_4", "seq_rep_4", "distinct_4", "loop_rate", "pct_ex_acc_err_at_max_len"}
+    for row in models.values():
+        assert keys <= set(row)
+        assert 0.0 <= row["loop_rate"] <= 1.0 and 0.0 <= row["distinct_4"] <= 1.0
+    sft = models[("SFT", "greedy")]
+    assert sft["seeds"] == 2 and sft["seq_rep_4_ci_low"] <= sft["seq_rep_4"]
+    assert models[("teacher", "greedy")]["pct_ex_acc_err_at_max_len"] is None
+    assert sft["pct_ex_acc_err_at_max_len"] is not None
+    reinforcement = summary["self_reinforcement"]
+    assert {r["n_repeats"] for r in reinforcement} == {1, 2, 3, 4}
+    assert all(0 <= r["tp"] <= 1 and {"ip", "wr"} <= set(r) for r in reinforcement)
+    assert summary["teacher"]["teacher/held_out_bits_per_char"] > 0
+    assert sorted(p.name for p in out.glob("*.png")) == [
+        "degeneration_exacc.png",
+        "degeneration_repetition.png",
+        "degeneration_self_reinforcement.png",
+    ]
+    # a rerun reads the finished runs back
+    assert all(run_one(c, tmp_path / "runs").skipped for c in grid_configs)
+
+
+def test_profiles_validate_and_share_one_teacher() -> None:
+    for profile in ("quick", "default"):
+        grid_configs = configs(profile)
+        assert {c.method for c in grid_configs} == set(NAMES)
+        assert len({c.world.teacher for c in grid_configs}) == 1
+        for c in grid_configs:
+            assert c.world.prompt_length + c.world.horizon <= c.world.teacher.context
