@@ -25,6 +25,7 @@ STUDY_MODULES: list[str] = [
     "irlhf.studies.outperform",
     "irlhf.studies.reward_shift",
     "irlhf.studies.overoptimization",
+    "irlhf.studies.degeneration",
 ]
 # ----------------------------------------------------------------------------------------------
 
