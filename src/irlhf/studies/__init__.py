@@ -24,6 +24,7 @@ STUDY_MODULES: list[str] = [
     "irlhf.studies.compounding",
     "irlhf.studies.outperform",
     "irlhf.studies.reward_shift",
+    "irlhf.studies.decomposition",
     "irlhf.studies.overoptimization",
     "irlhf.studies.degeneration",
 ]
