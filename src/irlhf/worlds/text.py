@@ -50,6 +50,7 @@ from irlhf.worlds.oracle import LMWorld
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 TEACHER_INFO, TOKENS_FILE = "teacher.json", "tokens.safetensors"
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model", "vocab.txt")
 
 
 class TeacherSpec(BaseModel):
@@ -136,11 +137,18 @@ def load_tokenizer(path: Path):
     """The tokenizer saved in a model directory; a one-line ValueError if there is none."""
     from transformers import AutoTokenizer
 
+    where = f"teacher directory {path}"
+    # without these files transformers quietly builds an empty tokenizer instead of failing
+    if not any((path / f).is_file() for f in TOKENIZER_FILES):
+        raise ValueError(f"{where} has no tokenizer (none of {', '.join(TOKENIZER_FILES)})")
     try:
-        return AutoTokenizer.from_pretrained(path, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     except Exception as e:  # OSError, ValueError, JSON errors alike
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ValueError(f"teacher directory {path} has no usable tokenizer: {reason}") from e
+        raise ValueError(f"{where} has no usable tokenizer: {reason}") from e
+    if len(tokenizer) < 2:
+        raise ValueError(f"{where} has an empty tokenizer ({len(tokenizer)} tokens)")
+    return tokenizer
 
 
 # ---- language-model training (the teacher, and the real-text control student) --------------
