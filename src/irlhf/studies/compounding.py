@@ -18,6 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.artist import Artist
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
 from irlhf.algorithms.dagger import DAggerConfig
 from irlhf.algorithms.sft import SFTConfig
@@ -189,6 +192,8 @@ def _figure(curves: dict, path: Path) -> None:
             mean = table.mean(axis=0).to_numpy()
             positive = mean > 0
             style = _style(learner, algorithm)
+            if not positive.any():
+                style["label"] += " (mean regret <= 0 at every L: not drawn)"
             ax.plot(L[positive], mean[positive], **style)
             if len(table) > 1:
                 lo, hi = table.min(axis=0).to_numpy(), table.max(axis=0).to_numpy()
@@ -199,8 +204,17 @@ def _figure(curves: dict, path: Path) -> None:
         ax.plot(ref, 1e-3 * ref, "-.", color="grey", label="slope 1 (reference)")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
-        ax.legend(fontsize=7)
+    _shared_legend(fig, axes)
     save_figure(fig, path)
+
+
+def _shared_legend(fig: Figure, axes: list[Axes]) -> None:
+    """One legend below the panels (every label once), so that no curve is hidden under it."""
+    entries: dict[str, Artist] = {}
+    for ax in axes:
+        handles, labels = ax.get_legend_handles_labels()
+        entries.update({lab: h for h, lab in zip(handles, labels, strict=True)})
+    fig.legend(entries.values(), entries.keys(), loc="outside lower center", ncol=4, fontsize=7)
 
 
 def _pct_figure(pct: pd.DataFrame, path: Path) -> None:
@@ -219,7 +233,7 @@ def _pct_figure(pct: pd.DataFrame, path: Path) -> None:
             mean = group.groupby("L")["value"].mean()
             ax.plot(mean.index, mean.values, **_style(learner, algorithm))
         ax.set_xscale("log", base=2)
-        ax.legend(fontsize=7)
+    _shared_legend(fig, axes)
     save_figure(fig, path)
 
 
