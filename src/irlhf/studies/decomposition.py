@@ -63,6 +63,15 @@ REFERENCE_STYLE = {
     "optimum": {"color": "black", "linestyle": "-"},
 }
 NO_GAIN = "J_RLHF <= J_SFT: no RLHF gain to split, shares are nan"
+CAVEATS = [
+    "the best exposure-only method is the largest of five noisy seed means: an optimistic pick, "
+    "so exposure_share leans high",
+    "j_ci_* are over seeds that are different worlds (wide); gaps_to_demonstrator are paired by "
+    "seed and are the test of 'approach but do not exceed'",
+    "IRL methods, DAgger and RLHF run at their module defaults (not tuned per temperature); RLHF: "
+    f"one round of {COMPARISONS} comparisons",
+    "SFT is the RLHF run's own starting policy (the same demonstrations and fit)",
+]
 
 
 def configs(profile: str) -> list[ImitationConfig | IRLConfig | RLHFRunConfig]:
@@ -201,6 +210,7 @@ def summarize(df: pd.DataFrame, out: Path) -> dict:
         "interval": "95% t-interval over seeds (shares: 95% paired percentile bootstrap)",
         "shares_definition": "exposure_share = (J_best_exposure_only - J_SFT) / (J_RLHF - J_SFT),"
         " beyond_share = 1 - exposure_share; " + NO_GAIN,
+        "caveats": CAVEATS,
     }
 
 
