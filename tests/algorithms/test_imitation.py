@@ -19,9 +19,13 @@ def test_bc_on_plentiful_expert_data_recovers_the_expert():
     world = make_world("spread", seed=1)
     demos = Demonstrations.collect(world, 20_000, torch.Generator().manual_seed(0))
     bc, _ = train_sft(blank(world), demos, world.dynamics(), SFTConfig(smoothing=0.0))
-    visited = occupancy(world, world.expert, world.horizon).sum(0) > 1e-3
+    # Where a state is visited n times the empirical row's TV error is about
+    # 0.5 * sqrt(2 V / (pi n)); from n = 5,000 visits on (V = 16) that is below 0.023.
+    visits = demos.n * occupancy(world, world.expert, world.horizon).sum(0)
+    well_visited = visits > 5_000
+    assert well_visited.sum() >= 5
     tv = 0.5 * (bc.probs - world.expert.probs).abs().sum(1)
-    assert tv[visited].max() < 0.05
+    assert tv[well_visited].max() < 0.05
     gap = abs(exact_return(world, bc) - exact_return(world, world.expert))
     assert gap < 0.02 * abs(exact_return(world, world.expert)) + 0.05
 
