@@ -20,6 +20,7 @@ from irlhf.algorithms.ppo import PPOConfig
 from irlhf.algorithms.rlhf import RLHFConfig
 from irlhf.algorithms.rloo import RLOOConfig
 from irlhf.algorithms.sft import SFTConfig
+from irlhf.report.figures import label, new_figure, save_figure
 from irlhf.studies.base import Study, register_study
 from irlhf.studies.imitation import DemoSpec, PolicySpec
 from irlhf.studies.preference import AnnotatorSpec, RLHFRunConfig
@@ -196,11 +197,6 @@ def _neural_rows(df: pd.DataFrame) -> list[dict]:
 
 
 def _heatmap(grid: pd.DataFrame, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     grid = grid.assign(
         demo=grid["demo_temperature"].map("T={:g}".format)
         + grid["demo_epsilon"].map(", eps={:g}".format),
@@ -210,7 +206,12 @@ def _heatmap(grid: pd.DataFrame, path: Path) -> None:
     gain = grid.pivot(index="demo", columns="reward", values="gain")
     low = grid.pivot(index="demo", columns="reward", values="gain_ci_low")
     high = grid.pivot(index="demo", columns="reward", values="gain_ci_high")
-    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * gain.shape[1], 1.4 + 0.6 * gain.shape[0]))
+    fig, ax = new_figure(
+        "RLHF gain over SFT, J(RLHF) - J(SFT) (* = 95% CI excludes 0)",
+        label("reward accuracy: comparisons per round, label noise", "count, flip probability"),
+        label("demonstrator: temperature T, epsilon", "dimensionless"),
+        size=(2.8 + 1.3 * gain.shape[1], 1.6 + 0.6 * gain.shape[0]),
+    )
     limit = float(np.nanmax(np.abs(gain.to_numpy()))) or 1.0
     image = ax.imshow(gain.to_numpy(), cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
     for i in range(gain.shape[0]):
@@ -220,16 +221,11 @@ def _heatmap(grid: pd.DataFrame, path: Path) -> None:
             ax.text(j, i, f"{gain.iloc[i, j]:.1f}{mark}", ha="center", va="center", fontsize=8)
     ax.set_xticks(range(gain.shape[1]), gain.columns, rotation=35, ha="right", fontsize=8)
     ax.set_yticks(range(gain.shape[0]), gain.index, fontsize=8)
-    ax.set_xlabel("reward accuracy: comparisons per round, annotator label noise")
-    ax.set_ylabel("demonstrator: temperature T, epsilon")
-    ax.set_title("RLHF gain over SFT, J(RLHF) - J(SFT) (reward units; * = 95% CI excludes 0)")
     fig.colorbar(image, ax=ax, label="gain (reward units)")
     ax.plot([], [], "s", color="#b2182b", label="RLHF worse than SFT")
     ax.plot([], [], "s", color="#2166ac", label="RLHF better than SFT")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.25, 1.0), fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.3, 1.0), fontsize=8)
+    save_figure(fig, path)
 
 
 STUDY = Study(
