@@ -197,20 +197,24 @@ def _neural_rows(df: pd.DataFrame) -> list[dict]:
 
 
 def _heatmap(grid: pd.DataFrame, path: Path) -> None:
+    grid = grid.sort_values(["comparisons", "label_noise", "demo_temperature", "demo_epsilon"])
     grid = grid.assign(
         demo=grid["demo_temperature"].map("T={:g}".format)
         + grid["demo_epsilon"].map(", eps={:g}".format),
         reward=grid["comparisons"].map("{:d} cmp".format)
         + grid["label_noise"].map(", noise {:g}".format),
     )
-    gain = grid.pivot(index="demo", columns="reward", values="gain")
-    low = grid.pivot(index="demo", columns="reward", values="gain_ci_low")
-    high = grid.pivot(index="demo", columns="reward", values="gain_ci_high")
+    rows, cols = grid["demo"].unique(), grid["reward"].unique()  # numeric order, not lexical
+
+    def table(values: str) -> pd.DataFrame:
+        return grid.pivot(index="demo", columns="reward", values=values).loc[rows, cols]
+
+    gain, low, high = table("gain"), table("gain_ci_low"), table("gain_ci_high")
     fig, ax = new_figure(
         "RLHF gain over SFT, J(RLHF) - J(SFT) (* = 95% CI excludes 0)",
         label("reward accuracy: comparisons per round, label noise", "count, flip probability"),
         label("demonstrator: temperature T, epsilon", "dimensionless"),
-        size=(2.8 + 1.3 * gain.shape[1], 1.6 + 0.6 * gain.shape[0]),
+        size=(max(7.0, 3.0 + 1.2 * gain.shape[1]), max(4.5, 2.0 + 0.6 * gain.shape[0])),
     )
     limit = float(np.nanmax(np.abs(gain.to_numpy()))) or 1.0
     image = ax.imshow(gain.to_numpy(), cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
@@ -221,10 +225,7 @@ def _heatmap(grid: pd.DataFrame, path: Path) -> None:
             ax.text(j, i, f"{gain.iloc[i, j]:.1f}{mark}", ha="center", va="center", fontsize=8)
     ax.set_xticks(range(gain.shape[1]), gain.columns, rotation=35, ha="right", fontsize=8)
     ax.set_yticks(range(gain.shape[0]), gain.index, fontsize=8)
-    fig.colorbar(image, ax=ax, label="gain (reward units)")
-    ax.plot([], [], "s", color="#b2182b", label="RLHF worse than SFT")
-    ax.plot([], [], "s", color="#2166ac", label="RLHF better than SFT")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.3, 1.0), fontsize=8)
+    fig.colorbar(image, ax=ax, label="gain: blue = RLHF better, red = worse (reward units)")
     save_figure(fig, path)
 
 
