@@ -101,8 +101,14 @@ def configs(profile: str) -> list[DegenerationConfig]:
         )
         evaluation = EvalSpec(n_prompts=16, mc_samples=16, n_sentences=6)
         return grid(1, TextSpec(horizon=64), student, 256, 60, 2, 16, rlhf, evaluation)
-    seeds = {"default": 3, "full": 5}[profile]
-    return grid(seeds, TextSpec(), student, 1024, 300, 5, 64, RLHFSpec(), EvalSpec())
+    # default: sized for the 20-minute `make reproduce` on 2 cores (the teacher is cached)
+    seeds, n_demos, steps, rounds, rollouts = {
+        "default": (3, 512, 200, 3, 32),
+        "full": (5, 2048, 600, 5, 64),
+    }[profile]
+    return grid(
+        seeds, TextSpec(), student, n_demos, steps, rounds, rollouts, RLHFSpec(), EvalSpec()
+    )
 
 
 # ---- summary -------------------------------------------------------------------------------
@@ -137,7 +143,8 @@ def _model_rows(ok: pd.DataFrame) -> list[dict]:
             row: dict = {"name": NAMES[method], "decoding": decoding}
             for metric in (*MODEL_METRICS, "pct_ex_acc_err_at_max_len"):
                 if metric == "pct_ex_acc_err_at_max_len":
-                    values = max_pct[max_pct["method"] == method]["value"].to_numpy()
+                    at_max = max_pct[(max_pct["method"] == method)]
+                    values = at_max[at_max["decoding"] == decoding]["value"].to_numpy()
                 else:
                     values = sub[sub["metric"] == metric]["value"].to_numpy()
                 mean, lo, hi = _interval(values)
@@ -240,17 +247,22 @@ def _figure_reinforcement(rows: list[dict], path: Path) -> None:
 
 
 def _figure_exposure(ok: pd.DataFrame, path: Path) -> None:
-    fig, axes = new_grid("Excess accumulated error, teacher as oracle (Arora et al. 2022)", 1, 1)
+    fig, axes = new_grid(
+        "Excess accumulated error, teacher as oracle (Arora et al. 2022); mean over seeds", 1, 1
+    )
     ax = axes[0]
     style_axes(ax, "%ExAccErr vs prefix length", label("prefix length L", "tokens"),
                label("%ExAccErr", "% of L x eps"))  # fmt: skip
     pct = ok[ok["metric"] == "pct_ex_acc_err"]
-    for method in METHODS:
-        sub = pct[pct["method"] == method]
-        if sub.empty:
-            continue
-        mean = sub.groupby("L")["value"].mean()
-        ax.plot(mean.index, mean.values, label=NAMES[method])
+    for i, method in enumerate(METHODS):
+        for decoding, style in (("greedy", "-"), ("sample", ":")):
+            sub = pct[(pct["method"] == method) & (pct["decoding"] == decoding)]
+            if sub.empty:
+                continue
+            mean = sub.groupby("L")["value"].mean()
+            label_ = f"{NAMES[method]}, {decoding}"
+            ax.plot(mean.index, mean.values, style, color=f"C{i}", label=label_)
+    ax.axhline(0.0, color="grey", linewidth=0.8)
     ax.legend(fontsize=7)
     save_figure(fig, path)
 

@@ -15,7 +15,8 @@ student of the same size (`student`) and, except RLHF's extra phase, the same op
 * `teacher`:   no training; the teacher's own numbers.
 
 Metrics (records with `decoding` = greedy | sample): rep_4, seq_rep_4, distinct_4, loop_rate,
-soft_loop_rate, gold_return, oracle_nll; exposure (`L`): pct_ex_acc_err, acc_err, eps, R;
+soft_loop_rate, gold_return, oracle_nll; exposure (`decoding`, `L`; R along the model's own
+greedy or sampled generations, eps on the teacher's samples): pct_ex_acc_err, acc_err, eps, R;
 self-reinforcement (`n_repeats`): tp, ip, wr. A trained student is checkpointed, so an
 interrupted run resumes at evaluation with the same numbers.
 """
@@ -62,16 +63,16 @@ class RLHFSpec(BaseModel):
     """One RLHF round from the SFT student."""
 
     model_config = _FROZEN
-    comparisons: int = Field(256, ge=1)
+    comparisons: int = Field(128, ge=1)
     """Annotator comparisons (pairs of SFT samples of the same prompt)."""
     annotator_beta: float = Field(10.0, ge=0.0)
     """Bradley-Terry rationality on the gold reward (1 / nats of mean token log-prob)."""
     reward_model: RewardModelConfig = RewardModelConfig(
-        kind="neural", steps=150, batch_size=16, lr=3e-4
+        kind="neural", steps=60, batch_size=16, lr=3e-4
     )
     """Reward model fit (its backbone is a copy of the SFT student)."""
     rloo: RLOOConfig = RLOOConfig(
-        iterations=30, prompts_per_iteration=8, samples_per_prompt=4, lr=3e-4, kl_coef=0.05
+        iterations=20, prompts_per_iteration=8, samples_per_prompt=4, lr=3e-4, kl_coef=0.05
     )
     """RLOO against the reward model (max_new_tokens is set to the world's horizon)."""
 
@@ -80,11 +81,11 @@ class EvalSpec(BaseModel):
     """How the trained model is scored."""
 
     model_config = _FROZEN
-    n_prompts: int = Field(64, ge=1)
+    n_prompts: int = Field(48, ge=1)
     """Held-out prompts, each continued greedily and by sampling at temperature 1."""
-    mc_samples: int = Field(64, ge=2)
+    mc_samples: int = Field(48, ge=2)
     """Monte-Carlo sequences (model and teacher each) for the exposure metrics."""
-    n_sentences: int = Field(16, ge=1)
+    n_sentences: int = Field(12, ge=1)
     """Held-out lines repeated in the context for the self-reinforcement curve."""
     max_repeats: int = Field(8, ge=2)
     """Copies of each line (a line has at most context // max_repeats tokens)."""
@@ -108,15 +109,15 @@ class DegenerationConfig(BaseModel):
     method: Literal["teacher", "sft", "gkd", "rlhf", "real_text"] = "sft"
     """How the student is trained (see the module docstring)."""
     student: StudentSpec = StudentSpec()
-    n_demonstrations: int = Field(1024, ge=1)
+    n_demonstrations: int = Field(512, ge=1)
     """Teacher samples for SFT (and RLHF's SFT phase)."""
-    gkd_demonstrations: int = Field(256, ge=1)
+    gkd_demonstrations: int = Field(128, ge=1)
     """Teacher samples relabelled with soft labels for GKD's first fit (memory: x T x V)."""
-    sft: SFTConfig = SFTConfig(steps=300, batch_size=16, lr=3e-3)
+    sft: SFTConfig = SFTConfig(steps=200, batch_size=16, lr=3e-3)
     """SFT fit; the control uses the same steps, batch size and learning rate on real text."""
     gkd: DAggerConfig = DAggerConfig(
-        rounds=5,
-        rollouts_per_round=64,
+        rounds=3,
+        rollouts_per_round=32,
         labels="soft",
         lmbda=0.5,
         fit=SFTConfig(steps=50, batch_size=16, lr=3e-3, jsd_beta=0.5),
@@ -211,6 +212,20 @@ def repeated_lines(world: TextWorld, spec: EvalSpec) -> list[list[int]]:
     return [lines[i] for i in picks[: spec.n_sentences].tolist()]
 
 
+class GreedyDecoding:
+    """A policy that generates greedily but is scored by its full next-token distribution (for
+    the exposure metrics along greedy generations: R uses KL(teacher || model) per prefix)."""
+
+    def __init__(self, policy: CausalLMPolicy) -> None:
+        self.policy, self.device = policy, policy.device
+
+    def next_token_logits(self, seqs):
+        return self.policy.next_token_logits(seqs)
+
+    def sample(self, prompts, max_new_tokens: int, generator: torch.Generator, **_: object):
+        return self.policy.sample(prompts, max_new_tokens, generator, greedy=True)
+
+
 def evaluate(policy, world: TextWorld, config: DegenerationConfig, ctx: RunContext) -> list[dict]:
     spec, P = config.eval, world.prompt_length
     generator = torch.Generator().manual_seed(10_000 + config.seed)  # same prompts per seed
@@ -237,12 +252,15 @@ def evaluate(policy, world: TextWorld, config: DegenerationConfig, ctx: RunConte
                 for s in seqs.tokens[:8]
             ],
         )
-    if config.method != "teacher":  # the teacher has no exposure bias against itself
-        exposure = exposure_bias_mc(world, policy, spec.mc_samples, generator, batch_size=32)
+    for decoding in ("greedy", "sample") if config.method != "teacher" else ():
+        # R along the model's own greedy or sampled generations; the teacher has no exposure
+        # bias against itself
+        decoder = GreedyDecoding(policy) if decoding == "greedy" else policy
+        exposure = exposure_bias_mc(world, decoder, spec.mc_samples, generator, batch_size=32)
         for name in ("pct_ex_acc_err", "acc_err", "eps", "R"):
             series = getattr(exposure, name)
             records += [
-                {"metric": name, "L": int(L), "value": float(v)}
+                {"metric": name, "decoding": decoding, "L": int(L), "value": float(v)}
                 for L, v in zip(exposure.lengths, series, strict=True)
             ]
     lines = repeated_lines(world, spec)
