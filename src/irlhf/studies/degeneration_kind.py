@@ -39,6 +39,7 @@ from irlhf.metrics import degeneration as deg
 from irlhf.metrics.exposure import exposure_bias_mc
 from irlhf.metrics.reward import comparison_accuracy
 from irlhf.policies.causal_lm import CausalLMPolicy
+from irlhf.types import Sequences
 from irlhf.worlds.annotator import Annotator, sample_pairs
 from irlhf.worlds.base import Demonstrations, ExpertOracle
 from irlhf.worlds.text import TextSpec, TextWorld, encode, make_text_world, pretrain_lm
@@ -172,7 +173,9 @@ def train(
     return student, feedback
 
 
-def rlhf_round(spec: RLHFSpec, world: TextWorld, sft: CausalLMPolicy, generator: torch.Generator):
+def rlhf_round(
+    spec: RLHFSpec, world: TextWorld, sft: CausalLMPolicy, generator: torch.Generator
+) -> tuple[dict, dict]:
     """Comparisons on the SFT student's samples -> reward model -> RLOO from the SFT student."""
     dynamics = world.dynamics()
     annotator = Annotator(world, beta=spec.annotator_beta)
@@ -219,14 +222,19 @@ class GreedyDecoding:
     def __init__(self, policy: CausalLMPolicy) -> None:
         self.policy, self.device = policy, policy.device
 
-    def next_token_logits(self, seqs):
+    def next_token_logits(self, seqs: Sequences) -> torch.Tensor:
         return self.policy.next_token_logits(seqs)
 
-    def sample(self, prompts, max_new_tokens: int, generator: torch.Generator, **_: object):
+    def sample(
+        self, prompts: torch.Tensor, max_new_tokens: int, generator: torch.Generator, **_: object
+    ) -> Sequences:
         return self.policy.sample(prompts, max_new_tokens, generator, greedy=True)
 
 
-def evaluate(policy, world: TextWorld, config: DegenerationConfig, ctx: RunContext) -> list[dict]:
+def evaluate(
+    policy: CausalLMPolicy, world: TextWorld, config: DegenerationConfig, ctx: RunContext
+) -> list[dict]:
+    """Repetition under greedy and sampled decoding, exposure along both, self-reinforcement."""
     spec, P = config.eval, world.prompt_length
     generator = torch.Generator().manual_seed(10_000 + config.seed)  # same prompts per seed
     prompts = world.sample_prompts(spec.n_prompts, generator)

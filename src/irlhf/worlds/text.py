@@ -34,8 +34,10 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -108,8 +110,9 @@ class TextSpec(BaseModel):
 # ---- tokenizer and token streams -----------------------------------------------------------
 
 
-def train_tokenizer(texts: list[str], vocab_size: int):  # -> PreTrainedTokenizerFast
-    """A byte-level BPE tokenizer (GPT-2's pre-tokenizer, no special tokens) trained on texts."""
+def train_tokenizer(texts: list[str], vocab_size: int) -> Any:
+    """A byte-level BPE tokenizer (GPT-2's pre-tokenizer, no special tokens) trained on texts,
+    as a transformers PreTrainedTokenizerFast (so `save_pretrained` writes tokenizer.json)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -125,7 +128,7 @@ def train_tokenizer(texts: list[str], vocab_size: int):  # -> PreTrainedTokenize
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer)
 
 
-def encode(tokenizer, text: str) -> Tensor:
+def encode(tokenizer: Any, text: str) -> Tensor:
     """[N] long token ids of a (long) text, no special tokens."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
@@ -133,7 +136,7 @@ def encode(tokenizer, text: str) -> Tensor:
     return torch.tensor(tokenizer.encode(text, add_special_tokens=False), dtype=torch.long)
 
 
-def load_tokenizer(path: Path):
+def load_tokenizer(path: Path) -> Any:
     """The tokenizer saved in a model directory; a one-line ValueError if there is none."""
     from transformers import AutoTokenizer
 
@@ -250,7 +253,7 @@ def load_corpus(corpus: str) -> Corpus:
 
 
 @contextmanager
-def _locked(path: Path):
+def _locked(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -331,7 +334,7 @@ def teacher_info(path: Path) -> dict:
     return json.loads(info.read_text()) if info.is_file() else {}
 
 
-def load_teacher(path: str | Path) -> tuple[CausalLMPolicy, object]:
+def load_teacher(path: str | Path) -> tuple[CausalLMPolicy, Any]:
     """(policy, tokenizer) from a model directory; one-line ValueError when missing/malformed."""
     path = Path(path)
     policy = CausalLMPolicy.from_pretrained(path)  # checks the directory and the weights
