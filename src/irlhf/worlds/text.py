@@ -336,6 +336,9 @@ def teacher_info(path: Path) -> dict:
 
 def load_teacher(path: str | Path) -> tuple[CausalLMPolicy, Any]:
     """(policy, tokenizer) from a model directory; one-line ValueError when missing/malformed."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # one "Loading weights" bar per run clutters study logs
     path = Path(path)
     policy = CausalLMPolicy.from_pretrained(path)  # checks the directory and the weights
     return policy.eval(), load_tokenizer(path)
