@@ -27,7 +27,7 @@ from irlhf.algorithms.dagger import DAggerConfig
 from irlhf.algorithms.reward_model import RewardModelConfig
 from irlhf.algorithms.rloo import RLOOConfig
 from irlhf.algorithms.sft import SFTConfig
-from irlhf.report.figures import label, new_grid, save_figure, style_axes
+from irlhf.report.figures import label, new_figure, new_grid, save_figure, style_axes
 from irlhf.studies.base import Study, register_study
 from irlhf.studies.degeneration_kind import (
     METHODS,
@@ -198,12 +198,18 @@ def summarize(df: pd.DataFrame, out: Path) -> dict:
     _figure_reinforcement(reinforcement, out / "degeneration_self_reinforcement.png")
     _figure_exposure(ok, out / "degeneration_exacc.png")
     teacher = ok[(ok["method"] == "teacher") & ok["metric"].str.startswith("teacher/")]
+    rlhf = ok[ok["method"] == "rlhf"]
+    reward_model = {}
+    for metric in ("rm_train_accuracy", "rm_held_out_accuracy", "annotator_comparisons"):
+        mean, lo, hi = _interval(rlhf[rlhf["metric"] == metric]["value"].to_numpy())
+        reward_model[metric] = {"value": _clean(mean), "ci_low": _clean(lo), "ci_high": _clean(hi)}
     return {
         "models": models,
         "self_reinforcement": reinforcement,
         "headline": headline,
         "tp_rise_max_vs_1_repeat": rises,
         "teacher": {m: float(v) for m, v in teacher.groupby("metric")["value"].first().items()},
+        "reward_model": reward_model,
         "interval": "95% t-interval over seeds",
         "context_policy": "prompt + completion fit the trained context; no sliding window",
     }
@@ -247,12 +253,11 @@ def _figure_reinforcement(rows: list[dict], path: Path) -> None:
 
 
 def _figure_exposure(ok: pd.DataFrame, path: Path) -> None:
-    fig, axes = new_grid(
-        "Excess accumulated error, teacher as oracle (Arora et al. 2022); mean over seeds", 1, 1
+    fig, ax = new_figure(
+        "%ExAccErr, teacher as oracle (Arora et al. 2022), mean over seeds",
+        label("prefix length L", "tokens"),
+        label("%ExAccErr", "% of L x eps"),
     )
-    ax = axes[0]
-    style_axes(ax, "%ExAccErr vs prefix length", label("prefix length L", "tokens"),
-               label("%ExAccErr", "% of L x eps"))  # fmt: skip
     pct = ok[ok["metric"] == "pct_ex_acc_err"]
     for i, method in enumerate(METHODS):
         for decoding, style in (("greedy", "-"), ("sample", ":")):
