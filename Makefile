@@ -15,9 +15,10 @@ $(PY):
 	$(PY) -m pip install --quiet --upgrade pip
 
 # torch is installed first and pinned, so that nothing later pulls a multi-GB CUDA build.
+# The bench extra (TRL) is part of it so that `make test` runs tests/test_trl_parity.py.
 $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install --quiet "$(TORCH)"
-	$(PY) -m pip install --quiet -e ".[dev,ray]" "$(TORCH)"
+	$(PY) -m pip install --quiet -e ".[dev,ray,bench]" "$(TORCH)"
 	touch $(STAMP)
 
 install: $(STAMP)

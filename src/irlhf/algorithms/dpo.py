@@ -27,6 +27,7 @@ from irlhf.algorithms.reward_model import (
     sequence_log_probs,
     state_action_counts,
 )
+from irlhf.algorithms.sft import adamw
 from irlhf.policies.tabular import TabularPolicy
 from irlhf.types import Comparisons, Sequences
 
@@ -83,10 +84,9 @@ class _NeuralScorer:
 
     def __call__(self, rows: Tensor) -> tuple[Tensor, Tensor]:
         batch = select_comparisons(self.comparisons, rows)
-        return (
-            sequence_log_probs(self.policy_, batch.chosen, None),
-            sequence_log_probs(self.policy_, batch.rejected, None),
-        )
+        # one forward pass over chosen and rejected together, as TRL's concatenated forward
+        both = Sequences.concat([batch.chosen, batch.rejected])
+        return sequence_log_probs(self.policy_, both, None).split(len(rows))
 
     def policy(self) -> Any:
         return self.policy_
@@ -125,9 +125,12 @@ def train_dpo(
         policy.train()
     ref_chosen = _reference_log_probs(reference, comparisons.chosen, dynamics)  # (N,)
     ref_rejected = _reference_log_probs(reference, comparisons.rejected, dynamics)
-    optimizer = torch.optim.AdamW(
-        scorer.parameters(), lr=config.lr, weight_decay=config.weight_decay
-    )
+    if tabular:
+        optimizer = torch.optim.AdamW(
+            scorer.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
+    else:
+        optimizer = adamw(scorer.parameters(), config.lr, config.weight_decay)
     n, records = len(comparisons), []
     for step in range(config.steps):
         full = config.batch_size is None or config.batch_size >= n

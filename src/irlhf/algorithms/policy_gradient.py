@@ -21,8 +21,8 @@ Lean by construction: rollouts run under `torch.inference_mode`; pi_old comes fr
 (`CausalLMPolicy.sample_with_log_probs` returns the log-prob of each drawn token under the
 distribution it was drawn from, which at temperature t is softmax(logits / t), exactly what
 `forward` computes, so no extra forward pass); the reference is skipped when beta = 0; the
-training forward computes logits only at completion positions and gathers log-probs as picked
-logit minus logsumexp (TRL's `selective_log_softmax`), never a [B, T, V] log-softmax. Dropout is
+training forward computes logits only at completion positions and gathers log-probs with one
+fused cross-entropy kernel (`gathered_log_probs`), never keeping a [B, T, V] log-softmax. Dropout is
 off throughout (the policy stays in eval mode, as TRL's `disable_dropout`), so pi_old is the
 policy being trained and the first minibatch's ratio is 1.
 """
@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from irlhf import losses
-from irlhf.policies.causal_lm import CausalLMPolicy
+from irlhf.policies.causal_lm import CausalLMPolicy, gathered_log_probs
 from irlhf.types import Sequences
 
 Metrics = dict[str, float]
@@ -127,26 +127,20 @@ def forward(
     value_head(h_{t-1}), the value of the prefix before token t (h = last hidden states); both
     are 0 off the completion. Completions must follow a left-aligned prompt of equal length.
     """
-    P, T, A = seqs.prompt_length, seqs.length, policy.action_vocab_size
+    P, A = seqs.prompt_length, policy.action_vocab_size
     mask = seqs.completion_mask
     if P < 1 or bool(mask[:, :P].any()):
         raise ValueError(f"completions must start after the prompt (position {P} >= 1)")
-    out = policy.model(
-        input_ids=seqs.tokens,
-        attention_mask=(seqs.prompt_mask | mask).long(),
-        use_cache=False,
-        output_hidden_states=value_head is not None,
-        logits_to_keep=T - P + 1,  # positions P-1 .. T-1; the last predicts nothing we need
-    )
-    logits = out.logits[:, :-1, :A]  # (B, C, A): position P-1+i predicts token P+i
+    # positions P-1 .. T-2 only: position P-1+i predicts token P+i
+    T, with_values = seqs.length, value_head is not None
+    logits, hidden = policy.action_logits(seqs, start=P - 1, end=T - 1, hidden=with_values)
     if temperature != 1.0:
         logits = logits / temperature
-    targets = seqs.tokens[:, P:].clamp(max=A - 1).unsqueeze(-1)  # (B, C, 1); padding is masked
-    picked = logits.gather(-1, targets).squeeze(-1)  # (B, C)
-    log_probs = F.pad(picked - logits.logsumexp(-1), (P, 0)) * mask  # (B, T)
+    targets = seqs.tokens[:, P:].clamp(max=A - 1)  # (B, C); padding is masked
+    log_probs = F.pad(gathered_log_probs(logits, targets), (P, 0)) * mask  # (B, T)
     if value_head is None:
         return log_probs, None
-    hidden = out.hidden_states[-1][:, P - 1 : T - 1]  # (B, C, H): the prefix before each token
+    # hidden (B, C, H): the prefix before each token
     return log_probs, F.pad(value_head(hidden), (P, 0)) * mask
 
 

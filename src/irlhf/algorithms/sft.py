@@ -60,13 +60,32 @@ def fit_tabular(labels: list[ExpertLabels], dynamics, smoothing: float) -> Tabul
 
 
 def label_loss(policy, batch: ExpertLabels, jsd_beta: float) -> tuple[torch.Tensor, dict]:
-    """NLL of hard labels or generalized JSD to soft labels, at the labelled positions."""
-    logits = policy.next_token_logits(batch.sequences.to(policy.device))  # (B, T, A)
-    mask = batch.mask.to(policy.device)
+    """NLL of hard labels or generalized JSD to soft labels, at the labelled positions.
+
+    Only positions from the first labelled one on are scored (the loss averages over labelled
+    positions, so the others never count); a policy with `action_logits` (a CausalLMPolicy)
+    computes its output layer only there."""
+    seqs, mask = batch.sequences.to(policy.device), batch.mask.to(policy.device)
+    first = int(mask.any(dim=0).long().argmax()) if bool(mask.any()) else 0
+    if first >= 1 and hasattr(policy, "action_logits"):
+        end = seqs.length - 1
+        logits = policy.action_logits(seqs, start=first - 1, end=end)[0]  # (B, T - first, A)
+    else:
+        first, logits = 0, policy.next_token_logits(seqs)  # (B, T, A)
+    mask = mask[:, first:]
     if batch.soft:
-        teacher = batch.probs.to(policy.device).clamp_min(1e-12).log().to(logits.dtype)
+        probs = batch.probs[:, first:].to(policy.device)
+        teacher = probs.clamp_min(1e-12).log().to(logits.dtype)
         return losses.generalized_jsd(logits, teacher, jsd_beta, mask=mask)
-    return losses.nll(logits, batch.actions.to(policy.device), mask)
+    return losses.nll(logits, batch.actions[:, first:].to(policy.device), mask)
+
+
+def adamw(params, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW, with the fused single-kernel update (`fused=True`, as TRL/transformers use by
+    default) when every parameter is a floating-point tensor on the CPU or a GPU."""
+    params = list(params)
+    fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
 
 
 def fit_neural(
@@ -78,9 +97,7 @@ def fit_neural(
 ) -> list[dict]:
     """`config.steps` minibatch steps on the union of `labels` (sampled uniformly over sequences).
     Returns one metric record per step."""
-    optimizer = optimizer or torch.optim.AdamW(
-        policy.parameters(), lr=config.lr, weight_decay=config.weight_decay
-    )
+    optimizer = optimizer or adamw(policy.parameters(), config.lr, config.weight_decay)
     sizes = torch.tensor([b.sequences.batch_size for b in labels])
     offsets = torch.cumsum(sizes, 0) - sizes
     records = []

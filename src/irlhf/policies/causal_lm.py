@@ -8,23 +8,46 @@ distribution below is over those ids alone.
 
 Alignment follows `irlhf.types`: position t is about token t given tokens < t. Sampling is plain
 ancestral sampling with a KV cache (one model call per new token) and the usual temperature, top-k
-and nucleus (top-p, Holtzman et al. 2020) filters. The log-prob gather is TRL's
-`selective_log_softmax`: picked logit minus logsumexp, never a [B, T, V] log-softmax.
+and nucleus (top-p, Holtzman et al. 2020) filters, drawing each token by inverting the CDF with
+one uniform number per row. The log-prob gather is a fused `cross_entropy` per token (log-softmax
+and gather in one kernel, as TRL's `selective_log_softmax` avoids a separate [B, T, V] pass).
+
+Speed (issue 7): a GPT-2 runs through `_LeanGPT2`, its forward written out (nanoGPT's) over the
+Hugging Face module's own parameters — the same function, same weights and gradients, but one
+fused tanh-GELU kernel instead of eight elementwise ops, causal flash attention, logits only at
+the positions and action ids asked for, and a sampler with a preallocated KV cache and a few
+dozen tensor ops per token instead of `generate`'s machinery. Anything it does not cover (other
+architectures, active dropout, left padding, GPT-2 variants) takes the Hugging Face forward.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
-from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, PreTrainedModel
+from transformers import (
+    AutoModelForCausalLM,
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    PreTrainedModel,
+)
 
 from irlhf.types import Sequences
 
 _META_FILE = "irlhf.json"
+
+DECODE_THREADS = 1
+"""Intra-op CPU threads while sampling (the previous count is restored afterwards). A decoding
+step is a few dozen small ops (a batch of single tokens); handing each to a second thread costs
+more than it saves: on the 2-core machine of issue 7, sampling ran 15-30% faster on one thread
+than on two (more under load, when waking a sleeping thread waits for a busy core)."""
 
 
 def _require(cond: bool, message: str) -> None:
@@ -158,11 +181,35 @@ class CausalLMPolicy:
 
     # ---- scoring ----
 
+    def action_logits(
+        self, seqs: Sequences, start: int = 0, end: int | None = None, hidden: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
+        """Logits (B, end - start, A) at positions start..end-1 (default end: T) in the model's
+        native alignment (position t scores token t+1 given tokens <= t) and, with `hidden`,
+        the last hidden states (B, end - start, H) there. Only those positions reach the output
+        layer, and the logits are contiguous."""
+        T = seqs.length
+        end = T if end is None else end
+        _require(0 <= start < end <= T, f"need 0 <= start < end <= {T}, got {start}, {end}")
+        attention_mask = seqs.prompt_mask | seqs.completion_mask
+        lean = _LeanGPT2.of(self.model, attention_mask)
+        if lean is not None:
+            states = lean.hidden_states(seqs.tokens)[:, start:end]  # (B, end - start, H)
+            logits = F.linear(states, self.model.lm_head.weight[: self.action_vocab_size])
+            return logits, states if hidden else None
+        out = self.model(
+            input_ids=seqs.tokens,
+            attention_mask=attention_mask.long(),
+            use_cache=False,
+            output_hidden_states=hidden,
+            logits_to_keep=T - start,
+        )
+        logits = out.logits[:, : end - start, : self.action_vocab_size]  # (B, end - start, A)
+        return logits, out.hidden_states[-1][:, start:end] if hidden else None
+
     def _action_logits(self, seqs: Sequences) -> Tensor:
         """(B, T, A): logits of token t+1 given tokens <= t (the model's native alignment)."""
-        attention_mask = (seqs.prompt_mask | seqs.completion_mask).long()
-        out = self.model(input_ids=seqs.tokens, attention_mask=attention_mask, use_cache=False)
-        return out.logits[..., : self.action_vocab_size]  # (B, T, A)
+        return self.action_logits(seqs)[0]
 
     def next_token_logits(self, seqs: Sequences) -> Tensor:
         """(B, T, A): position t holds the logits of token t given tokens < t; position 0 is 0."""
@@ -174,11 +221,15 @@ class CausalLMPolicy:
         A, mask = self.action_vocab_size, seqs.completion_mask
         _require(not bool(mask[:, 0].any()), "a completion cannot start at position 0")
         _require(not bool((seqs.tokens[mask] >= A).any()), f"completion has ids >= {A}")
-        logits = self._action_logits(seqs)[:, :-1]  # (B, T-1, A), predicting tokens 1..T-1
-        targets = seqs.tokens[:, 1:].clamp(max=A - 1)  # prompt-only ids are masked out below
-        picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (B, T-1)
-        token_log_probs = picked - torch.logsumexp(logits, dim=-1)  # (B, T-1)
-        return torch.cat([torch.zeros_like(token_log_probs[:, :1]), token_log_probs], 1) * mask
+        if not bool(mask.any()):
+            return torch.zeros(seqs.tokens.shape, device=self.device)
+        # positions before the first completion token predict nothing that is scored
+        first = int(mask.any(dim=0).long().argmax())  # >= 1
+        T = seqs.length
+        logits, _ = self.action_logits(seqs, start=first - 1, end=T - 1)  # (B, T - first, A)
+        targets = seqs.tokens[:, first:].clamp(max=A - 1)  # prompt-only ids are masked below
+        token_log_probs = gathered_log_probs(logits, targets)  # (B, T - first)
+        return F.pad(token_log_probs, (first, 0)) * mask
 
     # ---- generation ----
 
@@ -225,30 +276,211 @@ class CausalLMPolicy:
         context = getattr(self.model.config, "max_position_embeddings", None) or P + C
         _require(0 <= C <= context - P, f"{P} + {C} new tokens do not fit the context {context}")
         prompts = prompts.to(self.device)
-        was_training = self.model.training
+        was_training, threads = self.model.training, torch.get_num_threads()
         try:
             self.model.eval()
+            if prompts.device.type == "cpu" and threads > DECODE_THREADS:
+                torch.set_num_threads(DECODE_THREADS)
             with torch.inference_mode():
-                # the prompt in one pass; then each new token attends to the cached keys/values
-                out = self.model(input_ids=prompts, use_cache=True, logits_to_keep=1)
-                new_tokens, new_log_probs = [], []
-                for step in range(C):
-                    logits = out.logits[:, -1, : self.action_vocab_size].float()  # (B, A)
-                    token, log_prob = _draw(logits, generator, temperature, top_k, top_p, greedy)
-                    new_tokens.append(token)
-                    new_log_probs.append(log_prob)
-                    if step + 1 < C:
-                        kv, token = out.past_key_values, token[:, None]  # (B, 1)
-                        out = self.model(input_ids=token, past_key_values=kv, use_cache=True)
+                lean = _LeanGPT2.of(self.model)
+                draw = (prompts, C, generator, temperature, top_k, top_p, greedy)
+                if lean is not None:
+                    completion, new_log_probs = lean.sample(self.action_vocab_size, *draw)
+                else:
+                    completion, new_log_probs = self._sample_hf(*draw)
         finally:
             self.model.train(was_training)
-        # stacked outside inference mode: inference tensors cannot be saved for a later backward
-        completion = torch.stack(new_tokens, 1) if C else prompts[:, :0]  # (B, C)
-        seqs = Sequences.from_prompt_and_completion(prompts, completion)
-        log_probs = torch.zeros(seqs.tokens.shape, device=self.device)  # (B, P + C)
-        if C:
-            log_probs[:, P:] = torch.stack(new_log_probs, 1)
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
+        # cloned outside inference mode: inference tensors cannot be saved for a later backward
+        seqs = Sequences.from_prompt_and_completion(prompts, completion.clone())
+        log_probs = F.pad(new_log_probs.clone(), (P, 0))  # (B, P + C), 0 on the prompt
         return seqs, log_probs
+
+    def _sample_hf(
+        self,
+        prompts: Tensor,
+        C: int,
+        generator: torch.Generator,
+        temperature: float,
+        top_k: int | None,
+        top_p: float | None,
+        greedy: bool,
+    ) -> tuple[Tensor, Tensor]:
+        """Any causal LM: the prompt in one pass, then one cached call per new token.
+        Returns the new tokens (B, C) and their log-probs (B, C)."""
+        B = prompts.shape[0]
+        tokens = torch.empty(B, C, dtype=torch.long, device=prompts.device)
+        log_probs = torch.empty(B, C, device=prompts.device)
+        out = self.model(input_ids=prompts, use_cache=True, logits_to_keep=1)
+        for step in range(C):
+            logits = out.logits[:, -1, : self.action_vocab_size].float()  # (B, A)
+            token, log_prob = _draw(logits, generator, temperature, top_k, top_p, greedy)
+            tokens[:, step], log_probs[:, step] = token, log_prob
+            if step + 1 < C:
+                kv = out.past_key_values
+                out = self.model(input_ids=token[:, None], past_key_values=kv, use_cache=True)
+        return tokens, log_probs
+
+
+def gathered_log_probs(logits: Tensor, targets: Tensor) -> Tensor:
+    """log softmax(logits)[target] for logits (..., A) and targets (...): one fused
+    cross-entropy kernel (no separate log-softmax tensor is kept for the backward pass)."""
+    flat = F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none"
+    )
+    return -flat.view(targets.shape)
+
+
+class _LeanGPT2:
+    """GPT-2 (Radford et al. 2019) written out over a `GPT2LMHeadModel`'s own parameters, as
+    nanoGPT's `model.py`: the same function as the Hugging Face forward (to float rounding) and
+    the same parameters, so gradients land where the optimiser expects them.
+
+    Covers the configurations `CausalLMPolicy.tiny` builds and the usual checkpoints: tanh-GELU,
+    1/sqrt(d) attention scaling, no cross-attention; no dropout in training (p = 0, or eval);
+    an attention mask of ones followed by padding (right padding: causal attention already keeps
+    real tokens from seeing it). `of` returns None otherwise.
+    """
+
+    def __init__(self, model: GPT2LMHeadModel) -> None:
+        self.transformer = model.transformer
+        self.lm_head = model.lm_head
+        config = model.config
+        self.n_head, self.width = config.n_head, config.n_embd
+
+    @staticmethod
+    def of(model: nn.Module, attention_mask: Tensor | None = None) -> _LeanGPT2 | None:
+        if not isinstance(model, GPT2LMHeadModel):
+            return None
+        c = model.config
+        dropout = max(c.resid_pdrop, c.embd_pdrop, c.attn_pdrop)
+        if (
+            c.activation_function not in ("gelu_new", "gelu_pytorch_tanh")
+            or not c.scale_attn_weights
+            or c.scale_attn_by_inverse_layer_idx
+            or c.reorder_and_upcast_attn
+            or c.add_cross_attention
+            or (model.training and dropout > 0)
+        ):
+            return None
+        if attention_mask is not None and attention_mask.shape[1] > 1:
+            # each row: ones, then only padding (a later real token would need a mask)
+            if bool((attention_mask[:, 1:] & ~attention_mask[:, :-1]).any()):
+                return None
+            if not bool(attention_mask[:, 0].all()):
+                return None
+        return _LeanGPT2(model)
+
+    def _block(
+        self,
+        block: nn.Module,
+        x: Tensor,
+        cache: tuple[Tensor, Tensor] | None = None,
+        position: int = 0,
+    ) -> Tensor:
+        """One transformer block on x (B, T, C). With a cache (K, V each (B, nh, T_max, hd)),
+        the block's keys and values are written at `position` onwards and attention reads the
+        cache up to the last of them."""
+        B, T, C = x.shape
+        nh = self.n_head
+        h = F.layer_norm(x, (C,), block.ln_1.weight, block.ln_1.bias, block.ln_1.eps)
+        attn = block.attn
+        qkv = torch.addmm(attn.c_attn.bias, h.view(B * T, C), attn.c_attn.weight)  # (B*T, 3C)
+        q, k, v = qkv.view(B, T, 3, nh, C // nh).permute(2, 0, 3, 1, 4).unbind(0)  # (B, nh, T, hd)
+        if cache is None:
+            y = _attention(q, k, v, causal=True)
+        else:
+            keys, values = cache
+            end = position + T
+            keys[:, :, position:end], values[:, :, position:end] = k, v
+            if T > 1:  # the prompt: causal within itself (position is 0)
+                y = _attention(q, k, v, causal=True)
+            else:  # one new token attends to everything cached so far
+                y = _attention(q, keys[:, :, :end], values[:, :, :end], causal=False)
+        y = y.transpose(1, 2).reshape(B * T, C)  # (B*T, C), heads side by side
+        x = x + torch.addmm(attn.c_proj.bias, y, attn.c_proj.weight).view(B, T, C)
+        h = F.layer_norm(x, (C,), block.ln_2.weight, block.ln_2.bias, block.ln_2.eps)
+        mlp = block.mlp
+        h = F.gelu(
+            torch.addmm(mlp.c_fc.bias, h.view(B * T, C), mlp.c_fc.weight), approximate="tanh"
+        )
+        return x + torch.addmm(mlp.c_proj.bias, h, mlp.c_proj.weight).view(B, T, C)
+
+    def _final_norm(self, x: Tensor) -> Tensor:
+        ln = self.transformer.ln_f
+        return F.layer_norm(x, (self.width,), ln.weight, ln.bias, ln.eps)
+
+    def hidden_states(self, tokens: Tensor) -> Tensor:
+        """(B, T, C): the last hidden states (after the final layer norm)."""
+        T = tokens.shape[1]
+        x = self.transformer.wte(tokens) + self.transformer.wpe.weight[:T]  # (B, T, C)
+        for block in self.transformer.h:
+            x = self._block(block, x)
+        return self._final_norm(x)
+
+    def sample(
+        self,
+        action_vocab_size: int,
+        prompts: Tensor,
+        C: int,
+        generator: torch.Generator,
+        temperature: float,
+        top_k: int | None,
+        top_p: float | None,
+        greedy: bool,
+    ) -> tuple[Tensor, Tensor]:
+        """Ancestral sampling with a preallocated KV cache (call under inference mode).
+        Returns the new tokens (B, C) and their log-probs (B, C)."""
+        B, P = prompts.shape
+        nh, width = self.n_head, self.width
+        wte, wpe = self.transformer.wte, self.transformer.wpe.weight
+        head = self.lm_head.weight[:action_vocab_size]  # (A, C)
+        shape = (B, nh, P + C, width // nh)
+        caches = [
+            (prompts.new_empty(shape, dtype=wpe.dtype), prompts.new_empty(shape, dtype=wpe.dtype))
+            for _ in self.transformer.h
+        ]
+        tokens = torch.empty(B, C, dtype=torch.long, device=prompts.device)
+        log_probs = torch.empty(B, C, device=prompts.device)
+        x = wte(prompts) + wpe[:P]  # (B, P, C): the prompt in one pass
+        for step in range(C):
+            position = P + step - 1 if step else 0
+            for block, cache in zip(self.transformer.h, caches, strict=True):
+                x = self._block(block, x, cache, position)
+            logits = F.linear(self._final_norm(x[:, -1]), head).float()  # (B, A)
+            token, log_prob = _draw(logits, generator, temperature, top_k, top_p, greedy)
+            tokens[:, step], log_probs[:, step] = token, log_prob
+            x = wte(token[:, None]) + wpe[P + step]  # (B, 1, C): the next input
+        return tokens, log_probs
+
+
+_FLASH_ABOVE = 1 << 22
+"""Attention score elements (B * heads * T * S) above which `_attention` uses the flash kernel."""
+
+
+def _attention(q: Tensor, k: Tensor, v: Tensor, causal: bool) -> Tensor:
+    """softmax(q k^T / sqrt(d) + causal mask) v for q (B, nh, T, hd), k and v (B, nh, S, hd).
+
+    Short sequences take the textbook three ops: measured on 2 CPU threads at the sizes used
+    here (T = 40..72), torch's flash-attention CPU kernel took about twice as long, forward and
+    backward, as these matmuls; long ones (large score tensors) take the flash kernel."""
+    B, nh, T, hd = q.shape
+    S = k.shape[2]
+    if B * nh * T * S > _FLASH_ABOVE:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    scores = torch.matmul(q, k.transpose(-1, -2)) * (1.0 / math.sqrt(hd))  # (B, nh, T, S)
+    if causal:
+        scores = scores + _causal_mask(T, S, scores.dtype, scores.device)
+    return torch.matmul(scores.softmax(dim=-1), v)  # (B, nh, T, hd)
+
+
+@functools.lru_cache(maxsize=64)
+def _causal_mask(T: int, S: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """(T, S): 0 where query t (the last T of S positions) may attend, -inf elsewhere."""
+    with torch.inference_mode(False):  # cached: a normal tensor, usable in training later
+        allowed = torch.ones(T, S, dtype=torch.bool, device=device).tril(diagonal=S - T)
+        return torch.zeros(T, S, dtype=dtype, device=device).masked_fill(~allowed, float("-inf"))
 
 
 def _draw(
@@ -277,5 +509,13 @@ def _draw(
         drop = drop_sorted.scatter(-1, order, drop_sorted)  # back to vocabulary order
         logits = logits.masked_fill(drop, float("-inf"))
     log_probs = logits.log_softmax(dim=-1)  # (B, A)
-    token = torch.multinomial(log_probs.exp(), 1, generator=generator)  # (B, 1)
+    # inverse CDF: the token whose cumulative-probability interval holds u ~ U(0, total); one
+    # uniform per row (torch.multinomial draws one exponential per vocabulary entry). u stays
+    # below the total, so a filtered (zero-probability) token, whose interval is empty, is never
+    # picked, not even the last one after rounding.
+    cdf = log_probs.exp().cumsum(dim=-1)  # (B, A)
+    total = cdf[:, -1:]
+    u = torch.rand(total.shape, generator=generator, device=logits.device) * total
+    u = torch.minimum(u, total.nextafter(torch.zeros_like(total)))
+    token = torch.searchsorted(cdf, u, right=True)  # (B, 1)
     return token.squeeze(-1), log_probs.gather(-1, token).squeeze(-1)

@@ -1,0 +1,145 @@
+"""The fast paths of CausalLMPolicy (issue 7) compute what the Hugging Face model computes.
+
+`_LeanGPT2` is GPT-2's forward written out over the model's own parameters: its logits and
+gradients must equal the Hugging Face forward's, it must step aside whenever it would not
+(left padding, active dropout, other architectures), and the sampler's inverse-CDF draw must
+never pick a token the filters removed.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from irlhf.policies import causal_lm
+from irlhf.policies.causal_lm import CausalLMPolicy, _LeanGPT2
+from irlhf.types import Sequences
+
+VOCAB, ACTIONS = 40, 32
+
+
+def policy(seed: int = 0, **kwargs) -> CausalLMPolicy:
+    return CausalLMPolicy.tiny(VOCAB, ACTIONS, n_layer=2, n_embd=32, n_head=4, seed=seed, **kwargs)
+
+
+def batch(b: int = 5, prompt: int = 4, completion: int = 9, seed: int = 0) -> Sequences:
+    tokens = torch.randint(
+        0, ACTIONS, (b, prompt + completion), generator=torch.Generator().manual_seed(seed)
+    )
+    return Sequences.from_prompt_and_completion(tokens[:, :prompt], tokens[:, prompt:])
+
+
+def hf_logits(p: CausalLMPolicy, seqs: Sequences) -> torch.Tensor:
+    mask = (seqs.prompt_mask | seqs.completion_mask).long()
+    return p.model(input_ids=seqs.tokens, attention_mask=mask).logits[..., :ACTIONS]
+
+
+def test_lean_logits_and_gradients_equal_the_hugging_face_forward() -> None:
+    ours, theirs, seqs = policy(), policy(), batch()
+    assert _LeanGPT2.of(ours.model, seqs.prompt_mask | seqs.completion_mask) is not None
+    logits, _ = ours.action_logits(seqs)
+    expected = hf_logits(theirs, seqs)
+    torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
+    weights = torch.randn(expected.shape, generator=torch.Generator().manual_seed(1))
+    (logits * weights).sum().backward()
+    (expected * weights).sum().backward()
+    for (name, a), b in zip(ours.model.named_parameters(), theirs.parameters(), strict=True):
+        torch.testing.assert_close(a.grad, b.grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_action_logits_slices_positions_and_returns_hidden_states() -> None:
+    p, seqs = policy(), batch()
+    full, _ = p.action_logits(seqs)
+    part, hidden = p.action_logits(seqs, start=3, end=10, hidden=True)
+    torch.testing.assert_close(part, full[:, 3:10], atol=1e-6, rtol=0)
+    assert part.is_contiguous() and hidden.shape == (5, 7, 32)
+    out = p.model(input_ids=seqs.tokens, output_hidden_states=True).hidden_states[-1]
+    torch.testing.assert_close(hidden, out[:, 3:10], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="start < end"):
+        p.action_logits(seqs, start=5, end=5)
+
+
+def test_right_padding_takes_the_lean_path_and_left_padding_falls_back() -> None:
+    p, seqs = policy(), batch()
+    right = seqs.completion_mask.clone()
+    right[0, -3:] = False
+    right_padded = Sequences(seqs.tokens, seqs.prompt_mask, right)
+    attention = right_padded.prompt_mask | right_padded.completion_mask
+    assert _LeanGPT2.of(p.model, attention) is not None
+    left = seqs.prompt_mask.clone()
+    left[1, 0] = False  # a left-padded prompt
+    left_padded = Sequences(seqs.tokens, left, seqs.completion_mask)
+    assert _LeanGPT2.of(p.model, left_padded.prompt_mask | left_padded.completion_mask) is None
+    # the fallback is the Hugging Face forward with the attention mask
+    torch.testing.assert_close(
+        p.action_logits(left_padded)[0], hf_logits(p, left_padded), atol=0, rtol=0
+    )
+    # real tokens are unaffected by right padding
+    torch.testing.assert_close(
+        p.log_probs(right_padded)[0, :-3], p.log_probs(seqs)[0, :-3], atol=1e-6, rtol=0
+    )
+
+
+def test_dropout_in_training_and_other_architectures_take_the_hugging_face_path() -> None:
+    p = policy()
+    p.model.config.resid_pdrop = 0.1
+    assert _LeanGPT2.of(p.model.train()) is None
+    assert _LeanGPT2.of(p.model.eval()) is not None  # dropout is off in eval mode
+    llama = CausalLMPolicy.tiny(VOCAB, ACTIONS, n_layer=1, n_embd=32, n_head=4, arch="llama")
+    assert _LeanGPT2.of(llama.model) is None
+
+
+def test_lean_sampler_equals_the_hugging_face_cached_sampler() -> None:
+    p = policy(seed=2)
+    prompts = batch(6, 3, 1).tokens[:, :3]
+    lean = p.sample_with_log_probs(prompts, 12, torch.Generator().manual_seed(5))
+    with torch.inference_mode():
+        tokens, log_probs = p._sample_hf(
+            prompts, 12, torch.Generator().manual_seed(5), 1.0, None, None, False
+        )
+    assert torch.equal(lean[0].tokens[:, 3:], tokens)
+    torch.testing.assert_close(lean[1][:, 3:], log_probs, atol=1e-5, rtol=0)
+
+
+def test_draw_never_picks_a_filtered_token_even_when_u_rounds_up(monkeypatch) -> None:
+    logits = torch.tensor([[0.0, 1.0, 2.0, -50.0, 3.0, 0.5]] * 4)
+    # u * total rounding up to the total itself (as u = 1 does exactly)
+    monkeypatch.setattr(causal_lm.torch, "rand", lambda shape, **kw: torch.ones(shape))
+    token, log_prob = causal_lm._draw(logits, torch.Generator(), 1.0, 2, None, False)
+    assert token.tolist() == [4] * 4  # the last token that top-2 keeps, never 5
+    assert torch.isfinite(log_prob).all()
+    monkeypatch.setattr(causal_lm.torch, "rand", lambda shape, **kw: torch.zeros(shape))
+    token, _ = causal_lm._draw(logits, torch.Generator(), 1.0, 2, None, False)
+    assert token.tolist() == [2] * 4  # u = 0: the first token with probability > 0
+
+
+def test_sampling_restores_the_thread_count() -> None:
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        policy().sample(batch(2, 3, 1).tokens[:, :3], 4, torch.Generator().manual_seed(0))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_a_trained_policy_matches_a_copy_trained_through_the_hugging_face_forward() -> None:
+    """A few optimiser steps on log-probs: the lean path and HF's stay together."""
+    ours = policy(seed=3)
+    theirs = copy.deepcopy(ours)
+    seqs = batch(8, 4, 6, seed=4)
+    opt_a = torch.optim.SGD(ours.parameters(), lr=0.5)
+    opt_b = torch.optim.SGD(theirs.parameters(), lr=0.5)
+    for _ in range(3):
+        opt_a.zero_grad()
+        (-ours.log_probs(seqs).sum()).backward()
+        opt_a.step()
+        opt_b.zero_grad()
+        logits = hf_logits(theirs, seqs)[:, :-1]
+        picked = torch.log_softmax(logits, -1).gather(-1, seqs.tokens[:, 1:, None]).squeeze(-1)
+        (-(picked * seqs.completion_mask[:, 1:]).sum()).backward()
+        opt_b.step()
+    for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
