@@ -25,7 +25,7 @@ LABELS = {
     "dpo": "DPO step",
     "rloo": "RLOO step (+gen)",
     "distillation": "distillation step (+gen)",
-    "sampler": "sampler tokens/s",
+    "sampler": "sampler throughput",
 }
 PEERS = {
     "sft": "SFTTrainer",

@@ -163,6 +163,43 @@ def exposure_benchmark() -> str:
     return buffer.getvalue()
 
 
+def markdown(results: dict) -> str:
+    """The table of a results.json as Markdown (for the README)."""
+    meta = results["meta"]
+    lines = [
+        f"{meta['cpu']}, {meta['cpus']} CPUs, torch threads {meta['threads']}, "
+        f"torch {meta['versions']['torch']}, transformers {meta['versions']['transformers']}, "
+        f"TRL {meta['versions']['trl']}; load at start: "
+        f"{meta['uptime_start'].split('load average:')[-1].strip()}, at end: "
+        f"{meta['uptime_end'].split('load average:')[-1].strip()}",
+        "",
+        "| size | measure | unit | irlhf median [min-max] | peer | peer median [min-max] | "
+        "irlhf/peer | speed-up (target) | peak MiB irlhf / peer | load |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results["rows"]:
+        unit = r["unit"]
+
+        def cell(s: dict, unit: str = unit) -> str:
+            return f"{fmt(s['median'], unit)} [{fmt(s['min'], unit)}-{fmt(s['max'], unit)}]"
+
+        target = r["target_speedup"]
+        verdict = ""
+        if target is not None:
+            verdict = f" (>= {target}: {'met' if r['speedup'] >= target else 'missed'})"
+        mem = "/".join(
+            "-" if s["peak_rss_mib"] is None else f"{s['peak_rss_mib']:.0f}"
+            for s in (r["irlhf"], r["peer_result"])
+        )
+        peer = r["peer"].split(" with ")[0] + (" (defaults)" if "defaults" in r["peer"] else "")
+        lines.append(
+            f"| {r['size']} | {r['label']} | {unit} | {cell(r['irlhf'])} | {peer} | "
+            f"{cell(r['peer_result'])} | {r['ratio_irlhf_over_peer']:.2f} | "
+            f"{r['speedup']:.2f}x{verdict} | {mem} | {r['load_average']['start'][0]:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5, help="repeats per row, small size")
@@ -173,7 +210,11 @@ def main() -> None:
     parser.add_argument("--sizes", default=None, help="comma-separated size indices (0, 1, 2)")
     parser.add_argument("--out", default=str(HERE / "results.json"))
     parser.add_argument("--skip-exposure", action="store_true")
+    parser.add_argument("--markdown", metavar="RESULTS_JSON", help="print its table, run nothing")
     args = parser.parse_args()
+    if args.markdown:
+        print(markdown(json.loads(Path(args.markdown).read_text())), end="")
+        return
     try:
         import trl  # noqa: F401
     except ImportError:

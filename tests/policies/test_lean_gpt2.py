@@ -115,16 +115,6 @@ def test_draw_never_picks_a_filtered_token_even_when_u_rounds_up(monkeypatch) ->
     assert token.tolist() == [2] * 4  # u = 0: the first token with probability > 0
 
 
-def test_sampling_restores_the_thread_count() -> None:
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(2)
-        policy().sample(batch(2, 3, 1).tokens[:, :3], 4, torch.Generator().manual_seed(0))
-        assert torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(threads)
-
-
 def test_a_trained_policy_matches_a_copy_trained_through_the_hugging_face_forward() -> None:
     """A few optimiser steps on log-probs: the lean path and HF's stay together."""
     ours = policy(seed=3)

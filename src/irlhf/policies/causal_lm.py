@@ -12,12 +12,13 @@ and nucleus (top-p, Holtzman et al. 2020) filters, drawing each token by inverti
 one uniform number per row. The log-prob gather is a fused `cross_entropy` per token (log-softmax
 and gather in one kernel, as TRL's `selective_log_softmax` avoids a separate [B, T, V] pass).
 
-Speed (issue 7): a GPT-2 runs through `_LeanGPT2`, its forward written out (nanoGPT's) over the
-Hugging Face module's own parameters — the same function, same weights and gradients, but one
-fused tanh-GELU kernel instead of eight elementwise ops, causal flash attention, logits only at
-the positions and action ids asked for, and a sampler with a preallocated KV cache and a few
-dozen tensor ops per token instead of `generate`'s machinery. Anything it does not cover (other
-architectures, active dropout, left padding, GPT-2 variants) takes the Hugging Face forward.
+Speed (issue 7): a GPT-2 runs through `_LeanGPT2`, its forward written out (as nanoGPT's) over
+the Hugging Face module's own parameters — the same function, same weights and gradients, but
+one fused tanh-GELU kernel instead of eight elementwise ops, attention as three matmuls for short
+sequences (`_attention`), logits only at the positions and action ids asked for, and a sampler
+with a preallocated KV cache and a few dozen tensor ops per token instead of `generate`'s
+machinery. Anything it does not cover (other architectures, active dropout, left padding, GPT-2
+variants) takes the Hugging Face forward.
 """
 
 from __future__ import annotations
@@ -42,12 +43,6 @@ from transformers import (
 from irlhf.types import Sequences
 
 _META_FILE = "irlhf.json"
-
-DECODE_THREADS = 1
-"""Intra-op CPU threads while sampling (the previous count is restored afterwards). A decoding
-step is a few dozen small ops (a batch of single tokens); handing each to a second thread costs
-more than it saves: on the 2-core machine of issue 7, sampling ran 15-30% faster on one thread
-than on two (more under load, when waking a sleeping thread waits for a busy core)."""
 
 
 def _require(cond: bool, message: str) -> None:
@@ -276,11 +271,9 @@ class CausalLMPolicy:
         context = getattr(self.model.config, "max_position_embeddings", None) or P + C
         _require(0 <= C <= context - P, f"{P} + {C} new tokens do not fit the context {context}")
         prompts = prompts.to(self.device)
-        was_training, threads = self.model.training, torch.get_num_threads()
+        was_training = self.model.training
         try:
             self.model.eval()
-            if prompts.device.type == "cpu" and threads > DECODE_THREADS:
-                torch.set_num_threads(DECODE_THREADS)
             with torch.inference_mode():
                 lean = _LeanGPT2.of(self.model)
                 draw = (prompts, C, generator, temperature, top_k, top_p, greedy)
@@ -290,8 +283,6 @@ class CausalLMPolicy:
                     completion, new_log_probs = self._sample_hf(*draw)
         finally:
             self.model.train(was_training)
-            if torch.get_num_threads() != threads:
-                torch.set_num_threads(threads)
         # cloned outside inference mode: inference tensors cannot be saved for a later backward
         seqs = Sequences.from_prompt_and_completion(prompts, completion.clone())
         log_probs = F.pad(new_log_probs.clone(), (P, 0))  # (B, P + C), 0 on the prompt
