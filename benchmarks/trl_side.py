@@ -38,6 +38,7 @@ from irlhf.policies.causal_lm import CausalLMPolicy
 
 Run = Callable[[int], object]
 EOS = "<eos>"
+_SCRATCH = tempfile.TemporaryDirectory(prefix="irlhf-bench-")  # removed when the process exits
 
 
 def tokenizer(eos: str = EOS) -> PreTrainedTokenizerFast:
@@ -57,7 +58,7 @@ def words(ids: torch.Tensor) -> str:
 
 def common_args(work: Workload, fair: bool = True) -> dict:
     args = {
-        "output_dir": tempfile.mkdtemp(prefix="irlhf-bench-"),
+        "output_dir": tempfile.mkdtemp(dir=_SCRATCH.name),
         "use_cpu": True,
         "max_steps": 1,
         "learning_rate": work.lr,
@@ -186,7 +187,7 @@ def rloo(policy: CausalLMPolicy, size: Size, work: Workload) -> Run:
     )
     # RLOOTrainer builds its reference by loading the model's checkpoint again: give it one
     model = hf_copy(policy)
-    path = tempfile.mkdtemp(prefix="irlhf-bench-rloo-")
+    path = tempfile.mkdtemp(dir=_SCRATCH.name)
     model.save_pretrained(path)
     model.config._name_or_path = path
     trainer = RLOOTrainer(
