@@ -180,10 +180,10 @@ def generalized_jsd(
     Reductions:
         "token_mean" (default): sum_{b,t} D[b,t] m[b,t] / sum_{b,t} m[b,t], the mean over
             scored tokens.
-        "batchmean": TRL's "batchmean", which divides by the number of scored tokens (labels !=
-            -100) when labels are given and by B * T otherwise. That is again a mean over
-            tokens, so it equals "token_mean"; it is kept so that TRL configs port unchanged.
-            It is *not* torch's `F.kl_div(reduction="batchmean")`, which divides by B only.
+        "batchmean": a mean over scored tokens, equal to "token_mean". It matches TRL's
+            "batchmean" when labels are given (TRL divides by the number of labels != -100, as
+            GKDTrainer always calls it). Without labels TRL divides a [B, T, V] loss by B only
+            (torch's `F.kl_div` batchmean); irlhf does not (tests/test_trl_parity.py, xfail).
         "sum": sum_{b,t} D[b,t] m[b,t] (TRL's "sum").
 
     Args:
