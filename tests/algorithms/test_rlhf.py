@@ -150,3 +150,55 @@ def test_rlhf_beats_sft_on_the_spread_world_with_a_temperature_2_demonstrator():
         rlhf_returns.append(exact_return(world, policy))
     test = stats.ttest_rel(rlhf_returns, sft_returns, alternative="greater")
     assert test.pvalue < 0.001, (sft_returns, rlhf_returns, test.pvalue)
+
+
+def test_the_neural_step_draws_fresh_rollouts_each_round_and_carries_ppo_value_head(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """Regression: every round used to restart its rollouts from seed 0 and PPO a zero critic."""
+    from irlhf.algorithms import ppo
+    from irlhf.algorithms.ppo import PPOConfig
+    from irlhf.algorithms.rlhf import rl_policy_step
+    from irlhf.algorithms.rloo import RLOOConfig
+    from irlhf.policies.causal_lm import CausalLMPolicy
+
+    V = 8
+    dynamics = SimpleNamespace(
+        horizon=3, sample_prompts=lambda n, g: torch.full((n, 1), V, dtype=torch.long)
+    )
+    reward_model = SimpleNamespace(score=lambda seqs: (seqs.tokens == 3).sum(1).float())
+    policy = CausalLMPolicy.tiny(V + 1, V, n_layer=1, n_embd=16, n_head=2, max_length=8)
+    rollouts, heads_in, heads_out = [], [], []
+    real_rollout, real_train = ppo.pg.rollout, ppo.train_ppo
+
+    def spy_rollout(*args, **kwargs):
+        batch, metrics = real_rollout(*args, **kwargs)
+        rollouts.append(batch.sequences.tokens.clone())
+        return batch, metrics
+
+    def spy_train(*args, value_head, **kwargs):
+        heads_in.append(value_head.linear.weight.detach().clone())
+        result = real_train(*args, value_head=value_head, **kwargs)
+        heads_out.append(value_head.linear.weight.detach().clone())
+        return result
+
+    monkeypatch.setattr(ppo.pg, "rollout", spy_rollout)
+    monkeypatch.setattr(ppo, "train_ppo", spy_train)
+    config = PPOConfig(iterations=2, prompts_per_iteration=8, lr=1e-2)
+    step = rl_policy_step(dynamics, "ppo", config, torch.Generator().manual_seed(5))
+    start = policy
+    for _ in range(2):  # anchor = the start: round 1 copies it, round 2 continues the copy
+        policy, _ = step(policy, reward_model, start)
+    assert len(rollouts) == 4
+    assert torch.count_nonzero(heads_in[0]) == 0  # a fresh critic in round 1 (zero init) ...
+    assert torch.count_nonzero(heads_out[0]) > 0  # ... that learned something
+    torch.testing.assert_close(heads_in[1], heads_out[0])  # round 2 starts from it
+    # with a learning rate too small to move the policy, round 2 must still draw new samples
+    rollouts.clear()
+    frozen = RLOOConfig(iterations=1, prompts_per_iteration=8, lr=1e-12)
+    step = rl_policy_step(dynamics, "rloo", frozen, torch.Generator().manual_seed(5))
+    for _ in range(2):
+        step(start, reward_model, start)
+    assert len(rollouts) == 2 and not torch.equal(rollouts[0], rollouts[1])
+    with pytest.raises(ValueError, match="rloo"):
+        rl_policy_step(dynamics, "reinforce", config)

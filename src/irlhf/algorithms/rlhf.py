@@ -112,24 +112,43 @@ def exact_policy_step(dynamics: Any, config: RLHFConfig) -> PolicyStep:
     return step
 
 
-def rl_policy_step(dynamics: Any, algorithm: str, rl_config: Any) -> PolicyStep:
+def rl_policy_step(
+    dynamics: Any, algorithm: str, rl_config: Any, generator: torch.Generator | None = None
+) -> PolicyStep:
     """The neural step: RLOO or PPO (the shared policy-gradient path) against the reward model,
-    continuing from the current policy, with the KL penalty to a frozen copy of the anchor."""
+    continuing from the current policy, with the KL penalty to a frozen copy of the anchor.
+
+    One `generator` feeds every round's rollouts (default: a fresh one seeded 0), so rounds
+    draw different samples; PPO's value head is carried from round to round (copied onto the
+    new policy when the anchor is the previous policy), as the policy is."""
     from irlhf.algorithms import policy_gradient as pg
-    from irlhf.algorithms.ppo import train_ppo
+    from irlhf.algorithms.ppo import ValueHead, train_ppo
     from irlhf.algorithms.rloo import train_rloo
 
-    train = {"rloo": train_rloo, "ppo": train_ppo}[algorithm]
+    if algorithm not in ("rloo", "ppo"):
+        raise ValueError(f'rl algorithm must be "rloo" or "ppo" (got {algorithm!r})')
     rl_config = rl_config.model_copy(update={"max_new_tokens": dynamics.horizon})
+    generator = generator or torch.Generator().manual_seed(0)
+    value_heads: list[Any] = []  # PPO: the last round's value head
 
     def score(reward_model: Any):
         return lambda seqs: reward_model.score(seqs.to("cpu")).float()
+
+    def value_head_for(policy: Any) -> Any:
+        head = ValueHead(policy)
+        if value_heads:
+            head.linear.load_state_dict(value_heads[-1].linear.state_dict())
+        value_heads[:] = [head]
+        return head
 
     def step(policy: Any, reward_model: Any, anchor: Any):
         reference = pg.frozen_reference(anchor)
         if policy is anchor:  # never train the anchor (the SFT policy) in place
             policy = copy.deepcopy(anchor)
-        return train(policy, score(reward_model), dynamics.sample_prompts, rl_config, reference)
+        args = (policy, score(reward_model), dynamics.sample_prompts, rl_config, reference)
+        if algorithm == "rloo":
+            return train_rloo(*args, generator=generator)
+        return train_ppo(*args, generator=generator, value_head=value_head_for(policy))
 
     return step
 

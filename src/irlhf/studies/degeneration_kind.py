@@ -186,7 +186,7 @@ def rlhf_round(
     held_first, held_second = sample_pairs(dynamics, sft, 128, generator)
     gold = Annotator(world, beta=1e9)  # noiseless: agreement with the gold reward
     held = gold.compare(held_first, held_second, generator)
-    step = rl_policy_step(dynamics, "rloo", spec.rloo)
+    step = rl_policy_step(dynamics, "rloo", spec.rloo, generator)
     policy, records = step(sft, reward_model, sft)
     feedback = {
         "annotator_comparisons": annotator.comparisons,
