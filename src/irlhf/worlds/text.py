@@ -34,7 +34,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -176,9 +176,11 @@ def pretrain_lm(
     warmup: int = 0,
     weight_decay: float = 0.0,
     bf16: bool = False,
+    progress: str | None = None,
 ) -> list[dict]:
     """Next-token cross-entropy on random windows of `context + 1` tokens (inputs and shifted
-    targets, so every position of the context is trained). Returns one record per step."""
+    targets, so every position of the context is trained). Returns one record per step.
+    `progress`: a description to show a progress bar (steps done, time left) under."""
     optimizer = torch.optim.AdamW(
         policy.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95)
     )
@@ -192,7 +194,12 @@ def pretrain_lm(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     policy.train()
     records = []
-    for step in range(steps):
+    step_range: Iterable[int] = range(steps)
+    if progress is not None:
+        from rich.progress import track
+
+        step_range = track(step_range, description=progress, transient=True)
+    for step in step_range:
         window = random_windows(stream, batch_size, context + 1, generator).to(policy.device)
         inputs, targets = window[:, :-1], window[:, 1:]  # (B, C)
         with torch.autocast(policy.device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -293,7 +300,7 @@ def train_teacher(corpus: str, spec: TeacherSpec, root: Path | None = None) -> P
         tokenizer_seconds = time.perf_counter() - started
         records = pretrain_lm(
             policy, train_ids, spec.steps, spec.batch_size, spec.context, spec.lr, generator,
-            spec.warmup, spec.weight_decay, spec.bf16,
+            spec.warmup, spec.weight_decay, spec.bf16, progress=f"training the teacher {path.name}",
         )  # fmt: skip
         train_seconds = time.perf_counter() - started - tokenizer_seconds
         held_nats = lm_loss(policy, held_ids, spec.context)
