@@ -88,11 +88,14 @@ def test_irl_runs_are_reproducible(tmp_path):
     assert numbers(first) == numbers(second) and len(numbers(first)) > 5 * HORIZON
 
 
-def test_irl_config_is_tabular_only_and_names_the_field():
-    with pytest.raises(ValidationError, match="policy.kind"):
-        IRLConfig(policy=PolicySpec(kind="causal_lm"))
+def test_maxent_irl_is_tabular_only_and_the_error_names_the_field():
+    with pytest.raises(ValidationError, match='policy.kind = "causal_lm" needs algorithm'):
+        IRLConfig(algorithm="maxent_irl", policy=PolicySpec(kind="causal_lm"))
     with pytest.raises(ValidationError, match="algorithm"):
         IRLConfig(algorithm="bc")
+    for algorithm in ("gail", "airl", "iq_learn"):  # the neural methods
+        config = IRLConfig(algorithm=algorithm, policy=PolicySpec(kind="causal_lm"))
+        assert config.method_config is getattr(config, f"neural_{algorithm}")
 
 
 def _regret_rows(world: str, algorithm: str, scale: float, exponent: float) -> list[dict]:

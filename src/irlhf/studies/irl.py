@@ -1,19 +1,24 @@
-"""The `irl` experiment kind: a tabular learner trained by inverse RL in an automaton world, scored
-like the `imitation` kind (exposure metrics at every prefix length) and by the quality of the
-reward it recovered.
+"""The `irl` experiment kind: a learner (tabular or neural) trained by inverse RL in an automaton
+world, scored like the `imitation` kind (exposure metrics at every prefix length) and by the
+quality of the reward it recovered.
 
 The essay's claim: inverse RL fixes exposure bias like DAgger does -- it rolls the learner out (or
 solves for its occupancy exactly) and lowers the reward of what the demonstrator does not do, so
 a mistake is not followed by more mistakes -- without ever querying an expert. Being imitation,
-it should approach the demonstrator but not beat it. The methods (all tabular, exact policy steps):
+it should approach the demonstrator but not beat it. The tabular methods (exact policy steps):
 
   maxent_irl  MaxEnt IRL (Ziebart et al. 2008): feature-count matching, soft-optimal learner;
   gail        GAIL (Ho & Ermon 2016): discriminator reward, the RLHF policy step;
   airl        AIRL (Fu et al. 2018): discriminator f = g + gamma h(s') - h(s), reward g;
   iq_learn    IQ-Learn (Garg et al. 2021; Wulfmeier et al. 2024): the policy's logits are Q.
 
-A run: world -> Demonstrations -> method -> (policy, recovered reward) -> the `imitation` kind's
-exposure records (regret, eps, R, AccErr, %ExAccErr per L), the exact returns of the learner,
+Neural learners (`policy.kind = "causal_lm"`, a tiny transformer that sees tokens only) are trained
+by the neural GAIL, AIRL and IQ-Learn (`irlhf.studies.irl_neural`, configured by the
+`neural_<algorithm>` table, with an optional behaviour-cloning warm start `pretrain`) and scored
+by Monte Carlo like the neural `imitation` kind; MaxEnt IRL is tabular only.
+
+A tabular run: world -> Demonstrations -> method -> (policy, recovered reward) -> the `imitation`
+kind's exposure records (regret, eps, R, AccErr, %ExAccErr per L), the exact returns of the learner,
 the demonstrator and the expert, and the recovered-reward metrics of
 `irlhf.metrics.recovered_reward`: the correlation of its soft advantages with the true ones on
 demonstrator states (`irl/adv_corr_demo`) and off them (`irl/adv_corr_off`), and reward transfer
@@ -31,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor
 
 from irlhf.algorithms.adversarial_irl import (
@@ -42,10 +47,14 @@ from irlhf.algorithms.adversarial_irl import (
 )
 from irlhf.algorithms.iq_learn import IQLearnConfig, train_iq_learn
 from irlhf.algorithms.maxent_irl import MaxEntIRLConfig, train_maxent_irl
+from irlhf.algorithms.neural_adversarial_irl import NeuralAdversarialIRLConfig, NeuralGAILConfig
+from irlhf.algorithms.neural_iq_learn import NeuralIQLearnConfig
+from irlhf.algorithms.sft import SFTConfig
 from irlhf.experiments import RunContext, register_kind
 from irlhf.metrics.exposure import exact_return, exposure_bias
 from irlhf.metrics.recovered_reward import advantage_correlation, reward_transfer
 from irlhf.policies.tabular import TabularPolicy
+from irlhf.studies import irl_neural
 from irlhf.studies.imitation import DemoSpec, PolicySpec, exposure_records, log_training
 from irlhf.worlds import AutomatonSpec, AutomatonWorld, Demonstrations
 
@@ -84,8 +93,9 @@ IRLAlgorithm = Literal["maxent_irl", "gail", "airl", "iq_learn"]
 
 
 class IRLConfig(BaseModel):
-    """One inverse-RL run (`kind = "irl"`), tabular learners. The table named by `algorithm`
-    configures the method; the other three are ignored (but are part of the run's identity)."""
+    """One inverse-RL run (`kind = "irl"`). The table named by `algorithm` configures a tabular
+    learner's method, `neural_<algorithm>` a neural learner's; the others are ignored (but are
+    part of the run's identity)."""
 
     model_config = _FROZEN
     kind: Literal["irl"] = "irl"
@@ -96,26 +106,41 @@ class IRLConfig(BaseModel):
     algorithm: IRLAlgorithm = "maxent_irl"
     """"maxent_irl", "gail", "airl" or "iq_learn"."""
     policy: PolicySpec = PolicySpec()
-    """The learner: IRL methods are tabular here (`policy.kind = "tabular"`)."""
+    """The learner: "tabular" (exact) or "causal_lm" (gail, airl, iq_learn; Monte Carlo)."""
     demonstrations: DemoSpec = DemoSpec()
     maxent_irl: MaxEntIRLConfig = MaxEntIRLConfig()
     gail: GAILConfig = GAILConfig()
     airl: AdversarialIRLConfig = AdversarialIRLConfig()
     iq_learn: IQLearnConfig = IQLearnConfig()
+    neural_gail: NeuralGAILConfig = NeuralGAILConfig()
+    """Neural GAIL (policy.kind = "causal_lm")."""
+    neural_airl: NeuralAdversarialIRLConfig = NeuralAdversarialIRLConfig()
+    """Neural AIRL (policy.kind = "causal_lm")."""
+    neural_iq_learn: NeuralIQLearnConfig = NeuralIQLearnConfig()
+    """Neural IQ-Learn (policy.kind = "causal_lm")."""
+    pretrain: SFTConfig = SFTConfig(steps=0)
+    """Neural: behaviour cloning on the same demonstrations before the method (steps = 0: start
+    from the random network)."""
+    mc_samples: int = Field(512, ge=2)
+    """Neural: sampled sequences per Monte-Carlo exposure estimate."""
 
     @model_validator(mode="after")
-    def _tabular_only(self) -> IRLConfig:
-        if self.policy.kind != "tabular":
+    def _maxent_is_tabular_only(self) -> IRLConfig:
+        if self.policy.kind != "tabular" and self.algorithm not in irl_neural.NEURAL_METHODS:
             raise ValueError(
-                f'policy.kind must be "tabular" for inverse RL (got "{self.policy.kind}"): '
-                "the IRL methods are exact tabular solvers"
+                f'policy.kind = "{self.policy.kind}" needs algorithm "gail", "airl" or '
+                f'"iq_learn" (got "{self.algorithm}": an exact tabular solver)'
             )
         return self
 
     @property
+    def neural(self) -> bool:
+        return self.policy.kind != "tabular"
+
+    @property
     def method_config(self) -> BaseModel:
-        """The config table of the chosen method."""
-        return getattr(self, self.algorithm)
+        """The config table of the chosen method (`neural_<algorithm>` for a neural learner)."""
+        return getattr(self, f"neural_{self.algorithm}" if self.neural else self.algorithm)
 
 
 def train(
@@ -158,6 +183,8 @@ def recovered_reward_records(
 
 
 def run(config: IRLConfig, ctx: RunContext) -> list[dict]:
+    if config.neural:
+        return irl_neural.run(config, ctx)
     world = AutomatonWorld(config.world)
     started = time.perf_counter()
     policy, reward, feedback = train(config, world, ctx)

@@ -1,0 +1,186 @@
+"""The neural half of the `irl` kind: a causal-LM learner (tokens only) trained by neural GAIL,
+AIRL or IQ-Learn in an automaton world, scored like the neural `imitation` kind.
+
+A run: world -> Demonstrations -> optional behaviour-cloning warm start (`pretrain`, 0 steps =
+the random network, the neural analogue of the tabular methods' uniform start) -> the method ->
+Monte-Carlo exposure records (regret, eps, R, AccErr, %ExAccErr per L, with standard errors),
+`j_model` by Monte Carlo (J(expert) minus the Monte-Carlo regret at the horizon, with
+`j_model_se`), the exact returns of the expert and the demonstrator.
+
+Recovered reward: the tabular kind's advantage correlation and reward transfer need a reward
+table over latent states, which a reward network over prefixes does not give cheaply, so they are
+not computed here. Instead the run records the Pearson correlation of the recovered per-token
+reward (GAIL: its policy reward; AIRL: g; IQ-Learn: Q - gamma V(s')) with the true per-token
+reward on fresh demonstrator sequences (`irl/reward_corr_demo`) and on the learner's own
+(`irl/reward_corr_learner`); nan when either is constant. A raw per-token correlation is not
+invariant to potential shaping, so a shaped reward (AIRL's g can absorb shaping; IQ-Learn's r
+does) may correlate weakly even when it induces the right policy. Read it as a diagnostic.
+
+The trained policy and these reward metrics are checkpointed, so an interrupted run resumes after
+training and ends with the same numbers.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from irlhf.algorithms.neural_adversarial_irl import (
+    NeuralAdversarialIRLConfig,
+    train_neural_airl,
+    train_neural_gail,
+)
+from irlhf.algorithms.neural_iq_learn import (
+    NeuralIQLearnConfig,
+    implied_rewards,
+    train_neural_iq_learn,
+)
+from irlhf.algorithms.sft import train_sft
+from irlhf.experiments import RunContext
+from irlhf.metrics.exposure import exact_return, exposure_bias_mc
+from irlhf.studies.imitation import build_policy, exposure_records, log_training
+from irlhf.types import Sequences
+from irlhf.worlds import AutomatonWorld, Demonstrations
+
+if TYPE_CHECKING:
+    from irlhf.policies.causal_lm import CausalLMPolicy
+    from irlhf.studies.irl import IRLConfig
+
+RewardFn = Callable[[Sequences], Tensor]
+"""seqs -> [B, T] recovered reward per completion token."""
+
+
+def _adversarial(train: Callable, policy, demos, dynamics, config, generator):
+    policy, records, disc = train(policy, demos, dynamics, config, generator)
+    return policy, records, disc.recovered_reward
+
+
+def _iq_learn(policy, demos, dynamics, config: NeuralIQLearnConfig, generator):
+    policy, records = train_neural_iq_learn(policy, demos, dynamics, config, generator)
+    return policy, records, partial(implied_rewards, policy, alpha=config.alpha, gamma=config.gamma)
+
+
+def _adversarial_rollouts(config: NeuralAdversarialIRLConfig) -> int:
+    step = config.policy_step
+    per_round = step.iterations * step.prompts_per_iteration * step.samples_per_prompt
+    return config.rounds * (config.rollouts_per_round + per_round)
+
+
+@dataclass(frozen=True)
+class NeuralIRLMethod:
+    """How to train one neural IRL method and count its rollouts."""
+
+    train: Callable[..., tuple[Any, list[dict], RewardFn]]
+    """(policy, demos, dynamics, config, generator) -> (policy, records, recovered reward)."""
+    rollouts: Callable[[Any], int]
+    """config -> learner sequences sampled during training (0 = offline)."""
+
+
+NEURAL_METHODS: dict[str, NeuralIRLMethod] = {
+    "gail": NeuralIRLMethod(partial(_adversarial, train_neural_gail), _adversarial_rollouts),
+    "airl": NeuralIRLMethod(partial(_adversarial, train_neural_airl), _adversarial_rollouts),
+    "iq_learn": NeuralIRLMethod(
+        _iq_learn, lambda c: c.rounds * c.rollouts_per_round if c.online else 0
+    ),
+}
+
+
+def train(
+    config: IRLConfig, world: AutomatonWorld, ctx: RunContext | None = None
+) -> tuple[CausalLMPolicy, RewardFn, dict[str, float]]:
+    """Demonstrations -> BC warm start -> the method. Returns (policy, recovered reward,
+    feedback)."""
+    generator = torch.Generator().manual_seed(config.seed)
+    d = config.demonstrations
+    demos = Demonstrations.collect(world, d.n, generator, d.temperature, d.epsilon)
+    policy = build_policy(config, world)
+    dynamics = world.dynamics()
+    if config.pretrain.steps > 0:
+        policy, bc_records = train_sft(policy, demos, dynamics, config.pretrain, generator)
+        if ctx is not None:
+            log_training(ctx, [{"phase": "pretrain", **r} for r in bc_records], limit=50)
+    method = NEURAL_METHODS[config.algorithm]
+    policy, records, reward = method.train(policy, demos, dynamics, config.method_config, generator)
+    policy.eval()
+    if ctx is not None:
+        log_training(ctx, records)
+    feedback = {
+        "demo_tokens": float(demos.n_tokens),
+        "learner_rollouts": float(method.rollouts(config.method_config)),
+    }
+    return policy, reward, feedback
+
+
+def _pearson(x: Tensor, y: Tensor) -> float:
+    x, y = x.double().cpu().numpy(), y.double().cpu().numpy()
+    if len(x) < 2 or x.std() == 0 or y.std() == 0:
+        return math.nan
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def reward_metrics(
+    config: IRLConfig, world: AutomatonWorld, policy: CausalLMPolicy, reward: RewardFn
+) -> dict[str, float]:
+    """Per-token correlation of the recovered reward with the true one, on fresh demonstrator
+    and learner sequences (metric side: reads the truth)."""
+    generator = torch.Generator().manual_seed(config.seed + 20_000)
+    n = min(config.mc_samples, 256)
+    d = config.demonstrations
+    demonstrator = world.demonstrator(d.temperature, d.epsilon)
+    samples = {
+        "demo": world.rollout(demonstrator, n, generator),
+        "learner": policy.sample(world.sample_prompts(n, generator), world.horizon, generator),
+    }
+    metrics = {}
+    for name, seqs in samples.items():
+        seqs = seqs.to("cpu")
+        mask = seqs.completion_mask
+        with torch.inference_mode():
+            recovered = reward(seqs).cpu()
+        metrics[f"irl/reward_corr_{name}"] = _pearson(
+            recovered[mask], world.true_rewards(seqs)[mask]
+        )
+    return metrics
+
+
+def run(config: IRLConfig, ctx: RunContext) -> list[dict]:
+    """The neural `irl` run (see the module docstring for the records)."""
+    world = AutomatonWorld(config.world)
+    started = time.perf_counter()
+    checkpoint = ctx.load_checkpoint()
+    if checkpoint is not None:
+        policy = build_policy(config, world)
+        policy.model.load_state_dict(checkpoint.tensors)
+        policy.eval()
+        scalars = dict(checkpoint.meta)
+    else:
+        policy, reward, feedback = train(config, world, ctx)
+        scalars = {**feedback, **reward_metrics(config, world, policy, reward)}
+        state = {k: v.detach().cpu().contiguous() for k, v in policy.model.state_dict().items()}
+        ctx.save_checkpoint(1, state, scalars)
+    train_seconds = time.perf_counter() - started
+
+    generator = torch.Generator().manual_seed(config.seed + 10_000)
+    exposure = exposure_bias_mc(world, policy, config.mc_samples, generator)
+    j_expert = exact_return(world, world.expert)
+    d = config.demonstrations
+    j_demonstrator = exact_return(world, world.demonstrator(d.temperature, d.epsilon))
+    assert exposure.regret_se is not None  # Monte Carlo
+    records = exposure_records(exposure)
+    records += [
+        {"metric": "j_model", "value": j_expert - float(exposure.regret[-1])},
+        {"metric": "j_model_se", "value": float(exposure.regret_se[-1])},
+        {"metric": "j_expert", "value": j_expert},
+        {"metric": "j_demonstrator", "value": j_demonstrator},
+        {"metric": "train_seconds", "value": train_seconds},
+        *({"metric": k, "value": float(v)} for k, v in scalars.items()),
+    ]
+    return records
