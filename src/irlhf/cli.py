@@ -2,15 +2,15 @@
 
     irlhf run CONFIG.toml [--root DIR]
     irlhf sweep CONFIG.toml [--root DIR] [--executor local|ray|inline] [--address HOST:PORT]
-    irlhf study NAME --profile quick|default|full --out DIR
+    irlhf study NAME --profile quick|default|full [--world automaton|oracle|text] --out DIR
     irlhf report DIR... --out report.html
-    irlhf reproduce [--profile default] [--out results]
+    irlhf reproduce [--profile default] [--world W] [--out results]
     irlhf worlds
 
-Bad input (a missing file, an invalid config, an unknown study, profile or executor) is reported
-as one line, ``error: <file>: <field>: <allowed values> (got ...)``, with exit code 2 and nothing
-written. A run or study that fails while running exits with code 1. Heavy modules (torch, the
-science code) are imported only by the commands that need them, so `--help` is quick.
+Bad input (a missing file, an invalid config, an unknown study, profile, world or executor) is
+reported as one line, ``error: <file>: <field>: <allowed values> (got ...)``, with exit code 2 and
+nothing written. A run or study that fails while running exits with code 1. Heavy modules (torch,
+the science code) are imported only by the commands that need them, so `--help` is quick.
 """
 
 from __future__ import annotations
@@ -53,6 +53,14 @@ Workers = Annotated[
 Profile = Annotated[
     str,
     typer.Option("--profile", help="Grid size: quick (smoke), default (the report) or full."),
+]
+World = Annotated[
+    str | None,
+    typer.Option(
+        "--world",
+        help="The world: automaton (exact, tabular), oracle (a random LM as expert) or text "
+        "(a Shakespeare teacher). Default: each study's own (`irlhf studies` lists them).",
+    ),
 ]
 
 
@@ -166,19 +174,22 @@ def study(
     executor: Executor = "local",
     address: Address = None,
     workers: Workers = None,
+    world: World = None,
 ) -> None:
-    """Run one study's grid and write its table, summary and figures into OUT."""
-    from irlhf.studies.base import run_study
+    """Run one study's grid and write its table, summary and figures into OUT
+    (default results/NAME, or results/NAME-WORLD outside the study's default world)."""
+    from irlhf.studies.base import check_world, get_study, run_study
 
     _load_studies()
     with _user_errors():
-        summary = run_study(
-            name, profile, out or Path("results") / name, executor, address, True, workers
-        )
+        chosen = check_world(get_study(name), world)
+        default = get_study(name).worlds[:1] == (chosen,) or chosen is None
+        out = out or Path("results") / (name if default else f"{name}-{chosen}")
+        summary = run_study(name, profile, out, executor, address, True, workers, world)
     headline = summary.get("headline")
     if isinstance(headline, list) and headline:
         console.print(_records_table(headline, f"{name}: headline"))
-    _say(f"wrote {out or Path('results') / name}")
+    _say(f"wrote {out}")
 
 
 @app.command()
@@ -203,8 +214,10 @@ def reproduce(
     executor: Executor = "local",
     address: Address = None,
     workers: Workers = None,
+    world: World = None,
 ) -> None:
-    """Run every registered study (all their runs in one pool) and write OUT/report.html."""
+    """Run every registered study (all their runs in one pool) and write OUT/report.html;
+    with --world, only the studies that run in that world, in it."""
     from irlhf.report import write_report
     from irlhf.studies.base import STUDIES, run_studies
 
@@ -212,9 +225,15 @@ def reproduce(
     _load_studies()
     if not STUDIES:
         _fail("study: none registered (irlhf.studies.STUDY_MODULES is empty)")
-    targets = {name: out / name for name in STUDIES}
+    names = [n for n, s in STUDIES.items() if world is None or world in s.worlds]
+    if not names:
+        worlds = sorted({w for s in STUDIES.values() for w in s.worlds})
+        _fail(f"--world: no study runs in it; worlds: {', '.join(worlds)} (got {world!r})")
+    targets = {name: out / name for name in names}
     with _user_errors():
-        summaries = run_studies(targets, profile, executor, address, workers, raise_errors=False)
+        summaries = run_studies(
+            targets, profile, executor, address, workers, raise_errors=False, world=world
+        )
     page = write_report(list(targets.values()), out / "report.html")
     minutes, seconds = divmod(time.perf_counter() - start, 60)
     _say(f"wrote {page} in {int(minutes)} min {seconds:.0f} s (profile {profile})")
@@ -234,8 +253,9 @@ def studies() -> None:
     table = Table(title="studies")
     table.add_column("name")
     table.add_column("title")
+    table.add_column("--world (default first)")
     for item in STUDIES.values():
-        table.add_row(item.name, item.title)
+        table.add_row(item.name, item.title, ", ".join(item.worlds) or "fixed")
     if not STUDIES:
         _say("no studies registered yet")
         return

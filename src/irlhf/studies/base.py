@@ -2,17 +2,19 @@
 
 A study names a claim (`title`, `description`), builds its grid for a profile (`configs`:
 "quick" for a smoke check, "default" for the report, "full" for the paper-sized grid) and turns
-the long results table into headline numbers and figures (`summarize`). `run_study` executes the
+the long results table into headline numbers and figures (`summarize`). A study that can run in
+several worlds lists them (`worlds`, the first is its default, chosen by `irlhf study NAME
+--world W`) and its `configs` takes the world as a second argument. `run_study` executes the
 grid on the experiment platform (so it caches, resumes and runs on Ray) and writes
 
     OUT/runs/            the run directories
     OUT/results.parquet  one row per run x metric record
     OUT/summary.json     what `summarize` returned (headline numbers, documented keys)
-    OUT/study.json       title, description, profile, versions, date, run counts
+    OUT/study.json       title, description, profile, world, versions, date, run counts
     OUT/configs.json     the distinct resolved configs of the grid
     OUT/*.png            the figures `summarize` wrote
 
-Everything is validated (study names, profile, executor, every config) before anything is
+Everything is validated (study names, profile, world, executor, every config) before anything is
 written; `run_studies` runs several studies' grids in one pool.
 """
 
@@ -52,17 +54,21 @@ class Study:
     name:        the CLI name (`irlhf study NAME`), also the report section's anchor.
     title:       a one-line human title for the report.
     description: the claim it measures, a few sentences (shown in the report).
-    configs:     profile ("quick" | "default" | "full") -> the experiment configs of the grid.
+    configs:     profile ("quick" | "default" | "full") -> the experiment configs of the grid;
+                 with `worlds`, (profile, world) -> the grid in that world.
     summarize:   (results table, out dir) -> JSON-able summary; writes PNG figures into out dir.
                  The key "headline" (a list of {"name", "value", "ci_low", "ci_high"}) and any
                  other list of row dicts are shown as tables in the report.
+    worlds:      the worlds `configs` accepts ("automaton", "oracle", "text"), the default
+                 first; empty (the default) = the study runs in one fixed world.
     """
 
     name: str
     title: str
     description: str
-    configs: Callable[[str], list[BaseModel]]
+    configs: Callable[..., list[BaseModel]]
     summarize: Callable[[pd.DataFrame, Path], dict]
+    worlds: tuple[str, ...] = ()
 
 
 STUDIES: dict[str, Study] = {}
@@ -81,6 +87,18 @@ def check_profile(profile: str) -> str:
     return profile
 
 
+def check_world(study: Study, world: str | None) -> str | None:
+    """The world `study` runs in: `world`, or the study's default when None."""
+    if world is None:
+        return study.worlds[0] if study.worlds else None
+    if not study.worlds:
+        raise ConfigError("--world", f"study {study.name} runs in one fixed world (got {world!r})")
+    if world not in study.worlds:
+        allowed = ", ".join(study.worlds)
+        raise ConfigError("--world", f"study {study.name} supports: {allowed} (got {world!r})")
+    return world
+
+
 def get_study(name: str) -> Study:
     if name not in STUDIES:
         allowed = ", ".join(sorted(STUDIES)) or "none registered (see irlhf.studies.STUDY_MODULES)"
@@ -88,11 +106,14 @@ def get_study(name: str) -> Study:
     return STUDIES[name]
 
 
-def study_configs(study: Study, profile: str) -> list[BaseModel]:
-    """The study's grid for `profile`, every config checked to belong to a registered kind."""
-    source = f"study {study.name} (profile {profile})"
+def study_configs(study: Study, profile: str, world: str | None = None) -> list[BaseModel]:
+    """The study's grid for `profile` (in `world`, default: the study's own), every config
+    checked to belong to a registered kind."""
+    world = check_world(study, world)
+    source = f"study {study.name} (profile {profile}" + (f", world {world})" if world else ")")
     try:
-        configs = list(study.configs(profile))
+        grid = study.configs(profile, world) if study.worlds else study.configs(profile)
+        configs = list(grid)
         for config in configs:
             if not isinstance(config, BaseModel):
                 raise ConfigError("configs", f"not a pydantic model: {config!r:.60}")
@@ -119,15 +140,22 @@ class StudyPlan:
     study: Study
     out: Path
     configs: list[BaseModel]
+    world: str | None = None
+    """The world it runs in (None: the study's one fixed world)."""
 
 
-def plan_studies(targets: Mapping[str, Path], profile: str) -> list[StudyPlan]:
-    """Validate study names, profile and every config; writes nothing."""
+def plan_studies(
+    targets: Mapping[str, Path], profile: str, world: str | None = None
+) -> list[StudyPlan]:
+    """Validate study names, profile, world and every config; writes nothing. `world` applies
+    to every study (None: each study's default)."""
     check_profile(profile)
-    return [
-        StudyPlan(get_study(name), Path(out), study_configs(get_study(name), profile))
-        for name, out in targets.items()
-    ]
+    plans = []
+    for name, out in targets.items():
+        study = get_study(name)
+        chosen = check_world(study, world)
+        plans.append(StudyPlan(study, Path(out), study_configs(study, profile, chosen), chosen))
+    return plans
 
 
 def _study_record(plan: StudyPlan, profile: str, results: Sequence[RunResult]) -> dict[str, Any]:
@@ -136,6 +164,7 @@ def _study_record(plan: StudyPlan, profile: str, results: Sequence[RunResult]) -
         "title": plan.study.title,
         "description": plan.study.description,
         "profile": profile,
+        "world": plan.world,
         "date": utc_now(),
         "versions": software_versions(),
         "n_runs": len({r.run_id for r in results}),
@@ -178,14 +207,15 @@ def run_studies(
     max_workers: int | None = None,
     progress: bool = True,
     raise_errors: bool = True,
+    world: str | None = None,
 ) -> dict[str, dict]:
     """Run several studies (name -> out dir) with all their runs in one pool; name -> summary.
 
     With raise_errors=False a study whose summarize fails gives {"error": ...} and the others
-    still finish (`irlhf reproduce`).
+    still finish (`irlhf reproduce`). `world` applies to every study (None: their defaults).
     """
     check_executor(executor, address, max_workers)
-    plans = plan_studies(targets, profile)
+    plans = plan_studies(targets, profile, world)
     runs = [(config, plan.out / "runs") for plan in plans for config in plan.configs]
     label = plans[0].study.name if len(plans) == 1 else f"{len(plans)} studies"
     results = execute_runs(runs, executor, address, max_workers, progress, label)
@@ -206,6 +236,10 @@ def run_study(
     address: str | None = None,
     progress: bool = True,
     max_workers: int | None = None,
+    world: str | None = None,
 ) -> dict:
-    """Run one study's grid into `out` and return its summary."""
-    return run_studies({name: Path(out)}, profile, executor, address, max_workers, progress)[name]
+    """Run one study's grid (in `world`, default: the study's own) into `out`; its summary."""
+    summaries = run_studies(
+        {name: Path(out)}, profile, executor, address, max_workers, progress, world=world
+    )
+    return summaries[name]

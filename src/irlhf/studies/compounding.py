@@ -9,7 +9,8 @@ exponent over seeds (percentile-bootstrap interval). Expected: BC ~2 in the abso
 ~1 in the recoverable one; DAgger ~1 in both; inverse RL, which also sees (or solves for) the
 learner's own behaviour, ~1 like DAgger but without querying an expert. A learner whose mean
 regret is <= 0 at some fitted length (as good as the expert there) has no power law: its exponent
-is nan, with a note.
+is nan, with a note. With `--world oracle` or `--world text` the same question is asked of
+language-model students of a language-model expert (`irlhf.studies.compounding_lm`).
 """
 
 from __future__ import annotations
@@ -18,15 +19,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib.artist import Artist
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
 
 from irlhf.algorithms.dagger import DAggerConfig
 from irlhf.algorithms.sft import SFTConfig
 from irlhf.metrics.exposure import fit_power_law
 from irlhf.report.figures import label, new_grid, save_figure, style_axes
+from irlhf.studies import compounding_lm
 from irlhf.studies.base import Study, register_study
+from irlhf.studies.compounding_lm import shared_legend
 from irlhf.studies.imitation import DemoSpec, ImitationConfig, PolicySpec
 from irlhf.studies.irl import METHODS, IRLConfig
 from irlhf.worlds import AutomatonSpec
@@ -53,7 +53,11 @@ PROFILES = {
 }
 
 
-def configs(profile: str) -> list[ImitationConfig | IRLConfig]:
+def configs(profile: str, world: str = "automaton") -> list[ImitationConfig | IRLConfig]:
+    """The grid in `world`: automaton (tabular and neural learners, absorbing and recoverable
+    traps, inverse RL) or a neural LM world (`compounding_lm.configs`)."""
+    if world != "automaton":
+        return compounding_lm.configs(profile, world)
     tab_seeds, tab_horizon, nn_seeds, nn_horizon, nn_steps = PROFILES[profile]
     out: list[ImitationConfig | IRLConfig] = []
     for preset in WORLDS:
@@ -92,6 +96,8 @@ def _fit_lengths(horizon: int) -> np.ndarray:
 
 
 def summarize(df: pd.DataFrame, out: Path) -> dict:
+    if "world.kind" in df and df["world.kind"].notna().any():  # a neural LM world
+        return compounding_lm.summarize(df, out)
     ok = df[df["status"] == "done"]
     regret = ok[ok["metric"] == "regret"]
     rows, curves = [], {}
@@ -204,17 +210,8 @@ def _figure(curves: dict, path: Path) -> None:
         ax.plot(ref, 1e-3 * ref, "-.", color="grey", label="slope 1 (reference)")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
-    _shared_legend(fig, axes)
+    shared_legend(fig, axes)
     save_figure(fig, path)
-
-
-def _shared_legend(fig: Figure, axes: list[Axes]) -> None:
-    """One legend below the panels (every label once), so that no curve is hidden under it."""
-    entries: dict[str, Artist] = {}
-    for ax in axes:
-        handles, labels = ax.get_legend_handles_labels()
-        entries.update({lab: h for h, lab in zip(handles, labels, strict=True)})
-    fig.legend(entries.values(), entries.keys(), loc="outside lower center", ncol=4, fontsize=7)
 
 
 def _pct_figure(pct: pd.DataFrame, path: Path) -> None:
@@ -233,7 +230,7 @@ def _pct_figure(pct: pd.DataFrame, path: Path) -> None:
             mean = group.groupby("L")["value"].mean()
             ax.plot(mean.index, mean.values, **_style(learner, algorithm))
         ax.set_xscale("log", base=2)
-    _shared_legend(fig, axes)
+    shared_legend(fig, axes)
     save_figure(fig, path)
 
 
@@ -243,5 +240,6 @@ STUDY = Study(
     description=__doc__.split("\n\n", 1)[1].strip(),
     configs=configs,
     summarize=summarize,
+    worlds=("automaton", "oracle", "text"),
 )
 register_study(STUDY)

@@ -1,10 +1,18 @@
 """The `imitation` experiment kind: one learner (tabular or neural) trained by SFT or DAgger in an
-automaton world, then scored by the exposure metrics at every prefix length.
+automaton world or a neural LM world, then scored by the exposure metrics at every prefix length.
 
 A run: world -> Demonstrations (+ ExpertOracle for DAgger: the expert, or the demonstrator
 itself) -> algorithm -> policy -> exposure metrics (exact for tables, Monte Carlo for neural
 policies). Neural runs checkpoint the trained policy, so an interrupted run resumes after training
 and ends with the same numbers. Inverse RL has its own kind, `irl` (`irlhf.studies.irl`).
+
+In a neural LM world (`world.kind = "oracle"` or `"text"`, `irlhf.studies.world_spec`) the
+learner is a causal LM, the ExpertOracle is the expert LM itself (DAgger with hard labels, or
+on-policy distillation with `dagger.labels = "soft"`), and the exposure metrics are those of
+Arora et al. (2022) with the expert as the oracle; `regret` is the gold-reward regret
+J_L(expert) - J_L(model), a Monte-Carlo estimate on both sides. The run also records the
+NLL-oracle of the learner's samples (`oracle_nll`, nats per token) and the Monte-Carlo returns
+`j_expert` and `j_model` (with standard errors).
 """
 
 from __future__ import annotations
@@ -13,14 +21,16 @@ import time
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from irlhf.algorithms.dagger import DAggerConfig, train_dagger
 from irlhf.algorithms.sft import SFTConfig, train_sft
 from irlhf.experiments import RunContext, register_kind
 from irlhf.metrics.exposure import ExposureBias, exact_return, exposure_bias, exposure_bias_mc
 from irlhf.policies.tabular import TabularPolicy
-from irlhf.worlds import AutomatonSpec, AutomatonWorld, Demonstrations, ExpertOracle
+from irlhf.studies.world_spec import WorldSpec, is_neural, make_world, world_name
+from irlhf.types import Sequences
+from irlhf.worlds import AutomatonSpec, AutomatonWorld, Demonstrations, ExpertOracle, rollout
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
@@ -60,8 +70,9 @@ class ImitationConfig(BaseModel):
     kind: Literal["imitation"] = "imitation"
     seed: int = 0
     """Seed of the demonstrations, training and evaluation (the world has its own seed)."""
-    world: AutomatonSpec = AutomatonSpec(preset="absorbing")
-    """The automaton world (`preset = "absorbing"` plus any knob overrides)."""
+    world: WorldSpec = AutomatonSpec(preset="absorbing")
+    """The world: an automaton (`preset = "absorbing"` plus any knob overrides), or a neural LM
+    world (`kind = "oracle"` or `kind = "text"` plus its knobs)."""
     algorithm: Literal["sft", "dagger"] = "sft"
     """"sft" (behaviour cloning) or "dagger" (hard labels; soft labels = on-policy distillation)."""
     policy: PolicySpec = PolicySpec()
@@ -76,9 +87,28 @@ class ImitationConfig(BaseModel):
     mc_samples: int = Field(512, ge=2)
     """Neural: sampled sequences per Monte-Carlo exposure estimate."""
 
+    @model_validator(mode="after")
+    def _neural_world_needs_a_neural_learner(self) -> ImitationConfig:
+        check_neural_world(self)
+        if is_neural(self.world) and self.oracle != "expert":
+            raise ValueError(
+                f'oracle must be "expert" in the {world_name(self.world)} world (the '
+                "demonstrator-as-oracle needs the automaton's latent states)"
+            )
+        return self
 
-def build_policy(config: ImitationConfig, world: AutomatonWorld):
-    """A blank learner of the configured kind."""
+
+def check_neural_world(config: BaseModel) -> None:
+    """A neural LM world has no latent states: its learner must be a causal LM."""
+    if is_neural(config.world) and config.policy.kind == "tabular":
+        raise ValueError(
+            f'policy.kind must be "causal_lm" in the {world_name(config.world)} world '
+            "(a table needs the automaton's latent states)"
+        )
+
+
+def build_policy(config: BaseModel, world):
+    """A blank learner of the configured kind (`config.policy`) for `world`."""
     if config.policy.kind == "tabular":
         return TabularPolicy.uniform(world.n_states, world.vocab_size)
     from irlhf.policies.causal_lm import CausalLMPolicy, default_device
@@ -92,14 +122,14 @@ def build_policy(config: ImitationConfig, world: AutomatonWorld):
         n_layer=p.n_layer,
         n_embd=p.n_embd,
         n_head=p.n_head,
-        max_length=world.horizon + 1,
+        max_length=getattr(world, "prompt_length", 1) + world.horizon,  # automaton: 1 token
         arch=p.arch,
         seed=config.seed,
     )
     return policy.to(default_device())
 
 
-def train(config: ImitationConfig, world: AutomatonWorld, ctx: RunContext | None = None):
+def train(config: ImitationConfig, world, ctx: RunContext | None = None):
     """Demonstrations -> SFT or DAgger. Returns (policy, feedback used)."""
     generator = torch.Generator().manual_seed(config.seed)
     d = config.demonstrations
@@ -120,7 +150,7 @@ def train(config: ImitationConfig, world: AutomatonWorld, ctx: RunContext | None
 
 
 def run(config: ImitationConfig, ctx: RunContext) -> list[dict]:
-    world = AutomatonWorld(config.world)
+    world = make_world(config.world)
     started = time.perf_counter()
     neural = config.policy.kind != "tabular"
     checkpoint = ctx.load_checkpoint() if neural else None
@@ -136,18 +166,44 @@ def run(config: ImitationConfig, ctx: RunContext) -> list[dict]:
     train_seconds = time.perf_counter() - started
 
     if neural:
+        policy.eval()
         generator = torch.Generator().manual_seed(config.seed + 10_000)
         exposure = exposure_bias_mc(world, policy, config.mc_samples, generator)
     else:
         exposure = exposure_bias(world, policy)
     records = exposure_records(exposure)
+    if isinstance(world, AutomatonWorld):
+        records.append({"metric": "j_expert", "value": exact_return(world, world.expert)})
+    else:
+        records += lm_world_records(world, policy, config.mc_samples, generator)
     records += [
-        {"metric": "j_expert", "value": exact_return(world, world.expert)},
         {"metric": "train_seconds", "value": train_seconds},
         *({"metric": k, "value": float(v)} for k, v in feedback.items()),
     ]
     if not neural:
         records.append({"metric": "j_model", "value": exact_return(world, policy)})
+    return records
+
+
+def mc_return(world, policy, n: int, generator: torch.Generator) -> tuple[float, float, Sequences]:
+    """Monte-Carlo true return of `policy` in `world` (metric side: reads the truth): the mean
+    and its standard error over `n` fresh samples, and the samples."""
+    seqs = rollout(world, policy, n, generator).to("cpu")
+    returns = world.true_return(seqs)
+    return float(returns.mean()), float(returns.std() / n**0.5), seqs
+
+
+def lm_world_records(world, policy, n: int, generator: torch.Generator) -> list[dict]:
+    """Monte-Carlo scores in a neural world: the true return of the expert and of the model
+    (with standard errors) and the NLL-oracle of the model's samples (Yu et al. 2017)."""
+    records = []
+    for name, source in (("expert", world.demonstrator()), ("model", policy)):
+        mean, se, seqs = mc_return(world, source, n, generator)
+        records += [
+            {"metric": f"j_{name}", "value": mean},
+            {"metric": f"j_{name}_se", "value": se},
+        ]
+    records.append({"metric": "oracle_nll", "value": float(world.oracle_nll(seqs).mean())})
     return records
 
 

@@ -5,6 +5,13 @@ The essay's claim: RLHF can outperform the policy it starts from (SFT on demonst
 sweep reward accuracy (comparison budget x annotator label noise) against demonstration
 suboptimality (demonstrator temperature x epsilon-noise) in the `spread` world and measure the
 exact true-return gain J(RLHF) - J(SFT), with a 95% t-interval over seeds.
+
+With `--world oracle` the same question in the neural oracle world: a tiny GPT-2 is SFT'd on the
+samples of the random oracle LM at a demonstrator temperature, then one RLHF round (comparisons
+of its own samples by a Bradley-Terry annotator on the gold reward model -> a neural
+Bradley-Terry reward model -> RLOO from the SFT policy with a KL penalty to it); the gain
+J(RLHF) - J(SFT) in gold reward (Monte Carlo) on a grid of demonstrator temperature x comparison
+budget, each seed its own oracle world.
 """
 
 from __future__ import annotations
@@ -14,16 +21,18 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from irlhf.algorithms.ppo import PPOConfig
+from irlhf.algorithms.reward_model import RewardModelConfig
 from irlhf.algorithms.rlhf import RLHFConfig
 from irlhf.algorithms.rloo import RLOOConfig
 from irlhf.algorithms.sft import SFTConfig
 from irlhf.report.figures import label, new_figure, save_figure
 from irlhf.studies.base import Study, register_study
 from irlhf.studies.imitation import DemoSpec, PolicySpec
+from irlhf.studies.intervals import t_interval
 from irlhf.studies.preference import AnnotatorSpec, RLHFRunConfig
+from irlhf.studies.world_spec import OracleWorldSpec
 from irlhf.worlds import AutomatonSpec
 
 # profile -> (seeds, temperatures, epsilons, comparison budgets, label noise levels)
@@ -70,8 +79,45 @@ def neural_configs(profile: str) -> list[RLHFRunConfig]:
     ]
 
 
-def configs(profile: str) -> list[RLHFRunConfig]:
+def configs(profile: str, world: str = "automaton") -> list[RLHFRunConfig]:
+    """The grid in `world`: the automaton (tabular grid + a neural block) or the oracle world."""
+    if world == "oracle":
+        return oracle_configs(profile)
     return tabular_configs(profile) + neural_configs(profile)
+
+
+# profile -> (seeds, demonstrator temperatures, comparison budgets) of the oracle world
+ORACLE_PROFILES = {
+    "quick": (3, (0.5, 1.5), (64, 512)),
+    "default": (4, (0.5, 1.0, 2.0), (64, 256, 1024)),
+    "full": (8, (0.25, 0.5, 1.0, 2.0), (64, 256, 1024, 4096)),
+}
+ORACLE_HORIZON = 16
+"""Completion length in the oracle world (tokens)."""
+
+
+def oracle_configs(profile: str) -> list[RLHFRunConfig]:
+    """SFT on 256 demonstrations, then one RLHF round by RLOO against a neural reward model
+    that sums a per-token head over the completion (the gold reward is a sum over tokens)."""
+    seeds, temperatures, budgets = ORACLE_PROFILES[profile]
+    reward_model = RewardModelConfig(kind="neural", steps=200, batch_size=32, pooling="sum")
+    return [
+        RLHFRunConfig(
+            seed=seed,
+            world=OracleWorldSpec(horizon=ORACLE_HORIZON, seed=seed),
+            demonstrations=DemoSpec(n=256, temperature=temperature),
+            policy=PolicySpec(kind="causal_lm", n_layer=2, n_embd=64),
+            sft=SFTConfig(steps=200, batch_size=32, lr=3e-3),
+            rlhf=RLHFConfig(comparisons_per_round=budget, reward_model=reward_model),
+            rl="rloo",
+            rloo=RLOOConfig(
+                iterations=40, prompts_per_iteration=16, samples_per_prompt=4, kl_coef=0.05
+            ),
+            eval_samples=512,
+            heldout_pairs=256,
+        )
+        for temperature, budget, seed in itertools.product(temperatures, budgets, range(seeds))
+    ]
 
 
 def tabular_configs(profile: str) -> list[RLHFRunConfig]:
@@ -90,16 +136,10 @@ def tabular_configs(profile: str) -> list[RLHFRunConfig]:
     ]
 
 
-def _interval(values: np.ndarray) -> tuple[float, float, float]:
-    mean = float(values.mean())
-    if len(values) < 2:
-        return mean, float("nan"), float("nan")
-    half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
-    return mean, mean - half, mean + half
-
-
 def summarize(df: pd.DataFrame, out: Path) -> dict:
     done = df[df["status"] == "done"]
+    if "world.kind" in done and done["world.kind"].notna().any():
+        return oracle_summary(done, out)
     neural = _neural_rows(done[done["policy.kind"] == "causal_lm"])
     ok = done[done["policy.kind"] == "tabular"]
     by_model = ok[ok["metric"] == "j"].pivot_table(index="run_id", columns="model", values="value")
@@ -114,7 +154,7 @@ def summarize(df: pd.DataFrame, out: Path) -> dict:
 
     grid = []
     for key, group in table.groupby(GRID):
-        gain, lo, hi = _interval(group["gain"].to_numpy())
+        gain, lo, hi = t_interval(group["gain"].to_numpy())
         row = dict(
             zip(
                 ["demo_temperature", "demo_epsilon", "comparisons", "label_noise"], key, strict=True
@@ -171,6 +211,65 @@ def summarize(df: pd.DataFrame, out: Path) -> dict:
     }
 
 
+ORACLE_GRID = {"demonstrations.temperature": "demo_temperature", "rlhf.comparisons_per_round":
+               "budget"}  # fmt: skip
+
+
+def oracle_summary(done: pd.DataFrame, out: Path) -> dict:
+    """Per (demonstrator temperature, comparisons): Monte-Carlo gold return of SFT, RLHF, the
+    demonstrator and the expert, the gain J(RLHF) - J(SFT) with a t-interval over seeds, the
+    reward model's held-out ranking accuracy on SFT samples and on the RLHF policy's, and the
+    RLHF policy's KL to SFT."""
+    j = done[done["metric"] == "j"].pivot_table(index="run_id", columns="model", values="value")
+    kl = done[done["metric"] == "kl_to_sft"].pivot_table(
+        index="run_id", columns="model", values="value"
+    )
+    per_run = done[done["model"].isna()].pivot_table(
+        index="run_id", columns="metric", values="value"
+    )
+    per_run["j_sft"], per_run["j_rlhf"] = j["sft"], j["rlhf_1"]
+    per_run["gain"], per_run["kl_rlhf_to_sft"] = j["rlhf_1"] - j["sft"], kl["rlhf_1"]
+    coords = done.drop_duplicates("run_id").set_index("run_id")[list(ORACLE_GRID)]
+    table = per_run.join(coords.rename(columns=ORACLE_GRID))
+    grid = []
+    for (temperature, comparisons), group in table.groupby(list(ORACLE_GRID.values())):
+        gain, lo, hi = t_interval(group["gain"].to_numpy())
+        means = ["j_sft", "j_rlhf", "j_demonstrator", "j_expert", "rm_accuracy",
+                 "rm_accuracy_final", "kl_rlhf_to_sft"]  # fmt: skip
+        row = {
+            "demo_temperature": float(temperature),
+            "demo_epsilon": 0.0,
+            "comparisons": int(comparisons),
+            "label_noise": 0.0,
+            **{name: float(group[name].mean()) for name in means},
+            "gain": gain,
+            "gain_ci_low": lo,
+            "gain_ci_high": hi,
+            "beats_demonstrator": float((group["j_rlhf"] > group["j_demonstrator"]).mean()),
+            "seeds": len(group),
+        }
+        grid.append(row)
+    _heatmap(pd.DataFrame(grid), out / "outperform_oracle_gain.png")
+    headline = [
+        {
+            "name": f"oracle world, gain J(RLHF) - J(SFT), demonstrator T={r['demo_temperature']:g}"
+            f", {r['comparisons']} comparisons",
+            "value": r["gain"],
+            "ci_low": r["gain_ci_low"],
+            "ci_high": r["gain_ci_high"],
+        }
+        for r in grid
+    ]
+    return {
+        "world": "oracle",
+        "grid": grid,
+        "headline": headline,
+        "interval": "95% t-interval over seeds (each seed its own oracle world)",
+        "units": "gold reward units (sum over completion tokens of r_t in [-1, 1]), "
+        "Monte-Carlo means",
+    }
+
+
 def _neural_rows(df: pd.DataFrame) -> list[dict]:
     """Per RL algorithm: Monte-Carlo J of SFT and RLHF (round 1) and the gain over seeds."""
     if df.empty:
@@ -179,7 +278,7 @@ def _neural_rows(df: pd.DataFrame) -> list[dict]:
     demo = df[df["metric"] == "j_demonstrator"].set_index("run_id")["value"]
     rows = []
     for rl, group in j.groupby(level="rl"):
-        gain, lo, hi = _interval((group["rlhf_1"] - group["sft"]).to_numpy())
+        gain, lo, hi = t_interval((group["rlhf_1"] - group["sft"]).to_numpy())
         runs = group.index.get_level_values("run_id")
         rows.append(
             {
@@ -235,5 +334,6 @@ STUDY = Study(
     description=__doc__.split("\n\n", 1)[1].strip(),
     configs=configs,
     summarize=summarize,
+    worlds=("automaton", "oracle"),
 )
 register_study(STUDY)

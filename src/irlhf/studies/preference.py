@@ -6,6 +6,12 @@ Every policy along the way (a base policy trained on generic unrewarded data, SF
 round) is scored exactly (true return J, KL to SFT) and, when `return_samples > 0`, by a sample of
 its true-return distribution (the Llama 2 Figure 20 analogue). The reward model is scored against
 the true ranking on held-out pairs from the SFT policy and from the final policy.
+
+In the neural oracle world (`world.kind = "oracle"`, `irlhf.studies.world_spec`) the policy is a
+causal LM, the annotator is Bradley-Terry on the gold reward model, the reward model is a neural
+Bradley-Terry model and each round's policy step is RLOO or PPO; every J (SFT, RLHF rounds, the
+demonstrator, the expert) is a Monte-Carlo estimate, and there is no base policy and no exact
+optimum (`j_optimal` is not recorded).
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from irlhf.algorithms.ppo import PPOConfig
 from irlhf.algorithms.rlhf import RLHFConfig, rl_policy_step, train_rlhf
@@ -23,7 +29,14 @@ from irlhf.experiments import RunContext, register_kind
 from irlhf.metrics.exposure import exact_return, optimal_return
 from irlhf.metrics.reward import sequence_kl
 from irlhf.policies.tabular import TabularPolicy
-from irlhf.studies.imitation import DemoSpec, PolicySpec, build_policy
+from irlhf.studies.imitation import (
+    DemoSpec,
+    PolicySpec,
+    build_policy,
+    check_neural_world,
+    mc_return,
+)
+from irlhf.studies.world_spec import WorldSpec, is_neural, make_world, world_name
 from irlhf.worlds import AutomatonSpec, AutomatonWorld, Demonstrations, rollout
 from irlhf.worlds.annotator import Annotator, sample_pairs
 
@@ -47,8 +60,9 @@ class RLHFRunConfig(BaseModel):
     kind: Literal["rlhf"] = "rlhf"
     seed: int = 0
     """Seed of demonstrations, comparisons and evaluation samples."""
-    world: AutomatonSpec = AutomatonSpec(preset="spread")
-    """The automaton world (`preset = "spread"`: reward spread, room to beat the demos)."""
+    world: WorldSpec = AutomatonSpec(preset="spread")
+    """The automaton world (`preset = "spread"`: reward spread, room to beat the demos), or the
+    neural oracle world (`kind = "oracle"`; neural policy and reward model)."""
     demonstrations: DemoSpec = DemoSpec(n=100)
     sft: SFTConfig = SFTConfig()
     annotator: AnnotatorSpec = AnnotatorSpec()
@@ -70,6 +84,21 @@ class RLHFRunConfig(BaseModel):
     """Sequences sampled per model to record its true-return distribution (0 = none)."""
     heldout_pairs: int = Field(1000, ge=10)
     """Held-out pairs per policy for the reward model's ranking accuracy."""
+
+    @model_validator(mode="after")
+    def _neural_world_needs_neural_models(self) -> RLHFRunConfig:
+        check_neural_world(self)
+        if world_name(self.world) == "text":
+            raise ValueError(
+                'world.kind "text" is not supported by the rlhf kind (its prompts do not fit '
+                "the fresh reward model's context); use the automaton or the oracle world"
+            )
+        if is_neural(self.world) and self.rlhf.reward_model.kind != "neural":
+            raise ValueError(
+                f'rlhf.reward_model.kind must be "neural" in the {world_name(self.world)} world '
+                "(a table needs the automaton's latent states)"
+            )
+        return self
 
 
 def ranking_accuracy(world, reward_model, policy, n: int, generator: torch.Generator) -> float:
@@ -126,7 +155,8 @@ class _Scorer:
 
 
 def run(config: RLHFRunConfig, ctx: RunContext) -> list[dict]:
-    world = AutomatonWorld(config.world)
+    world = make_world(config.world)
+    exact = isinstance(world, AutomatonWorld)
     dynamics = world.dynamics()
     generator = torch.Generator().manual_seed(config.seed)
     neural = config.policy.kind != "tabular"
@@ -136,18 +166,22 @@ def run(config: RLHFRunConfig, ctx: RunContext) -> list[dict]:
     sft, sft_records = train_sft(blank, demos, dynamics, config.sft, generator)
     for record in sft_records[:: max(1, len(sft_records) // 50)]:
         ctx.log({"phase": "sft", **record})
-    generic = Demonstrations.collect(world, config.base_sequences, generator, epsilon=1.0)
-    base, _ = train_sft(TabularPolicy.uniform(world.n_states, world.vocab_size), generic, dynamics)
-
     evaluation = torch.Generator().manual_seed(config.seed + 10_000)
     score = _Scorer(world, sft, config, evaluation)
-    score("base", base)
+    if exact:  # a neural world has no cheap "generic data" model: no base policy there
+        generic = Demonstrations.collect(world, config.base_sequences, generator, epsilon=1.0)
+        blank_table = TabularPolicy.uniform(world.n_states, world.vocab_size)
+        base, _ = train_sft(blank_table, generic, dynamics)
+        score("base", base)
     score("sft", sft)
     annotator = Annotator(world, config.annotator.beta, config.annotator.flip_prob)
     step = None
     if neural:
         rl_config = config.rloo if config.rl == "rloo" else config.ppo
-        step = rl_policy_step(dynamics, config.rl, rl_config)
+        # neural worlds: the run's own rollout generator; the automaton keeps the step's
+        # default (seed 0), so its cached neural runs stay reproducible
+        rollouts = None if exact else torch.Generator().manual_seed(config.seed + 20_000)
+        step = rl_policy_step(dynamics, config.rl, rl_config, rollouts)
     policy, records, reward_model = train_rlhf(
         sft,
         dynamics,
@@ -162,11 +196,21 @@ def run(config: RLHFRunConfig, ctx: RunContext) -> list[dict]:
 
     demonstrator = world.demonstrator(d.temperature, d.epsilon)
     heldout = config.heldout_pairs
+    if exact:
+        references = [
+            {"metric": "j_demonstrator", "value": exact_return(world, demonstrator)},
+            {"metric": "j_expert", "value": exact_return(world, world.expert)},
+            {"metric": "j_optimal", "value": optimal_return(world)},
+        ]
+    else:
+        n = config.eval_samples
+        references = [
+            {"metric": f"j_{name}", "value": mc_return(world, source, n, evaluation)[0]}
+            for name, source in (("demonstrator", demonstrator), ("expert", world.demonstrator()))
+        ]
     return [
         *score.records,
-        {"metric": "j_demonstrator", "value": exact_return(world, demonstrator)},
-        {"metric": "j_expert", "value": exact_return(world, world.expert)},
-        {"metric": "j_optimal", "value": optimal_return(world)},
+        *references,
         {"metric": "comparisons", "value": float(annotator.comparisons)},
         {
             "metric": "rm_accuracy",

@@ -1,0 +1,265 @@
+"""Study `compounding` in a neural LM world (`irlhf study compounding --world oracle|text`).
+
+The expert is a language model — the random oracle GPT-2 of the SeqGAN/Texygen set-up, or the
+Shakespeare teacher — so its next-token distribution is exact at every prefix and exposure bias
+is measured as Arora et al. (2022) did with GPT-2: the per-step loss is KL(expert || model) at a
+prefix; eps_<=L averages it over the expert's own prefixes, R_<=L sums it along the model's own
+generations, AccErr_<=L = R_<=L / eps_<=L and %ExAccErr_<=L = (R_<=L - L eps_<=L) / (L eps_<=L).
+Students of one size are trained from the same demonstrations (the expert's samples) by
+behaviour cloning (SFT), by DAgger (the expert, queried through the `ExpertOracle` channel,
+labels the student's own prefixes with a sampled token) and by on-policy distillation (the same
+loop with the expert's full next-token distribution as a soft label, forward KL). Per learner:
+the growth exponent of R_<=L and of AccErr_<=L against L on log-log axes (percentile bootstrap
+over seeds; 1 = errors add up linearly, 2 = quadratically), and at the longest L the AccErr,
+%ExAccErr, the gold-reward regret J_L(expert) - J_L(model) and the NLL-oracle of the student's
+samples with 95% t-intervals over seeds (each seed its own oracle world and its own data).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.artist import Artist
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from irlhf.algorithms.dagger import DAggerConfig
+from irlhf.algorithms.sft import SFTConfig
+from irlhf.metrics.exposure import fit_power_law
+from irlhf.report.figures import label, new_grid, save_figure, style_axes
+from irlhf.studies.imitation import DemoSpec, ImitationConfig, PolicySpec
+from irlhf.studies.intervals import t_interval
+from irlhf.studies.world_spec import OracleWorldSpec, TextWorldSpec
+
+LEARNERS = ("sft", "dagger", "distillation")
+LEARNER_LABELS = {
+    "sft": "BC (SFT)",
+    "dagger": "DAgger (hard labels)",
+    "distillation": "on-policy distillation (soft labels)",
+}
+LEARNER_COLORS = {"sft": "C0", "dagger": "C1", "distillation": "C2"}
+
+# world -> profile -> (seeds, horizon, demonstrations, SFT steps, DAgger rounds, MC samples)
+PROFILES = {
+    "oracle": {
+        "quick": (3, 32, 64, 150, 2, 128),
+        "default": (5, 64, 128, 300, 3, 256),
+        "full": (10, 128, 256, 600, 4, 512),
+    },
+    "text": {
+        "quick": (2, 32, 64, 150, 2, 96),
+        "default": (4, 64, 128, 300, 3, 192),
+        "full": (8, 96, 256, 600, 4, 384),
+    },
+}
+STUDENT = PolicySpec(kind="causal_lm", n_layer=2, n_embd=64)
+"""Every student: a 2-layer, 64-wide GPT-2 (the oracle's own shape; smaller than the teacher)."""
+DEFINITIONS = {
+    "eps": "eps_<=L: mean per-step KL(expert || model) on the expert's own prefixes (nats)",
+    "R": "R_<=L: summed per-step KL(expert || model) along the model's own samples (nats)",
+    "acc_err": "AccErr_<=L = R_<=L / eps_<=L (ratio; L when errors do not compound)",
+    "pct_ex_acc_err": "%ExAccErr_<=L = (R_<=L - L eps_<=L) / (L eps_<=L) x 100 (percent)",
+    "per_step_kl": "R_<=L - R_<=L-1: the oracle KL at step L along the model's samples (nats)",
+    "gold_regret": "J_L(expert) - J_L(model) in gold reward (Monte Carlo on both sides)",
+    "oracle_nll": "NLL-oracle: mean -log expert(token) over the model's samples (nats/token)",
+    "r_exponent": "slope of log R_<=L on log L over fit_lengths (mean curve over seeds)",
+    "acc_err_exponent": "slope of log AccErr_<=L on log L over fit_lengths",
+}
+
+
+def world_spec(world: str, horizon: int, seed: int) -> OracleWorldSpec | TextWorldSpec:
+    """The oracle world of this seed (its own random expert and gold reward), or the text world
+    (one cached teacher; 16-token prompts from the held-out plays)."""
+    if world == "oracle":
+        return OracleWorldSpec(horizon=horizon, seed=seed)
+    return TextWorldSpec(horizon=horizon, prompt_length=16)
+
+
+def configs(profile: str, world: str) -> list[ImitationConfig]:
+    seeds, horizon, n_demos, steps, rounds, mc = PROFILES[world][profile]
+    fit = SFTConfig(steps=steps, batch_size=32, lr=3e-3)
+    dagger = DAggerConfig(
+        rounds=rounds,
+        rollouts_per_round=n_demos // 2,
+        fit=fit.model_copy(update={"steps": steps // 2}),
+    )
+    learners = {
+        "sft": ("sft", dagger),
+        "dagger": ("dagger", dagger),
+        "distillation": ("dagger", dagger.model_copy(update={"labels": "soft"})),
+    }
+    return [
+        ImitationConfig(
+            seed=seed,
+            world=world_spec(world, horizon, seed),
+            algorithm=algorithm,
+            policy=STUDENT,
+            demonstrations=DemoSpec(n=n_demos),
+            sft=fit,
+            dagger=relabel,
+            mc_samples=mc,
+        )
+        for algorithm, relabel in learners.values()
+        for seed in range(seeds)
+    ]
+
+
+def learner_of(algorithm: str, labels: str) -> str:
+    """ "sft", "dagger" (hard labels) or "distillation" (soft labels)."""
+    if algorithm == "sft":
+        return "sft"
+    return "distillation" if labels == "soft" else "dagger"
+
+
+def fit_lengths(horizon: int) -> np.ndarray:
+    """Powers of two from 4 to the horizon (the curves' first steps are dominated by the
+    prompt)."""
+    return 2 ** np.arange(2, int(np.log2(horizon)) + 1)
+
+
+def _ci(prefix: str, values: np.ndarray) -> dict:
+    mean, low, high = t_interval(values)
+    return {prefix: mean, f"{prefix}_ci_low": low, f"{prefix}_ci_high": high}
+
+
+def _exponent(prefix: str, lengths: np.ndarray, table: pd.DataFrame) -> dict:
+    try:
+        fit = fit_power_law(lengths, table[lengths].to_numpy())
+        values = (fit.exponent, fit.ci_low, fit.ci_high)
+    except ValueError:  # a non-positive mean at some length: no power law
+        values = (float("nan"),) * 3
+    return dict(zip([prefix, f"{prefix}_ci_low", f"{prefix}_ci_high"], values, strict=True))
+
+
+def summarize(df: pd.DataFrame, out: Path) -> dict:
+    """The summary of a neural-world compounding grid (keys in `DEFINITIONS` and below)."""
+    ok = df[df["status"] == "done"].copy()
+    world = str(ok["world.kind"].dropna().iloc[0])
+    ok["learner"] = [
+        learner_of(a, b) for a, b in zip(ok["algorithm"], ok["dagger.labels"], strict=True)
+    ]
+    per_l = ok[ok["L"].notna()]
+    scalars = ok[ok["L"].isna()].pivot_table(
+        index=["learner", "seed"], columns="metric", values="value"
+    )
+    rows, curves, tables = [], [], {}
+    for learner in [x for x in LEARNERS if x in set(ok["learner"])]:
+        mine = per_l[per_l["learner"] == learner]
+
+        def table(metric: str, mine: pd.DataFrame = mine) -> pd.DataFrame:
+            return mine[mine["metric"] == metric].pivot_table(
+                index="seed", columns="L", values="value"
+            )
+
+        t = {m: table(m) for m in ("R", "eps", "acc_err", "pct_ex_acc_err", "regret")}
+        t["per_step_kl"] = t["R"].diff(axis=1).fillna(t["R"])
+        tables[learner] = t
+        max_l = int(t["R"].columns.max())
+        lengths = fit_lengths(max_l)
+        s = scalars.loc[learner]
+        row = {
+            "learner": learner,
+            "label": LEARNER_LABELS[learner],
+            "seeds": len(t["R"]),
+            "max_L": max_l,
+            "fit_lengths": [int(x) for x in lengths],
+            **_exponent("r_exponent", lengths, t["R"]),
+            **_exponent("acc_err_exponent", lengths, t["acc_err"]),
+            **_ci("acc_err", t["acc_err"][max_l].to_numpy()),
+            **_ci("pct_ex_acc_err", t["pct_ex_acc_err"][max_l].to_numpy()),
+            **_ci("R", t["R"][max_l].to_numpy()),
+            "eps": float(t["eps"][max_l].mean()),
+            "per_step_kl_first": float(t["per_step_kl"][1].mean()),
+            "per_step_kl_last": float(t["per_step_kl"][max_l].mean()),
+            **_ci("gold_regret", t["regret"][max_l].to_numpy()),
+            **_ci("oracle_nll", s["oracle_nll"].to_numpy()),
+            "j_model": float(s["j_model"].mean()),
+            "j_expert": float(s["j_expert"].mean()),
+            "oracle_queries": float(s["oracle_queries"].mean()),
+            "demo_tokens": float(s["demo_tokens"].mean()),
+        }
+        rows.append({k: (float(v) if isinstance(v, np.floating) else v) for k, v in row.items()})
+        for length in lengths:
+            curves.append(
+                {"learner": learner, "L": int(length)}
+                | {m: float(t[m][length].mean()) for m in ("R", "acc_err", "pct_ex_acc_err")}
+                | {"gold_regret": float(t["regret"][length].mean())}
+            )
+    _figure(tables, world, out / f"compounding_{world}.png")
+    headline = []
+    for r in rows:
+        name = f"{world} world, {r['label']}"
+        headline += [
+            {
+                "name": f"{name}: growth exponent of R_<=L",
+                "value": r["r_exponent"],
+                "ci_low": r["r_exponent_ci_low"],
+                "ci_high": r["r_exponent_ci_high"],
+            },
+            {
+                "name": f"{name}: %ExAccErr at L={r['max_L']}",
+                "value": r["pct_ex_acc_err"],
+                "ci_low": r["pct_ex_acc_err_ci_low"],
+                "ci_high": r["pct_ex_acc_err_ci_high"],
+            },
+            {
+                "name": f"{name}: gold-reward regret at L={r['max_L']}",
+                "value": r["gold_regret"],
+                "ci_low": r["gold_regret_ci_low"],
+                "ci_high": r["gold_regret_ci_high"],
+            },
+        ]
+    return {
+        "world": world,
+        "learners": rows,
+        "curves": curves,
+        "headline": headline,
+        "definitions": DEFINITIONS,
+        "interval": "exponents: 95% percentile bootstrap over seeds; the rest: 95% t-interval "
+        "over seeds",
+    }
+
+
+def shared_legend(fig: Figure, axes: list[Axes]) -> None:
+    """One legend below the panels (every label once), so that no curve is hidden under it."""
+    entries: dict[str, Artist] = {}
+    for ax in axes:
+        handles, labels = ax.get_legend_handles_labels()
+        entries.update({lab: h for h, lab in zip(handles, labels, strict=True)})
+    fig.legend(entries.values(), entries.keys(), loc="outside lower center", ncol=4, fontsize=7)
+
+
+def _figure(tables: dict[str, dict[str, pd.DataFrame]], world: str, path: Path) -> None:
+    fig, axes = new_grid(
+        f"Exposure bias in the {world} world: BC vs DAgger vs on-policy distillation "
+        "(mean over seeds, band = seed range)",
+        1,
+        3,
+    )
+    panels = [
+        ("R", "accumulated oracle KL R_<=L", label("R_<=L", "nats")),
+        ("pct_ex_acc_err", "excess accumulated error", label("%ExAccErr_<=L", "percent")),
+        ("regret", "gold-reward regret", label("J_L(expert) - J_L(model)", "gold reward units")),
+    ]
+    for ax, (metric, title, ylabel) in zip(axes, panels, strict=True):
+        style_axes(ax, title, label("prefix length L", "tokens"), ylabel)
+        for learner, t in tables.items():
+            curve = t[metric]
+            L = curve.columns.to_numpy()
+            color = LEARNER_COLORS[learner]
+            ax.plot(L, curve.mean(axis=0), color=color, label=LEARNER_LABELS[learner])
+            if len(curve) > 1:
+                ax.fill_between(L, curve.min(axis=0), curve.max(axis=0), color=color, alpha=0.15)
+        ax.set_xscale("log", base=2)
+    ax = axes[0]
+    ax.set_yscale("log")
+    sft = tables.get("sft", next(iter(tables.values())))["R"].mean(axis=0)
+    ref = np.array([4.0, float(sft.index.max())])
+    anchor = float(sft.loc[4]) if 4 in sft.index else float(sft.iloc[0])
+    ax.plot(ref, anchor * (ref / 4) ** 2, ":", color="grey", label="slope 2 (reference)")
+    ax.plot(ref, anchor * (ref / 4), "-.", color="grey", label="slope 1 (reference)")
+    axes[2].axhline(0.0, color="grey", linewidth=0.8)
+    shared_legend(fig, axes)
+    save_figure(fig, path)

@@ -1,0 +1,100 @@
+"""The `[world]` table of the imitation and rlhf kinds: an automaton, or a neural LM world.
+
+A config's world is one of
+
+* an automaton (`AutomatonSpec`, the exact tabular core; no tag, so every automaton config
+  resolves, and hashes, exactly as before the neural worlds were added);
+* `kind = "oracle"`: the neural oracle world (`irlhf.worlds.oracle`: a random GPT-2 is the
+  expert, a second random network the gold reward);
+* `kind = "text"`: the real-text world (`irlhf.worlds.text`: a teacher LM trained on Shakespeare,
+  cached under data/teachers, or a local Hugging Face model).
+
+`WorldSpec` is the tagged union (the tag is the table's `kind`, absent = automaton) and
+`make_world` builds the world a spec describes. Neural worlds are imported on first use, so the
+automaton kinds do not pay for transformers.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, Discriminator, Tag
+
+from irlhf.worlds.automaton import AutomatonSpec, AutomatonWorld
+from irlhf.worlds.oracle import OracleSpec
+from irlhf.worlds.text import TextSpec
+
+WORLDS = ("automaton", "oracle", "text")
+"""World names, as `--world` and a `[world]` table's `kind` spell them."""
+
+
+class OracleWorldSpec(OracleSpec):
+    """An `OracleSpec` tagged for a config's `[world]` table."""
+
+    kind: Literal["oracle"] = "oracle"
+    """The world: the neural oracle world."""
+
+
+class TextWorldSpec(TextSpec):
+    """A `TextSpec` tagged for a config's `[world]` table."""
+
+    kind: Literal["text"] = "text"
+    """The world: the real-text world."""
+
+
+def _tag(value: Any) -> str:
+    if isinstance(value, dict):
+        return value.get("kind", "automaton")
+    return world_name(value)
+
+
+def _tagged(value: Any) -> Any:
+    """Untagged neural specs become tagged ones; an explicit `kind = "automaton"` is dropped
+    (the automaton spec has no tag field)."""
+    if isinstance(value, OracleSpec) and not isinstance(value, OracleWorldSpec):
+        return OracleWorldSpec(**value.model_dump())
+    if isinstance(value, TextSpec) and not isinstance(value, TextWorldSpec):
+        return TextWorldSpec(**value.model_dump())
+    if isinstance(value, dict) and value.get("kind") == "automaton":
+        return {k: v for k, v in value.items() if k != "kind"}
+    return value
+
+
+WorldSpec = Annotated[
+    Annotated[AutomatonSpec, Tag("automaton")]
+    | Annotated[OracleWorldSpec, Tag("oracle")]
+    | Annotated[TextWorldSpec, Tag("text")],
+    Discriminator(_tag),
+    BeforeValidator(_tagged),
+]
+"""A config's world: automaton (untagged), `kind = "oracle"` or `kind = "text"`."""
+
+
+def world_name(spec: Any) -> str:
+    """ "automaton", "oracle" or "text" for a world spec."""
+    if isinstance(spec, OracleSpec):
+        return "oracle"
+    if isinstance(spec, TextSpec):
+        return "text"
+    if isinstance(spec, AutomatonSpec):
+        return "automaton"
+    raise TypeError(f"not a world spec: {type(spec).__name__}")
+
+
+def is_neural(spec: Any) -> bool:
+    """Whether the world's expert is a language model (no latent states, no exact DP)."""
+    return world_name(spec) != "automaton"
+
+
+def make_world(spec: Any) -> Any:
+    """The world `spec` describes (the text world loads, or first trains, its cached teacher)."""
+    name = world_name(spec)
+    if name == "automaton":
+        return AutomatonWorld(spec)
+    if name == "oracle":
+        from irlhf.worlds.oracle import OracleWorld
+
+        return OracleWorld(spec)
+    from irlhf.worlds.text import make_text_world
+
+    return make_text_world(spec)

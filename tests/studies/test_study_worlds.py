@@ -1,0 +1,215 @@
+"""The compounding and outperform studies in the neural oracle world (`--world oracle`): the world
+option's validation (study registry, configs, CLI), and tiny end-to-end runs whose summaries have
+the documented keys and numbers within the bounds that hold by construction."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+from typer.testing import CliRunner
+
+from irlhf.algorithms.dagger import DAggerConfig
+from irlhf.algorithms.reward_model import RewardModelConfig
+from irlhf.algorithms.rloo import RLOOConfig
+from irlhf.algorithms.sft import SFTConfig
+from irlhf.cli import app
+from irlhf.experiments.config import resolved, run_hash
+from irlhf.experiments.errors import ConfigError
+from irlhf.studies import compounding, compounding_lm, outperform
+from irlhf.studies.base import STUDIES, check_world, run_study, study_configs
+from irlhf.studies.imitation import ImitationConfig, PolicySpec
+from irlhf.studies.preference import RLHFRunConfig
+from irlhf.studies.world_spec import OracleWorldSpec, TextWorldSpec, world_name
+from irlhf.worlds.oracle import OracleSpec
+
+NEURAL = {"policy": {"kind": "causal_lm"}}
+
+
+def test_each_study_builds_its_grid_in_every_world_it_lists() -> None:
+    for study, worlds in ((compounding.STUDY, WORLDS_C), (outperform.STUDY, WORLDS_O)):
+        assert study.worlds == worlds
+        for world in worlds:
+            grid = study_configs(study, "quick", world)
+            assert {world_name(c.world) for c in grid} == {world}
+            for config in grid:  # a resolved config reads back to the same run
+                back = type(config).model_validate(resolved(config))
+                assert type(back.world) is type(config.world)
+                assert run_hash(back) == run_hash(config)
+        assert study_configs(study, "quick") == study_configs(study, "quick", "automaton")
+    # automaton worlds carry no tag, so their run ids are those of before the option existed
+    assert all("kind" not in resolved(c)["world"] for c in compounding.configs("quick"))
+
+
+WORLDS_C = ("automaton", "oracle", "text")
+WORLDS_O = ("automaton", "oracle")
+
+
+def test_an_unsupported_world_is_a_one_line_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"--world: study outperform supports: automaton, "):
+        check_world(outperform.STUDY, "text")
+    fixed = dataclasses.replace(outperform.STUDY, worlds=())
+    with pytest.raises(ConfigError, match="runs in one fixed world"):
+        check_world(fixed, "oracle")
+    assert check_world(fixed, None) is None and check_world(compounding.STUDY, None) == "automaton"
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"world": {"kind": "oracle"}}, 'policy.kind must be "causal_lm" in the oracle world'),
+        ({"world": {"kind": "mars"}, **NEURAL}, "does not match any of the expected tags"),
+        ({"world": {"kind": "oracle"}, **NEURAL, "oracle": "demonstrator"}, 'must be "expert"'),
+        ({"world": {"kind": "oracle", "n_states": 3}, **NEURAL}, "n_states"),
+    ],
+)
+def test_imitation_config_checks_the_world(raw: dict, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        ImitationConfig.model_validate(raw)
+
+
+def test_world_specs_accept_tables_and_untagged_specs() -> None:
+    config = ImitationConfig(world=OracleSpec(horizon=8), policy=PolicySpec(kind="causal_lm"))
+    assert isinstance(config.world, OracleWorldSpec) and config.world.horizon == 8
+    table = ImitationConfig.model_validate({"world": {"kind": "text", "horizon": 8}, **NEURAL})
+    assert isinstance(table.world, TextWorldSpec)
+    explicit = ImitationConfig.model_validate({"world": {"kind": "automaton", "preset": "tiny"}})
+    assert explicit == ImitationConfig.model_validate({"world": {"preset": "tiny"}})
+
+
+def test_rlhf_config_checks_the_world() -> None:
+    with pytest.raises(ValidationError, match='reward_model.kind must be "neural"'):
+        RLHFRunConfig.model_validate({"world": {"kind": "oracle"}, **NEURAL})
+    with pytest.raises(ValidationError, match='"text" is not supported by the rlhf kind'):
+        RLHFRunConfig.model_validate({"world": {"kind": "text"}, **NEURAL})
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["study", "outperform", "--world", "text"], "--world: study outperform supports: "),
+        (["study", "compounding", "--world", "mars"], "supports: automaton, oracle, text"),
+        (["reproduce", "--world", "mars"], "--world: no study runs in it"),
+    ],
+)
+def test_cli_rejects_an_unsupported_world_in_one_line(
+    tmp_path: Path, args: list[str], fragment: str
+) -> None:
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], lines
+    assert not any(tmp_path.iterdir()), "bad input must not write anything"
+
+
+# ---- tiny end-to-end runs in the oracle world --------------------------------------------------
+
+TINY_WORLD = {"vocab_size": 24, "n_embd": 16, "n_head": 2, "n_layer": 1}
+TINY_STUDENT = PolicySpec(kind="causal_lm", n_layer=1, n_embd=16, n_head=2)
+
+
+def _run(monkeypatch, tmp_path: Path, study, configs) -> dict:
+    patched = dataclasses.replace(study, configs=lambda profile, world: configs)
+    monkeypatch.setitem(STUDIES, study.name, patched)
+    summary = run_study(
+        study.name, "quick", tmp_path, executor="inline", progress=False, world="oracle"
+    )
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary
+    assert json.loads((tmp_path / "study.json").read_text())["world"] == "oracle"
+    return summary
+
+
+def _finite(*values: float) -> bool:
+    return all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
+
+
+def test_compounding_in_the_oracle_world_end_to_end(tmp_path, monkeypatch) -> None:
+    horizon = 8
+    fit = SFTConfig(steps=8, batch_size=8)
+    tiny = [
+        c.model_copy(
+            update={
+                "world": OracleWorldSpec(horizon=horizon, seed=c.seed, **TINY_WORLD),
+                "policy": TINY_STUDENT,
+                "demonstrations": c.demonstrations.model_copy(update={"n": 8}),
+                "sft": fit,
+                "dagger": DAggerConfig(
+                    rounds=1, rollouts_per_round=4, labels=c.dagger.labels, fit=fit
+                ),
+                "mc_samples": 16,
+            }
+        )
+        for c in compounding.configs("quick", "oracle")
+        if c.seed < 2
+    ]
+    summary = _run(monkeypatch, tmp_path, compounding.STUDY, tiny)
+    assert {"world", "learners", "curves", "headline", "definitions", "interval"} <= set(summary)
+    rows = {r["learner"]: r for r in summary["learners"]}
+    assert set(rows) == set(compounding_lm.LEARNERS)
+    for r in rows.values():
+        assert r["seeds"] == 2 and r["max_L"] == horizon and r["fit_lengths"] == [4, 8]
+        numbers = [r[k] for k in ("r_exponent", "acc_err", "pct_ex_acc_err", "R", "eps")]
+        numbers += [r[k] for k in ("gold_regret", "oracle_nll", "j_model", "j_expert")]
+        assert _finite(*numbers), r
+        # bounds that hold by construction: KLs and NLLs are >= 0, so R, eps, AccErr >= 0 and
+        # %ExAccErr >= -100; gold rewards are in [-1, 1] per token
+        assert r["R"] >= 0 and r["eps"] >= 0 and r["acc_err"] >= 0 and r["oracle_nll"] >= 0
+        assert r["pct_ex_acc_err"] >= -100
+        assert abs(r["gold_regret"]) <= 2 * horizon and abs(r["j_model"]) <= horizon
+        assert r["r_exponent_ci_low"] <= r["r_exponent"] <= r["r_exponent_ci_high"]
+        assert r["gold_regret_ci_low"] <= r["gold_regret"] <= r["gold_regret_ci_high"]
+        assert r["per_step_kl_first"] >= 0 and r["per_step_kl_last"] >= 0
+    assert rows["sft"]["oracle_queries"] == 0 < rows["dagger"]["oracle_queries"]
+    curve = [c["R"] for c in summary["curves"] if c["learner"] == "sft"]
+    assert curve == sorted(curve), "R_<=L is a sum of non-negative terms"
+    assert (tmp_path / "compounding_oracle.png").stat().st_size > 10_000
+
+
+def test_outperform_in_the_oracle_world_end_to_end(tmp_path, monkeypatch) -> None:
+    horizon = 6
+    tiny = [
+        c.model_copy(
+            update={
+                "world": OracleWorldSpec(horizon=horizon, seed=c.seed, **TINY_WORLD),
+                "policy": TINY_STUDENT,
+                "demonstrations": c.demonstrations.model_copy(update={"n": 16}),
+                "sft": SFTConfig(steps=8, batch_size=8),
+                "rlhf": c.rlhf.model_copy(
+                    update={
+                        "comparisons_per_round": 16,
+                        "reward_model": RewardModelConfig(
+                            kind="neural",
+                            steps=4,
+                            batch_size=8,
+                            n_layer=1,
+                            n_embd=16,
+                            n_head=2,
+                            pooling="sum",
+                        ),  # fmt: skip
+                    }
+                ),
+                "rloo": RLOOConfig(iterations=2, prompts_per_iteration=4, samples_per_prompt=2),
+                "eval_samples": 16,
+                "heldout_pairs": 16,
+            }
+        )
+        for c in outperform.configs("quick", "oracle")
+        if c.seed < 2 and c.rlhf.comparisons_per_round == 64
+    ]
+    summary = _run(monkeypatch, tmp_path, outperform.STUDY, tiny)
+    assert {"world", "grid", "headline", "interval", "units"} <= set(summary)
+    temperatures = sorted({c.demonstrations.temperature for c in tiny})
+    assert [r["demo_temperature"] for r in summary["grid"]] == temperatures
+    for r in summary["grid"]:
+        assert r["seeds"] == 2 and r["comparisons"] == 16
+        for key in ("j_sft", "j_rlhf", "j_demonstrator", "j_expert"):
+            assert _finite(r[key]) and abs(r[key]) <= horizon, (key, r)
+        assert _finite(r["gain"]) and abs(r["gain"]) <= 2 * horizon
+        assert r["gain_ci_low"] <= r["gain"] <= r["gain_ci_high"]
+        assert 0 <= r["rm_accuracy"] <= 1 and 0 <= r["rm_accuracy_final"] <= 1
+        assert 0 <= r["beats_demonstrator"] <= 1
+    assert (tmp_path / "outperform_oracle_gain.png").stat().st_size > 10_000
