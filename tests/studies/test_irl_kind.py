@@ -13,11 +13,16 @@ from pydantic import ValidationError
 from irlhf.algorithms.adversarial_irl import AdversarialIRLConfig, GAILConfig
 from irlhf.algorithms.iq_learn import IQLearnConfig
 from irlhf.algorithms.maxent_irl import MaxEntIRLConfig
+from irlhf.algorithms.neural_adversarial_irl import NeuralAdversarialIRLConfig, NeuralGAILConfig
+from irlhf.algorithms.neural_iq_learn import NeuralIQLearnConfig
+from irlhf.algorithms.ppo import PPOConfig
+from irlhf.algorithms.sft import SFTConfig
 from irlhf.experiments.run import run_one
 from irlhf.studies import compounding
 from irlhf.studies.base import STUDIES, run_study
 from irlhf.studies.imitation import DemoSpec, ImitationConfig, PolicySpec
 from irlhf.studies.irl import METHODS, IRLConfig
+from irlhf.studies.irl_neural import NEURAL_METHODS
 from irlhf.worlds import AutomatonSpec
 
 HORIZON = 12
@@ -96,6 +101,79 @@ def test_maxent_irl_is_tabular_only_and_the_error_names_the_field():
     for algorithm in ("gail", "airl", "iq_learn"):  # the neural methods
         config = IRLConfig(algorithm=algorithm, policy=PolicySpec(kind="causal_lm"))
         assert config.method_config is getattr(config, f"neural_{algorithm}")
+
+
+_STEP = PPOConfig(iterations=1, prompts_per_iteration=8, kl_coef=0.0)
+NEURAL_SMALL = {
+    "gail": NeuralGAILConfig(rounds=2, rollouts_per_round=16, disc_steps=2, policy_step=_STEP),
+    "airl": NeuralAdversarialIRLConfig(
+        rounds=2, rollouts_per_round=16, disc_steps=2, policy_step=_STEP
+    ),
+    "iq_learn": NeuralIQLearnConfig(rounds=2, steps_per_round=5, online=True, rollouts_per_round=8),
+}
+NEURAL_ROLLOUTS = {"gail": 2 * (16 + 8), "airl": 2 * (16 + 8), "iq_learn": 2 * 8}
+
+
+def neural_config(algorithm: str, seed: int = 0) -> IRLConfig:
+    return IRLConfig(
+        seed=seed,
+        algorithm=algorithm,
+        world=AutomatonSpec(preset="tiny", seed=seed),
+        policy=PolicySpec(kind="causal_lm", n_layer=1, n_embd=16, n_head=2),
+        demonstrations=DemoSpec(n=20),
+        pretrain=SFTConfig(steps=5),
+        mc_samples=64,
+        **{f"neural_{algorithm}": NEURAL_SMALL[algorithm]},
+    )
+
+
+@pytest.mark.parametrize("algorithm", list(NEURAL_METHODS))
+def test_neural_irl_run_records_monte_carlo_exposure_returns_and_reward_correlations(
+    tmp_path, algorithm
+):
+    result = run_one(neural_config(algorithm), tmp_path)
+    assert result.status == "done", result.error
+    per_length = {}
+    for record in result.records:
+        if "L" in record:
+            per_length.setdefault(record["metric"], {})[record["L"]] = record["value"]
+    # The neural imitation kind's Monte-Carlo exposure records, with standard errors.
+    expected = {"regret", "eps", "R", "acc_err", "pct_ex_acc_err", "regret_se", "R_se"}
+    assert set(per_length) == expected
+    assert all(sorted(v) == [1, 2, 3, 4] for v in per_length.values())  # tiny: horizon 4
+    values = scalars(result.records)
+    # j_model is J(expert) minus the Monte-Carlo regret at the horizon, with its standard error.
+    assert math.isclose(values["j_model"], values["j_expert"] - per_length["regret"][4])
+    assert values["j_model_se"] == per_length["regret_se"][4] > 0
+    assert math.isfinite(values["j_demonstrator"])
+    assert values["demo_tokens"] == 20 * 4
+    assert values["learner_rollouts"] == NEURAL_ROLLOUTS[algorithm]
+    for name in ("irl/reward_corr_demo", "irl/reward_corr_learner"):
+        assert np.isnan(values[name]) or -1.0 <= values[name] <= 1.0
+    log = [json.loads(line) for line in (result.run_dir / "metrics_log.jsonl").read_text().split()]
+    assert log[0]["phase"] == "pretrain" and log[-1]["round"] == 2
+
+
+def test_neural_irl_run_is_reproducible_and_resumes_from_its_checkpoint(tmp_path):
+    """Same seed, same numbers; with the run's status removed, the rerun loads the checkpoint
+    (no training: the log keeps its length) and ends with the same numbers."""
+    config = neural_config("airl", seed=1)
+
+    def numbers(result):  # nan-aware: a constant reward gives a nan correlation
+        return [
+            {**r, "value": "nan" if math.isnan(r["value"]) else r["value"]}
+            for r in result.records
+            if r["metric"] != "train_seconds"
+        ]
+
+    first = run_one(config, tmp_path / "a")
+    second = run_one(config, tmp_path / "b")
+    assert numbers(first) == numbers(second) and len(numbers(first)) > 7 * 4
+    log_lines = len((first.run_dir / "metrics_log.jsonl").read_text().splitlines())
+    (first.run_dir / "status.json").unlink()
+    resumed = run_one(config, tmp_path / "a")
+    assert not resumed.skipped and numbers(resumed) == numbers(first)
+    assert len((first.run_dir / "metrics_log.jsonl").read_text().splitlines()) == log_lines
 
 
 def _regret_rows(world: str, algorithm: str, scale: float, exponent: float) -> list[dict]:

@@ -181,6 +181,7 @@ def run(config: IRLConfig, ctx: RunContext) -> list[dict]:
         {"metric": "j_expert", "value": j_expert},
         {"metric": "j_demonstrator", "value": j_demonstrator},
         {"metric": "train_seconds", "value": train_seconds},
-        *({"metric": k, "value": float(v)} for k, v in scalars.items()),
+        # sorted: the checkpoint's meta comes back key-sorted
+        *({"metric": k, "value": float(v)} for k, v in sorted(scalars.items())),
     ]
     return records
