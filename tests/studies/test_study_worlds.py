@@ -112,15 +112,30 @@ TINY_WORLD = {"vocab_size": 24, "n_embd": 16, "n_head": 2, "n_layer": 1}
 TINY_STUDENT = PolicySpec(kind="causal_lm", n_layer=1, n_embd=16, n_head=2)
 
 
-def _run(monkeypatch, tmp_path: Path, study, configs) -> dict:
+def _run(monkeypatch, tmp_path: Path, study, configs, world: str = "oracle") -> dict:
     patched = dataclasses.replace(study, configs=lambda profile, world: configs)
     monkeypatch.setitem(STUDIES, study.name, patched)
-    summary = run_study(
-        study.name, "quick", tmp_path, executor="inline", progress=False, world="oracle"
-    )
-    assert json.loads((tmp_path / "summary.json").read_text()) == summary
-    assert json.loads((tmp_path / "study.json").read_text())["world"] == "oracle"
+    out = tmp_path / "out"
+    summary = run_study(study.name, "quick", out, executor="inline", progress=False, world=world)
+    assert json.loads((out / "summary.json").read_text()) == summary
+    assert json.loads((out / "study.json").read_text())["world"] == world
     return summary
+
+
+def _tiny_imitation(config: ImitationConfig, world, demos: int = 8) -> ImitationConfig:
+    """A study config shrunk to seconds: tiny world, student, data and fits."""
+    fit = SFTConfig(steps=8, batch_size=8)
+    labels = config.dagger.labels
+    return config.model_copy(
+        update={
+            "world": world,
+            "policy": TINY_STUDENT,
+            "demonstrations": config.demonstrations.model_copy(update={"n": demos}),
+            "sft": fit,
+            "dagger": DAggerConfig(rounds=1, rollouts_per_round=4, labels=labels, fit=fit),
+            "mc_samples": 16,
+        }
+    )
 
 
 def _finite(*values: float) -> bool:
@@ -129,20 +144,8 @@ def _finite(*values: float) -> bool:
 
 def test_compounding_in_the_oracle_world_end_to_end(tmp_path, monkeypatch) -> None:
     horizon = 8
-    fit = SFTConfig(steps=8, batch_size=8)
     tiny = [
-        c.model_copy(
-            update={
-                "world": OracleWorldSpec(horizon=horizon, seed=c.seed, **TINY_WORLD),
-                "policy": TINY_STUDENT,
-                "demonstrations": c.demonstrations.model_copy(update={"n": 8}),
-                "sft": fit,
-                "dagger": DAggerConfig(
-                    rounds=1, rollouts_per_round=4, labels=c.dagger.labels, fit=fit
-                ),
-                "mc_samples": 16,
-            }
-        )
+        _tiny_imitation(c, OracleWorldSpec(horizon=horizon, seed=c.seed, **TINY_WORLD))
         for c in compounding.configs("quick", "oracle")
         if c.seed < 2
     ]
@@ -166,7 +169,7 @@ def test_compounding_in_the_oracle_world_end_to_end(tmp_path, monkeypatch) -> No
     assert rows["sft"]["oracle_queries"] == 0 < rows["dagger"]["oracle_queries"]
     curve = [c["R"] for c in summary["curves"] if c["learner"] == "sft"]
     assert curve == sorted(curve), "R_<=L is a sum of non-negative terms"
-    assert (tmp_path / "compounding_oracle.png").stat().st_size > 10_000
+    assert (tmp_path / "out" / "compounding_oracle.png").stat().st_size > 10_000
 
 
 def test_outperform_in_the_oracle_world_end_to_end(tmp_path, monkeypatch) -> None:
@@ -212,4 +215,18 @@ def test_outperform_in_the_oracle_world_end_to_end(tmp_path, monkeypatch) -> Non
         assert r["gain_ci_low"] <= r["gain"] <= r["gain_ci_high"]
         assert 0 <= r["rm_accuracy"] <= 1 and 0 <= r["rm_accuracy_final"] <= 1
         assert 0 <= r["beats_demonstrator"] <= 1
-    assert (tmp_path / "outperform_oracle_gain.png").stat().st_size > 10_000
+    assert (tmp_path / "out" / "outperform_oracle_gain.png").stat().st_size > 10_000
+
+
+def test_compounding_in_the_text_world_end_to_end(tmp_path, monkeypatch) -> None:
+    from test_degeneration_study import tiny_world  # a tiny corpus and teacher, trained here
+
+    monkeypatch.setenv("IRLHF_DATA", str(tmp_path / "data"))
+    text = TextWorldSpec(**{**tiny_world(tmp_path).model_dump(), "horizon": 8})
+    tiny = [_tiny_imitation(c, text) for c in compounding.configs("quick", "text")]
+    summary = _run(monkeypatch, tmp_path, compounding.STUDY, tiny, world="text")
+    assert summary["world"] == "text"
+    for r in summary["learners"]:
+        assert r["R"] >= 0 and r["eps"] >= 0 and r["pct_ex_acc_err"] >= -100
+        assert _finite(r["acc_err_exponent"], r["gold_regret"], r["oracle_nll"])
+    assert (tmp_path / "out" / "compounding_text.png").exists()
