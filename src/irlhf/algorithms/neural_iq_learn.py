@@ -41,8 +41,10 @@ class NeuralIQLearnConfig(BaseModel):
 
     online: bool = False
     """False: demonstrator transitions only; True: also the learner's rollouts each round."""
-    alpha: float = Field(1.0, gt=0.0)
-    """Soft temperature: Q = alpha * logits (reward units per nat)."""
+    alpha: float = Field(0.1, gt=0.0)
+    """Soft temperature: Q = alpha * logits (reward units per nat). The policy does not depend
+    on it, but the chi^2 term's weight against the rest grows with it (measured, spread world,
+    horizon 16, 300 steps from a BC start at J 11.8: alpha 0.1 gave 12.3, alpha 1 gave 4.8)."""
     gamma: float = Field(0.95, ge=0.0, le=1.0)
     """Discount of the inverse soft Bellman operator r = Q - gamma V(s')."""
     divergence: Literal["chi2", "none"] = "chi2"
