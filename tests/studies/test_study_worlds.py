@@ -118,7 +118,9 @@ def _run(monkeypatch, tmp_path: Path, study, configs, world: str = "oracle") -> 
     out = tmp_path / "out"
     summary = run_study(study.name, "quick", out, executor="inline", progress=False, world=world)
     assert json.loads((out / "summary.json").read_text()) == summary
-    assert json.loads((out / "study.json").read_text())["world"] == world
+    record = json.loads((out / "study.json").read_text())
+    assert record["world"] == world and record["title"].endswith(f"({world} world)")
+    assert record["description"] == study.descriptions[world]
     return summary
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,8 @@ class Study:
                  other list of row dicts are shown as tables in the report.
     worlds:      the worlds `configs` accepts ("automaton", "oracle", "text"), the default
                  first; empty (the default) = the study runs in one fixed world.
+    descriptions: world -> the claim as measured in that world, where it differs from
+                 `description` (shown in the report, with the world in the title).
     """
 
     name: str
@@ -69,6 +71,7 @@ class Study:
     configs: Callable[..., list[BaseModel]]
     summarize: Callable[[pd.DataFrame, Path], dict]
     worlds: tuple[str, ...] = ()
+    descriptions: Mapping[str, str] = field(default_factory=dict)
 
 
 STUDIES: dict[str, Study] = {}
@@ -159,10 +162,12 @@ def plan_studies(
 
 
 def _study_record(plan: StudyPlan, profile: str, results: Sequence[RunResult]) -> dict[str, Any]:
+    study, world = plan.study, plan.world
+    elsewhere = world is not None and study.worlds[:1] != (world,)  # not the default world
     return {
-        "name": plan.study.name,
-        "title": plan.study.title,
-        "description": plan.study.description,
+        "name": study.name,
+        "title": study.title + (f" ({world} world)" if elsewhere else ""),
+        "description": study.descriptions.get(world, study.description),
         "profile": profile,
         "world": plan.world,
         "date": utc_now(),

@@ -241,5 +241,6 @@ STUDY = Study(
     configs=configs,
     summarize=summarize,
     worlds=("automaton", "oracle", "text"),
+    descriptions=dict.fromkeys(compounding_lm.WORLDS, compounding_lm.DESCRIPTION),
 )
 register_study(STUDY)

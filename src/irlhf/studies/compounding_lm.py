@@ -37,6 +37,9 @@ from irlhf.studies.imitation import DemoSpec, ImitationConfig, PolicySpec
 from irlhf.studies.intervals import t_interval
 from irlhf.studies.world_spec import OracleWorldSpec, TextWorldSpec
 
+DESCRIPTION = __doc__.split("\n\n", 1)[1].strip()
+"""The claim as measured here (the report's text for the oracle and text worlds)."""
+WORLDS = ("oracle", "text")
 LEARNERS = ("sft", "dagger", "distillation")
 LEARNER_LABELS = {
     "sft": "BC (SFT)",

@@ -87,6 +87,18 @@ def configs(profile: str, world: str = "automaton") -> list[RLHFRunConfig]:
     return tabular_configs(profile) + neural_configs(profile)
 
 
+ORACLE_DESCRIPTION = (
+    "RLHF can outperform the policy it starts from (SFT on demonstrations) only if the learned "
+    "reward is accurate enough and the demonstrations are suboptimal enough. In the neural "
+    "oracle world a random language model is the expert and a second random network the gold "
+    "reward, which the expert does not optimise: a tiny GPT-2 is SFT'd on the oracle's samples "
+    "at a demonstrator temperature, then one RLHF round (comparisons of its own samples by a "
+    "Bradley-Terry annotator on the gold reward -> a neural Bradley-Terry reward model -> RLOO "
+    "from the SFT policy with a KL penalty to it). We measure the gain J(RLHF) - J(SFT) in gold "
+    "reward (Monte Carlo) on a grid of demonstrator temperature x comparison budget, with 95% "
+    "t-intervals over seeds (each seed its own oracle world)."
+)
+
 # profile -> (seeds, demonstrator temperatures, comparison budgets) of the oracle world
 ORACLE_PROFILES = {
     "quick": (3, (0.5, 1.5), (64, 512)),
@@ -339,5 +351,6 @@ STUDY = Study(
     configs=configs,
     summarize=summarize,
     worlds=("automaton", "oracle"),
+    descriptions={"oracle": ORACLE_DESCRIPTION},
 )
 register_study(STUDY)
