@@ -164,6 +164,14 @@ def _load_studies() -> None:
     load_studies()
 
 
+def _study_dir(name: str, world: str | None) -> str:
+    """NAME in the study's default world, NAME-WORLD elsewhere (so they do not overwrite)."""
+    from irlhf.studies.base import get_study
+
+    default = world is None or get_study(name).worlds[:1] == (world,)
+    return name if default else f"{name}-{world}"
+
+
 @app.command()
 def study(
     name: Annotated[str, typer.Argument(help="Study name (`irlhf studies` lists them).")],
@@ -182,9 +190,8 @@ def study(
 
     _load_studies()
     with _user_errors():
-        chosen = check_world(get_study(name), world)
-        default = get_study(name).worlds[:1] == (chosen,) or chosen is None
-        out = out or Path("results") / (name if default else f"{name}-{chosen}")
+        check_world(get_study(name), world)
+        out = out or Path("results") / _study_dir(name, world)
         summary = run_study(name, profile, out, executor, address, True, workers, world)
     headline = summary.get("headline")
     if isinstance(headline, list) and headline:
@@ -217,7 +224,8 @@ def reproduce(
     world: World = None,
 ) -> None:
     """Run every registered study (all their runs in one pool) and write OUT/report.html;
-    with --world, only the studies that run in that world, in it."""
+    with --world, only the studies that run in that world, in it (OUT/NAME-WORLD outside a
+    study's default world)."""
     from irlhf.report import write_report
     from irlhf.studies.base import STUDIES, run_studies
 
@@ -229,7 +237,7 @@ def reproduce(
     if not names:
         worlds = sorted({w for s in STUDIES.values() for w in s.worlds})
         _fail(f"--world: no study runs in it; worlds: {', '.join(worlds)} (got {world!r})")
-    targets = {name: out / name for name in names}
+    targets = {name: out / _study_dir(name, world) for name in names}
     with _user_errors():
         summaries = run_studies(
             targets, profile, executor, address, workers, raise_errors=False, world=world
