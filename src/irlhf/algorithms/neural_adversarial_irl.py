@@ -23,6 +23,14 @@ per token (GAE), the natural fit for a per-token discriminator; it is the same r
 advantages -> update path RLHF uses (`policy_gradient`), not a second one. Each `train_ppo`
 call starts a fresh AdamW (its moments are reset every round).
 
+Measured (spread world, horizon 16, 200 demonstrations, a BC warm start of 1000 steps, 20 rounds
+with the defaults; Monte-Carlo J over 1024 samples, SE ~0.3; demonstrator 16.1; seeds 0, 1, 2):
+BC 11.8, 11.2, 11.4 -> GAIL 13.0, 13.6, 13.4, but AIRL 3.9, 3.6, 3.2: AIRL's reward f - log pi is
+an entropy bonus until the (near-chance) discriminator has learned f ~ log pi_demo, and the
+learner drifts towards the uniform policy (on seed 0, a discriminator copied from the policy:
+4.8; a KL of 0.1 to the start: 6.1; 50 discriminator steps per round at lr 3e-3: 7.6 from a BC
+fit at 10.8). From a blank start in the tiny world both reach the demonstrator (the tests).
+
 Training sees the demonstrations, the dynamics (prompts) and the learner's own rollouts only.
 """
 
