@@ -101,13 +101,14 @@ def configs(profile: str) -> list[DegenerationConfig]:
         )
         evaluation = EvalSpec(n_prompts=16, mc_samples=16, n_sentences=6)
         return grid(1, TextSpec(horizon=64), student, 256, 60, 2, 16, rlhf, evaluation)
-    # default: sized for the 20-minute `make reproduce` on 2 cores (the teacher is cached)
-    seeds, n_demos, steps, rounds, rollouts = {
-        "default": (3, 512, 200, 3, 32),
-        "full": (5, 2048, 600, 5, 64),
+    # default: sized for the 20-minute `make reproduce` on 2 cores (13 runs, ~55% of its
+    # worker-seconds: GKD ~105 s, SFT ~60 s per run on one idle core, ~1/3 of it evaluation)
+    seeds, n_demos, steps, rounds, rollouts, evaluation = {
+        "default": (3, 512, 200, 3, 32, EvalSpec(n_prompts=32, mc_samples=32, n_sentences=8)),
+        "full": (5, 2048, 600, 5, 64, EvalSpec()),
     }[profile]
     return grid(
-        seeds, TextSpec(), student, n_demos, steps, rounds, rollouts, RLHFSpec(), EvalSpec()
+        seeds, TextSpec(), student, n_demos, steps, rounds, rollouts, RLHFSpec(), evaluation
     )
 
 
