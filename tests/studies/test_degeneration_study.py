@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from irlhf.algorithms.reward_model import RewardModelConfig
@@ -92,3 +93,13 @@ def test_profiles_validate_and_share_one_teacher() -> None:
         assert len({c.world.teacher for c in grid_configs}) == 1
         for c in grid_configs:
             assert c.world.prompt_length + c.world.horizon <= c.world.teacher.context
+
+
+def test_intervals_of_fractions_stay_in_the_unit_interval():
+    from irlhf.studies.degeneration import _interval
+
+    values = np.array([0.0, 0.0, 0.75])  # mean 0.25, t half-width 0.90 on 2 degrees of freedom
+    mean, low, high = _interval(values, "loop_rate")
+    assert mean == 0.25 and low == 0.0 and high == 1.0
+    _, low, high = _interval(values, "gold_return")  # not a fraction: unclipped
+    assert low < 0.0 and high > 1.0

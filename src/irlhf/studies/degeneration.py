@@ -115,8 +115,13 @@ def configs(profile: str) -> list[DegenerationConfig]:
 # ---- summary -------------------------------------------------------------------------------
 
 
-def _interval(values: np.ndarray) -> tuple[float, float, float]:
-    """mean and 95% t-interval over seeds (nan interval for one seed)."""
+FRACTIONS = {"rep_4", "seq_rep_4", "distinct_4", "loop_rate", "soft_loop_rate", "tp", "ip", "wr"}
+"""Metrics that are fractions: their intervals are clipped to [0, 1]."""
+
+
+def _interval(values: np.ndarray, metric: str = "") -> tuple[float, float, float]:
+    """mean and 95% t-interval over seeds (nan interval for one seed); for a fraction the
+    interval is clipped to [0, 1] (a t-interval on three seeds can overshoot it)."""
     values = np.asarray(values, dtype=float)
     values = values[np.isfinite(values)]
     if len(values) == 0:
@@ -125,7 +130,10 @@ def _interval(values: np.ndarray) -> tuple[float, float, float]:
     if len(values) < 2:
         return mean, float("nan"), float("nan")
     half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
-    return mean, float(mean - half), float(mean + half)
+    low, high = mean - half, mean + half
+    if metric in FRACTIONS:
+        low, high = max(low, 0.0), min(high, 1.0)
+    return mean, float(low), float(high)
 
 
 def _clean(x: float) -> float | None:
@@ -148,7 +156,7 @@ def _model_rows(ok: pd.DataFrame) -> list[dict]:
                     values = at_max[at_max["decoding"] == decoding]["value"].to_numpy()
                 else:
                     values = sub[sub["metric"] == metric]["value"].to_numpy()
-                mean, lo, hi = _interval(values)
+                mean, lo, hi = _interval(values, metric)
                 row[metric] = _clean(mean)
                 row[f"{metric}_ci_low"], row[f"{metric}_ci_high"] = _clean(lo), _clean(hi)
             row["seeds"] = int(sub["seed"].nunique())
@@ -163,7 +171,8 @@ def _self_reinforcement_rows(ok: pd.DataFrame) -> list[dict]:
         for n, group in sr[sr["method"] == method].groupby("n_repeats"):
             row: dict = {"name": NAMES[method], "n_repeats": int(n)}
             for metric in ("tp", "ip", "wr"):
-                mean, lo, hi = _interval(group[group["metric"] == metric]["value"].to_numpy())
+                values = group[group["metric"] == metric]["value"].to_numpy()
+                mean, lo, hi = _interval(values, metric)
                 row[metric] = _clean(mean)
                 row[f"{metric}_ci_low"], row[f"{metric}_ci_high"] = _clean(lo), _clean(hi)
             rows.append(row)
