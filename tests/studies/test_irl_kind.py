@@ -225,7 +225,7 @@ def test_compounding_study_runs_irl_beside_bc_and_dagger(tmp_path, monkeypatch):
     absorbing world (horizon 32, 2 seeds) MaxEnt IRL's regret at L = 32 is below a tenth of
     BC's (measured on these seeds: BC 3.5, MaxEnt < 1e-5)."""
 
-    def small(profile):
+    def small(profile, world=None):  # the compounding study's signature (it takes --world)
         out = []
         for preset in compounding.WORLDS:
             for seed in range(2):
