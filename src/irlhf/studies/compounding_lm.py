@@ -51,7 +51,7 @@ LEARNER_COLORS = {"sft": "C0", "dagger": "C1", "distillation": "C2"}
 # world -> profile -> (seeds, horizon, demonstrations, SFT steps, DAgger rounds, MC samples)
 PROFILES = {
     "oracle": {
-        "quick": (3, 32, 256, 300, 2, 128),
+        "quick": (3, 32, 256, 200, 2, 128),
         "default": (5, 64, 512, 400, 3, 256),
         "full": (10, 128, 1024, 800, 4, 512),
     },

@@ -129,8 +129,8 @@ def oracle_configs(profile: str) -> list[RLHFRunConfig]:
             rloo=RLOOConfig(
                 iterations=40, prompts_per_iteration=16, samples_per_prompt=4, kl_coef=0.3
             ),
-            eval_samples=512,
-            heldout_pairs=256,
+            eval_samples=256,
+            heldout_pairs=200,
         )
         for temperature, budget, seed in itertools.product(temperatures, budgets, range(seeds))
     ]
