@@ -8,6 +8,7 @@ import copy
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from common import PROMPT, Size, Workload, comparisons, lower_half_reward, random_tokens, sequences
 
 from irlhf.algorithms.dagger import DAggerConfig, train_dagger
@@ -99,8 +100,16 @@ class TeacherWorld:
         return self.pool[torch.randint(len(self.pool), (n,), generator=generator)]
 
     def expert_probs(self, seqs: Sequences) -> torch.Tensor:
+        """(B, T, V): the teacher's distribution of token t given tokens < t at the completion
+        positions, the only ones the oracle labels; the prompt positions hold the uniform
+        distribution instead of a teacher forward there. (TRL's GKDTrainer runs its teacher at
+        every position and slices the completion's logits out: the same labels, plus work on
+        prompt positions whose result it discards.)"""
+        P, T = seqs.prompt_length, seqs.length
         with torch.no_grad():
-            return self.teacher.next_token_logits(seqs).softmax(-1)  # (B, T, V)
+            logits, _ = self.teacher.action_logits(seqs, start=P - 1, end=T - 1)  # (B, T-P, V)
+            probs = logits.softmax(-1)
+        return F.pad(probs, (0, 0, P, 0), value=1.0 / probs.shape[-1])  # (B, T, V)
 
 
 def distillation(policy: CausalLMPolicy, size: Size, work: Workload, teacher) -> Run:

@@ -1,5 +1,6 @@
 """Bradley-Terry reward models: the tabular fit's optimality, ranking recovery, ensembles."""
 
+import copy
 import math
 
 import pytest
@@ -144,3 +145,33 @@ def test_neural_reward_model_scores_and_learns():
     seqs = comparisons.chosen[:10]
     assert model.score_members(seqs).shape == (2, 10)
     assert bool((model.score_std(seqs) > 0).all())
+
+
+@pytest.mark.parametrize("pooling", ["last", "sum"])
+def test_neural_reward_model_lean_forward_equals_the_hugging_face_backbone(pooling, monkeypatch):
+    """The GPT-2 fast path (hidden states only where the pooling reads them) gives the scores
+    and gradients of the Hugging Face backbone's forward, with right-padded rows."""
+    from irlhf.algorithms.reward_model import _ScalarHeadModel
+    from irlhf.policies import causal_lm
+
+    backbone = causal_lm.CausalLMPolicy.tiny(20, n_layer=2, n_embd=32, seed=1).model.base_model
+    torch.manual_seed(0)
+    ours = _ScalarHeadModel(backbone, 32, pooling)
+    theirs = copy.deepcopy(ours)
+    g = torch.Generator().manual_seed(2)
+    tokens = torch.randint(0, 20, (6, 11), generator=g)
+    tokens[3:, :3] = tokens[:3, :3]  # pairs sharing a prompt: computed once on the fast path
+    seqs = Sequences.from_prompt_and_completion(tokens[:, :3], tokens[:, 3:])
+    completion = seqs.completion_mask.clone()
+    completion[1, -3:] = False  # right padding: the last completion tokens differ per row
+    completion[4, -5:] = False
+    seqs = Sequences(seqs.tokens, seqs.prompt_mask, completion)
+    assert causal_lm._LeanGPT2.of(backbone, seqs.prompt_mask | completion) is not None
+    scores = ours(seqs)
+    monkeypatch.setattr(causal_lm._LeanGPT2, "of", staticmethod(lambda *args: None))
+    expected = theirs(seqs)  # the Hugging Face backbone's forward
+    torch.testing.assert_close(scores, expected, atol=1e-5, rtol=1e-5)
+    scores.square().sum().backward()
+    expected.square().sum().backward()
+    for (name, a), b in zip(ours.named_parameters(), theirs.parameters(), strict=True):
+        torch.testing.assert_close(a.grad, b.grad, atol=1e-5, rtol=1e-4, msg=name)

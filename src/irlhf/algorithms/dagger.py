@@ -19,7 +19,13 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from irlhf.algorithms.sft import SFTConfig, demonstration_labels, fit_neural, fit_tabular
+from irlhf.algorithms.sft import (
+    SFTConfig,
+    adamw,
+    demonstration_labels,
+    fit_neural,
+    fit_tabular,
+)
 from irlhf.policies.tabular import TabularPolicy
 from irlhf.types import ExpertLabels, Sequences
 from irlhf.worlds.base import Demonstrations, ExpertOracle
@@ -65,7 +71,10 @@ def train_dagger(
     generator = generator or torch.Generator().manual_seed(0)
     tabular = isinstance(policy, TabularPolicy)
     soft = config.labels == "soft"
-    optimizer = None if tabular else torch.optim.AdamW(policy.parameters(), lr=config.fit.lr)
+    # one optimiser for every round (Adam's moments carry over), built as `fit_neural` builds
+    # its own: fused AdamW with the fit's weight decay (torch's default 0.01 used to apply here)
+    fit = config.fit
+    optimizer = None if tabular else adamw(policy.parameters(), fit.lr, fit.weight_decay)
 
     def refit(dataset: list[ExpertLabels]) -> list[dict]:
         nonlocal policy

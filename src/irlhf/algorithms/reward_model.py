@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from irlhf import losses
+from irlhf.algorithms.sft import adamw
 from irlhf.policies.tabular import TabularPolicy
 from irlhf.types import Comparisons, Sequences
 
@@ -204,13 +205,28 @@ class _ScalarHeadModel(nn.Module):
         self.pooling = pooling
 
     def forward(self, seqs: Sequences) -> Tensor:
-        attention_mask = (seqs.prompt_mask | seqs.completion_mask).long()
-        hidden = self.backbone(input_ids=seqs.tokens, attention_mask=attention_mask)
-        hidden = hidden.last_hidden_state  # (B, T, H)
-        if self.pooling == "sum":
-            return (self.head(hidden).squeeze(-1) * seqs.completion_mask).sum(dim=1)  # (B,)
+        from irlhf.policies.causal_lm import _LeanGPT2  # transformers loads only when needed
+
+        attention_mask = seqs.prompt_mask | seqs.completion_mask
+        mask = seqs.completion_mask
         positions = torch.arange(seqs.length, device=seqs.tokens.device)
-        last = (seqs.completion_mask * positions).argmax(dim=1)  # (B,) last completion token
+        last = (mask * positions).argmax(dim=1)  # (B,) last completion token
+        lean = _LeanGPT2.of(self.backbone, attention_mask)
+        if lean is not None and bool(mask.any(dim=1).all()):
+            # The GPT-2 fast path (issue 7): the last hidden states only at the positions the
+            # pooling reads (from the first completion token, or the earliest last one, up to
+            # the latest last one), a prompt shared by several rows (a comparison's chosen and
+            # rejected) computed once; see `_LeanGPT2.hidden_states`.
+            first = int(mask.any(dim=0).long().argmax()) if self.pooling == "sum" else None
+            start = int(last.min()) if first is None else first
+            end, P = int(last.max()) + 1, seqs.prompt_length  # rows may share prompts
+            hidden = lean.hidden_states(seqs.tokens, start, end, P)
+            mask, last = mask[:, start : start + hidden.shape[1]], last - start
+        else:
+            hidden = self.backbone(input_ids=seqs.tokens, attention_mask=attention_mask.long())
+            hidden = hidden.last_hidden_state  # (B, T, H)
+        if self.pooling == "sum":
+            return (self.head(hidden).squeeze(-1) * mask).sum(dim=1)  # (B,)
         picked = hidden[torch.arange(seqs.batch_size, device=hidden.device), last]  # (B, H)
         return self.head(picked).squeeze(-1)  # (B,)
 
@@ -255,8 +271,7 @@ class NeuralRewardModel(_RewardEnsemble):
                     _ScalarHeadModel(model.base_model, model.config.hidden_size, config.pooling)
                 )
         self.optimizers = [
-            torch.optim.AdamW(m.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-            for m in self.members
+            adamw(m.parameters(), config.lr, config.weight_decay) for m in self.members
         ]
 
     @property
@@ -281,9 +296,11 @@ class NeuralRewardModel(_RewardEnsemble):
         for _ in range(self.config.steps):
             rows = torch.randint(len(comparisons), (self.config.batch_size,), generator=generator)
             batch = select_comparisons(comparisons, rows)
-            loss, _ = losses.bradley_terry(
-                member(batch.chosen.to(self.device)), member(batch.rejected.to(self.device))
-            )
+            # chosen and rejected in one forward pass (as TRL's RewardTrainer): the same
+            # arithmetic in half as many, twice as large, operator calls
+            both = Sequences.concat([batch.chosen, batch.rejected]).to(self.device)
+            chosen, rejected = member(both).split(len(rows))
+            loss, _ = losses.bradley_terry(chosen, rejected)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(member.parameters(), 1.0)

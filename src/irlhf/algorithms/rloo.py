@@ -32,6 +32,7 @@ from torch import Tensor
 
 from irlhf import losses
 from irlhf.algorithms import policy_gradient as pg
+from irlhf.algorithms.sft import adamw
 from irlhf.policies.causal_lm import CausalLMPolicy
 
 
@@ -67,9 +68,7 @@ def train_rloo(
     generator = generator or torch.Generator().manual_seed(0)
     if reference is None and config.kl_coef > 0:
         reference = pg.frozen_reference(policy)
-    optimizer = torch.optim.AdamW(
-        policy.parameters(), lr=config.lr, weight_decay=config.weight_decay
-    )
+    optimizer = adamw(policy.parameters(), config.lr, config.weight_decay)  # fused update
     loss_fn = partial(rloo_loss, policy, config)
     n, k = config.prompts_per_iteration, config.samples_per_prompt
     policy.eval()  # dropout off: the sampler's log-probs are pi_old's

@@ -116,28 +116,28 @@ def fit_neural(
 
 
 def _gather(labels: list[ExpertLabels], offsets: torch.Tensor, picks: torch.Tensor) -> ExpertLabels:
-    """Rows `picks` (global indices) of a list of label batches with equal lengths and kinds."""
+    """Rows `picks` (global indices) of a list of label batches with equal lengths and kinds.
+    Each field is gathered batch by batch and concatenated, and only the result is built (and
+    validated) as `Sequences` and `ExpertLabels`: DAgger's aggregated data set has one batch
+    per round, and a container per batch cost more than the copies."""
     which = torch.searchsorted(offsets, picks, right=True) - 1
-    parts = []
-    for i in which.unique().tolist():
-        rows = picks[which == i] - offsets[i]
-        b = labels[i]
-        parts.append(
-            ExpertLabels(
-                b.sequences[rows],
-                b.mask[rows],
-                actions=None if b.soft else b.actions[rows],
-                probs=b.probs[rows] if b.soft else None,
-            )
-        )
-    if len(parts) == 1:
-        return parts[0]
-    soft = parts[0].soft
+    parts = [(labels[i], picks[which == i] - offsets[i]) for i in which.unique().tolist()]
+
+    def gather(field) -> torch.Tensor:
+        pieces = [field(b)[rows] for b, rows in parts]
+        return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
+
+    soft = parts[0][0].soft
+    seqs = Sequences(
+        gather(lambda b: b.sequences.tokens),
+        gather(lambda b: b.sequences.prompt_mask),
+        gather(lambda b: b.sequences.completion_mask),
+    )
     return ExpertLabels(
-        Sequences.concat([p.sequences for p in parts]),
-        torch.cat([p.mask for p in parts]),
-        actions=None if soft else torch.cat([p.actions for p in parts]),
-        probs=torch.cat([p.probs for p in parts]) if soft else None,
+        seqs,
+        gather(lambda b: b.mask),
+        actions=None if soft else gather(lambda b: b.actions),
+        probs=gather(lambda b: b.probs) if soft else None,
     )
 
 
