@@ -13,6 +13,8 @@ every next token at once: g(prefix_<=t, a) = out[t, a], so one forward pass scor
          logit = f - log pi(a_t | s_t)                                 (`losses.airl_logits`),
          policy reward f - log pi; recovered reward g. The sequence ends by truncation at the
          horizon, so h of the last prefix is kept (as the tabular AIRL, which has no terminals).
+         By default g = log softmax(out[t])[a] (`normalized_g`) and the network starts as a
+         copy of the starting policy (`disc_init`), as measured below.
 
 Each round: (1) sample the learner's own sequences (the discriminator's negatives); (2) a few
 AdamW steps on `losses.gail_discriminator`, demonstrator (prefix, token) pairs = 1, learner
@@ -23,19 +25,19 @@ per token (GAE), the natural fit for a per-token discriminator; it is the same r
 advantages -> update path RLHF uses (`policy_gradient`), not a second one. Each `train_ppo`
 call starts a fresh AdamW (its moments are reset every round).
 
-Measured (spread world, horizon 16, 200 demonstrations, a BC warm start of 1000 steps, 20 rounds
-with the defaults; Monte-Carlo J over 1024 samples, SE ~0.3; demonstrator 16.1; seeds 0, 1, 2):
-BC 11.8, 11.2, 11.4 -> GAIL 13.0, 13.6, 13.4, but AIRL 3.9, 3.6, 3.2: AIRL's reward f - log pi is
-an entropy bonus until the (near-chance) discriminator has learned f ~ log pi_demo, and the
-learner drifts towards the uniform policy (on seed 0, a discriminator copied from the policy:
-4.8; a KL of 0.1 to the start: 6.1; 50 discriminator steps per round at lr 3e-3: 7.6 from a BC
-fit at 10.8). From a blank start in the tiny world both reach the demonstrator (the tests).
+Measured (spread world, horizon 16, 200 demonstrations, 1000 BC steps, 20 rounds; MC J, SE ~0.3;
+demonstrator 16.1; seeds 0-2): BC 11.6, 10.9, 11.5; GAIL 11.7, 11.4, 10.4; AIRL 11.4, 10.9, 11.4:
+neither beats BC at this budget (with an earlier BC fit, 11.8, 11.2, 11.4, GAIL reached 13.0,
+13.6, 13.4: its gain depends on the start). AIRL with a fresh unnormalised g fell to 3.0, 2.9,
+2.6 -- f - log pi is a bare entropy bonus until f has learned log pi_demo -- hence its default
+g = log softmax of a copy of the starting policy (D = 1/2 at the start; Barde et al. 2020).
 
 Training sees the demonstrations, the dynamics (prompts) and the learner's own rollouts only.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Literal
 
 import torch
@@ -68,6 +70,14 @@ class NeuralAdversarialIRLConfig(BaseModel):
     """Discriminator AdamW learning rate."""
     disc_weight_decay: float = Field(0.0, ge=0.0)
     """Discriminator AdamW weight decay (keeps logits of one-sided pairs finite)."""
+    disc_init: Literal["random", "policy"] = "policy"
+    """"random": a fresh transformer of the size below; "policy": a trainable copy of the
+    starting policy (as RLHF reward models start from SFT; sizes ignored). GAIL: "random"."""
+    normalized_g: bool = True
+    """AIRL: g(s, a) = log softmax of the network's output, a log-probability log q(a | s), so
+    that D = q / (q + pi) up to shaping (Barde et al. 2020's ASAF). With disc_init = "policy"
+    D starts at exactly 1/2 and the reward f - log pi at 0, instead of a bare entropy bonus.
+    GAIL ignores it."""
     disc_layers: int = Field(1, ge=1)
     """Discriminator transformer blocks."""
     disc_width: int = Field(32, ge=8)
@@ -79,17 +89,18 @@ class NeuralAdversarialIRLConfig(BaseModel):
     policy_step: PPOConfig = PPOConfig(
         iterations=2, prompts_per_iteration=32, lr=1e-4, kl_coef=0.0, whiten_advantages=False
     )
-    """The policy step per round: `iterations` PPO iterations (rollout -> GAE -> update).
-    `max_new_tokens` is replaced by the demonstrations' completion length; `kl_coef` (reward
-    units per nat) penalises KL to the starting policy (0 = none). Advantages are not whitened
-    by default: a near-chance discriminator's reward is mostly noise, and whitening scales the
-    noise up to unit advantages (measured, spread world, horizon 16, from a BC start at J 11.8:
-    whitened 4.5, unwhitened 13.0)."""
+    """The policy step per round: `iterations` PPO iterations; `max_new_tokens` is replaced by
+    the demonstrations' length; `kl_coef` (reward units per nat) penalises KL to the starting
+    policy. Unwhitened: whitening scales a near-chance discriminator's noise up to unit
+    advantages (spread, horizon 16, GAIL from BC at J 11.8: whitened 4.5, unwhitened 13.0)."""
 
 
 class NeuralGAILConfig(NeuralAdversarialIRLConfig):
     """Neural GAIL (the `[neural_gail]` table)."""
 
+    disc_init: Literal["random", "policy"] = "random"
+    """"random": a fresh transformer of the size below; "policy": a trainable copy of the
+    starting policy (sizes ignored)."""
     reward: Literal["softplus", "logit"] = "softplus"
     """Policy reward: -log(1 - D) = softplus(logit), or log D - log(1 - D) = logit."""
 
@@ -113,12 +124,14 @@ class TokenDiscriminator(nn.Module):
         kind: Literal["gail", "airl"],
         gamma: float = 1.0,
         reward: Literal["softplus", "logit"] = "softplus",
+        normalized_g: bool = False,
     ) -> None:
         super().__init__()
         self.network = network
         self.model = network.model  # registered: its parameters are this module's
         self.potential = ValueHead(network)  # h = w . hidden + b, initialised to 0
         self.gamma, self.kind, self.reward = gamma, kind, reward
+        self.normalized_g = normalized_g
 
     @staticmethod
     def build(
@@ -127,21 +140,31 @@ class TokenDiscriminator(nn.Module):
         config: NeuralAdversarialIRLConfig,
         kind: Literal["gail", "airl"],
         seed: int,
+        policy: CausalLMPolicy | None = None,
     ) -> TokenDiscriminator:
-        """A fresh discriminator for the sequences of `dynamics` (up to `max_length` tokens)."""
-        if config.disc_width % config.disc_heads:
+        """A discriminator for the sequences of `dynamics` (up to `max_length` tokens): a fresh
+        network, or a trainable copy of the starting `policy` (disc_init = "policy")."""
+        if config.disc_init == "policy":
+            if policy is None:
+                raise ValueError('disc_init = "policy" needs the starting policy')
+            network = copy.deepcopy(policy)
+            for param in network.parameters():
+                param.requires_grad_(True)
+        elif config.disc_width % config.disc_heads:
             raise ValueError(f"disc_heads ({config.disc_heads}) must divide disc_width")
-        network = CausalLMPolicy.tiny(
-            dynamics.token_vocab_size,
-            dynamics.vocab_size,
-            n_layer=config.disc_layers,
-            n_embd=config.disc_width,
-            n_head=config.disc_heads,
-            max_length=max_length,
-            seed=seed,
-        )
+        else:
+            network = CausalLMPolicy.tiny(
+                dynamics.token_vocab_size,
+                dynamics.vocab_size,
+                n_layer=config.disc_layers,
+                n_embd=config.disc_width,
+                n_head=config.disc_heads,
+                max_length=max_length,
+                seed=seed,
+            )
         reward = config.reward if isinstance(config, NeuralGAILConfig) else "logit"
-        return TokenDiscriminator(network, kind, config.gamma, reward)
+        normalized = config.normalized_g and kind == "airl"
+        return TokenDiscriminator(network, kind, config.gamma, reward, normalized)
 
     def g_and_f(self, seqs: Sequences) -> tuple[Tensor, Tensor]:
         """g and f = g + gamma h(s') - h(s), each (B, T) aligned with `seqs.tokens` (position t
@@ -150,6 +173,8 @@ class TokenDiscriminator(nn.Module):
         seqs = seqs.to(self.network.device)
         # positions P-1 .. T-1: the prefixes s_0 .. s_C before each completion token and after
         logits, hidden = self.network.action_logits(seqs, start=P - 1, end=T, hidden=True)
+        if self.normalized_g:
+            logits = logits.log_softmax(dim=-1)  # log q(a | prefix)
         targets = seqs.tokens[:, P:].clamp(max=A - 1).unsqueeze(-1)  # (B, C, 1)
         g = logits[:, :-1].gather(-1, targets).squeeze(-1)  # (B, C)
         f = shaped_reward(g, self.potential(hidden), self.gamma)  # (B, C)
@@ -196,7 +221,7 @@ def train_adversarial(
     horizon = expert.length - expert.prompt_length
     step = config.policy_step.model_copy(update={"max_new_tokens": horizon})
     seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
-    disc = TokenDiscriminator.build(dynamics, expert.length, config, kind, seed)
+    disc = TokenDiscriminator.build(dynamics, expert.length, config, kind, seed, policy)
     disc.to(policy.device)
     optimizer = torch.optim.AdamW(
         disc.parameters(), lr=config.disc_lr, weight_decay=config.disc_weight_decay
