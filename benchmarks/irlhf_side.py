@@ -58,7 +58,9 @@ def dpo(policy: CausalLMPolicy, size: Size, work: Workload) -> Run:
     generator = torch.Generator().manual_seed(0)
 
     def run(steps: int) -> object:
-        config = DPOConfig(beta=work.dpo_beta, steps=steps, batch_size=work.batch, lr=work.lr)
+        config = DPOConfig(
+            beta=work.dpo_beta, steps=steps, batch_size=work.batch, lr=work.lr, max_grad_norm=1.0
+        )  # clipped at 1.0 like the peer
         return train_dpo(policy, reference, data, None, config, generator)
 
     return run

@@ -104,3 +104,22 @@ def test_dpo_trains_a_neural_policy_against_a_reference_scored_once():
         after = margin(policy, comparisons, None)
     assert after > before + 0.5, (before, after)
     assert records[0]["loss/dpo"] == pytest.approx(math.log(2), abs=1e-5)
+
+
+def test_max_grad_norm_clips_every_step(monkeypatch):
+    """`max_grad_norm` clips the gradient before each optimiser step (None: never)."""
+    from irlhf.algorithms import dpo
+
+    world, sft, comparisons, g = sft_and_comparisons(seed=0, n=20)
+    norms = []
+    clip = torch.nn.utils.clip_grad_norm_
+
+    def recording_clip(params, max_norm):
+        norms.append(max_norm)
+        return clip(params, max_norm)
+
+    monkeypatch.setattr(dpo.nn.utils, "clip_grad_norm_", recording_clip)
+    train_dpo(sft, sft, comparisons, world.dynamics(), DPOConfig(steps=3), g)
+    assert norms == []
+    train_dpo(sft, sft, comparisons, world.dynamics(), DPOConfig(steps=3, max_grad_norm=0.5), g)
+    assert norms == [0.5] * 3

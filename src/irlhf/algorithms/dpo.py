@@ -50,6 +50,8 @@ class DPOConfig(BaseModel):
     """AdamW learning rate (a tabular logits table takes ~0.01; a neural LM wants ~1e-4)."""
     weight_decay: float = Field(0.0, ge=0.0)
     """AdamW weight decay (it pulls logits toward 0 = uniform, not toward the reference)."""
+    max_grad_norm: float | None = Field(None, gt=0.0)
+    """Global gradient-norm clip before each step (TRL's default is 1.0); None = no clipping."""
 
 
 class _TabularScorer:
@@ -148,6 +150,8 @@ def train_dpo(
         )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if config.max_grad_norm is not None:
+            nn.utils.clip_grad_norm_(scorer.parameters(), config.max_grad_norm)
         optimizer.step()
         records.append({"step": step, **metrics})
     if not tabular:

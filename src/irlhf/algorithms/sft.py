@@ -75,7 +75,7 @@ def label_loss(policy, batch: ExpertLabels, jsd_beta: float) -> tuple[torch.Tens
     mask = mask[:, first:]
     if batch.soft:
         probs = batch.probs[:, first:].to(policy.device)
-        teacher = probs.clamp_min(1e-12).log().to(logits.dtype)
+        teacher = probs.clamp_min(1e-12).log_().to(logits.dtype)  # log_: one tensor less
         return losses.generalized_jsd(logits, teacher, jsd_beta, mask=mask)
     return losses.nll(logits, batch.actions[:, first:].to(policy.device), mask)
 
