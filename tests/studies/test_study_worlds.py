@@ -49,6 +49,19 @@ WORLDS_C = ("automaton", "oracle", "text")
 WORLDS_O = ("automaton", "oracle")
 
 
+def test_configs_gets_the_world_only_outside_the_default_one() -> None:
+    calls = []
+
+    def grid(*args):
+        calls.append(args)
+        return compounding.configs("quick")[:1]
+
+    study = dataclasses.replace(compounding.STUDY, configs=grid)
+    for world in (None, "automaton", "oracle"):
+        study_configs(study, "quick", world)
+    assert calls == [("quick",), ("quick",), ("quick", "oracle")]  # plug-ins keep (profile)
+
+
 def test_an_unsupported_world_is_a_one_line_config_error() -> None:
     with pytest.raises(ConfigError, match=r"--world: study outperform supports: automaton, "):
         check_world(outperform.STUDY, "text")

@@ -4,7 +4,7 @@ A study names a claim (`title`, `description`), builds its grid for a profile (`
 "quick" for a smoke check, "default" for the report, "full" for the paper-sized grid) and turns
 the long results table into headline numbers and figures (`summarize`). A study that can run in
 several worlds lists them (`worlds`, the first is its default, chosen by `irlhf study NAME
---world W`) and its `configs` takes the world as a second argument. `run_study` executes the
+--world W`) and its `configs` takes another world as a second argument. `run_study` executes the
 grid on the experiment platform (so it caches, resumes and runs on Ray) and writes
 
     OUT/runs/            the run directories
@@ -54,8 +54,9 @@ class Study:
     name:        the CLI name (`irlhf study NAME`), also the report section's anchor.
     title:       a one-line human title for the report.
     description: the claim it measures, a few sentences (shown in the report).
-    configs:     profile ("quick" | "default" | "full") -> the experiment configs of the grid;
-                 with `worlds`, (profile, world) -> the grid in that world.
+    configs:     profile ("quick" | "default" | "full") -> the experiment configs of the grid
+                 (in the default world); with `worlds`, also (profile, world) -> the grid in
+                 another world it lists.
     summarize:   (results table, out dir) -> JSON-able summary; writes PNG figures into out dir.
                  The key "headline" (a list of {"name", "value", "ci_low", "ci_high"}) and any
                  other list of row dicts are shown as tables in the report.
@@ -115,7 +116,8 @@ def study_configs(study: Study, profile: str, world: str | None = None) -> list[
     world = check_world(study, world)
     source = f"study {study.name} (profile {profile}" + (f", world {world})" if world else ")")
     try:
-        grid = study.configs(profile, world) if study.worlds else study.configs(profile)
+        default = not study.worlds or world == study.worlds[0]
+        grid = study.configs(profile) if default else study.configs(profile, world)
         configs = list(grid)
         for config in configs:
             if not isinstance(config, BaseModel):

@@ -98,6 +98,12 @@ def world_spec(world: str, horizon: int, seed: int) -> OracleWorldSpec | TextWor
 
 
 def configs(profile: str, world: str) -> list[ImitationConfig]:
+    """BC, DAgger and on-policy distillation students per seed, from the same demonstrations:
+    DAgger starts from the BC fit, distillation from the demonstrations relabelled with the
+    expert's distributions (so part of its edge is soft labels, not exposure); both then label
+    `rounds` x n/2 sequences (half their own samples in round 1, beta halving each round) and
+    refit `steps // 2` steps a round: more optimiser steps and oracle labels than BC, as in the
+    automaton grid."""
     seeds, horizon, n_demos, steps, rounds, mc = PROFILES[world][profile]
     fit = SFTConfig(steps=steps, batch_size=32, lr=3e-3)
     dagger = DAggerConfig(
@@ -127,7 +133,7 @@ def configs(profile: str, world: str) -> list[ImitationConfig]:
 
 
 def learner_of(algorithm: str, labels: str) -> str:
-    """ "sft", "dagger" (hard labels) or "distillation" (soft labels)."""
+    """The learner's name: sft, dagger (hard labels) or distillation (soft labels)."""
     if algorithm == "sft":
         return "sft"
     return "distillation" if labels == "soft" else "dagger"
