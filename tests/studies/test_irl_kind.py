@@ -154,6 +154,25 @@ def test_neural_irl_run_records_monte_carlo_exposure_returns_and_reward_correlat
     assert log[0]["phase"] == "pretrain" and log[-1]["round"] == 2
 
 
+def test_reward_correlation_is_one_for_the_true_reward_and_minus_one_for_its_negative():
+    """The metric behind irl/reward_corr_*: the truth (or any positive affine map of it)
+    correlates perfectly, its negative perfectly badly."""
+    from irlhf.studies.imitation import build_policy
+    from irlhf.studies.irl_neural import reward_metrics
+    from irlhf.worlds import AutomatonWorld
+
+    config = neural_config("gail")
+    world = AutomatonWorld(config.world)
+    policy = build_policy(config, world)
+    for reward, expected in (
+        (world.true_rewards, 1.0),
+        (lambda s: 3 - 2 * world.true_rewards(s), -1.0),
+    ):
+        values = reward_metrics(config, world, policy, reward)
+        assert values["irl/reward_corr_demo"] == pytest.approx(expected)
+        assert values["irl/reward_corr_learner"] == pytest.approx(expected)
+
+
 def test_neural_irl_run_is_reproducible_and_resumes_from_its_checkpoint(tmp_path):
     """Same seed, same numbers; with the run's status removed, the rerun loads the checkpoint
     (no training: the log keeps its length) and ends with the same numbers."""

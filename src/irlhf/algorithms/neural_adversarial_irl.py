@@ -85,7 +85,8 @@ class NeuralAdversarialIRLConfig(BaseModel):
     disc_heads: int = Field(2, ge=1)
     """Discriminator attention heads (must divide disc_width)."""
     gamma: float = Field(0.95, ge=0.0, le=1.0)
-    """AIRL: discount of the shaping term gamma h(s') - h(s) (GAIL ignores it)."""
+    """AIRL: discount of the shaping term gamma h(s') - h(s) and of its PPO step (GAIL ignores
+    it)."""
     policy_step: PPOConfig = PPOConfig(
         iterations=2, prompts_per_iteration=32, lr=1e-4, kl_coef=0.0, whiten_advantages=False
     )
@@ -219,7 +220,10 @@ def train_adversarial(
     per round, the discriminator)."""
     expert = demos.sequences.to(policy.device)
     horizon = expert.length - expert.prompt_length
-    step = config.policy_step.model_copy(update={"max_new_tokens": horizon})
+    # AIRL's shaping g + gamma h(s') - h(s) telescopes only under the same discount, so its
+    # policy step discounts by config.gamma (as the tabular AIRL); GAIL keeps the PPO table's.
+    update = {"max_new_tokens": horizon} | ({"gamma": config.gamma} if kind == "airl" else {})
+    step = config.policy_step.model_copy(update=update)
     seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
     disc = TokenDiscriminator.build(dynamics, expert.length, config, kind, seed, policy)
     disc.to(policy.device)
@@ -241,9 +245,11 @@ def train_adversarial(
         learner, learner_log_pi = policy.sample_with_log_probs(
             prompts, horizon, generator, temperature=temperature
         )
-        with torch.inference_mode():
-            expert_log_pi = pg.forward(policy, expert, temperature)[0]
-        expert_log_pi = expert_log_pi.clone()
+        expert_log_pi = torch.zeros(expert.tokens.shape)  # only AIRL's logits read log pi
+        if kind == "airl":
+            with torch.inference_mode():
+                expert_log_pi = pg.forward(policy, expert, temperature)[0]
+            expert_log_pi = expert_log_pi.clone()
         # 2. Discriminator: demonstrator pairs = 1, learner pairs = 0.
         disc.train()
         for _ in range(config.disc_steps):
