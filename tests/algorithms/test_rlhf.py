@@ -193,6 +193,10 @@ def test_the_neural_step_draws_fresh_rollouts_each_round_and_carries_ppo_value_h
     assert torch.count_nonzero(heads_in[0]) == 0  # a fresh critic in round 1 (zero init) ...
     assert torch.count_nonzero(heads_out[0]) > 0  # ... that learned something
     torch.testing.assert_close(heads_in[1], heads_out[0])  # round 2 starts from it
+    # anchor = the previous policy: the step trains a copy, and the critic is copied onto it
+    trained, _ = step(policy, reward_model, policy)
+    assert trained is not policy
+    torch.testing.assert_close(heads_in[2], heads_out[1])
     # with a learning rate too small to move the policy, round 2 must still draw new samples
     rollouts.clear()
     frozen = RLOOConfig(iterations=1, prompts_per_iteration=8, lr=1e-12)
