@@ -27,13 +27,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
-from scipy import stats
 
 from irlhf.algorithms.rlhf import RLHFConfig
 from irlhf.report.figures import label, new_grid, save_figure, style_axes
 from irlhf.studies.base import Study, register_study
 from irlhf.studies.compounding import LABELS as IMITATION_LABELS
 from irlhf.studies.imitation import DemoSpec, ImitationConfig
+from irlhf.studies.intervals import t_interval
 from irlhf.studies.irl import METHODS as IRL_METHODS
 from irlhf.studies.irl import IRLConfig
 from irlhf.studies.preference import RLHFRunConfig
@@ -121,18 +121,6 @@ def returns_table(df: pd.DataFrame) -> pd.DataFrame:
 
 def _round(model: str) -> int:
     return int(model.split("_")[1])
-
-
-def t_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float, float]:
-    """(mean, low, high): the t-interval of the mean (nan bounds with fewer than 2 values)."""
-    values = np.asarray(values, dtype=float)
-    mean = float(values.mean())
-    if len(values) < 2:
-        return mean, float("nan"), float("nan")
-    if np.ptp(values) == 0:
-        return mean, mean, mean
-    low, high = stats.ttest_1samp(values, 0.0).confidence_interval(confidence)
-    return mean, float(low), float(high)
 
 
 def _share(j: pd.DataFrame, best: str) -> float:

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from irlhf.algorithms.dagger import DAggerConfig
 from irlhf.algorithms.reward_model import RewardModelConfig
@@ -36,6 +35,7 @@ from irlhf.studies.degeneration_kind import (
     RLHFSpec,
     StudentSpec,
 )
+from irlhf.studies.intervals import t_interval
 from irlhf.worlds.text import TextSpec
 
 NAMES = {
@@ -120,20 +120,8 @@ FRACTIONS = {"rep_4", "seq_rep_4", "distinct_4", "loop_rate", "soft_loop_rate", 
 
 
 def _interval(values: np.ndarray, metric: str = "") -> tuple[float, float, float]:
-    """mean and 95% t-interval over seeds (nan interval for one seed); for a fraction the
-    interval is clipped to [0, 1] (a t-interval on three seeds can overshoot it)."""
-    values = np.asarray(values, dtype=float)
-    values = values[np.isfinite(values)]
-    if len(values) == 0:
-        return float("nan"), float("nan"), float("nan")
-    mean = float(values.mean())
-    if len(values) < 2:
-        return mean, float("nan"), float("nan")
-    half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
-    low, high = mean - half, mean + half
-    if metric in FRACTIONS:
-        low, high = max(low, 0.0), min(high, 1.0)
-    return mean, float(low), float(high)
+    """mean and 95% t-interval over seeds; fractions clipped to [0, 1]."""
+    return t_interval(values, bounds=(0.0, 1.0) if metric in FRACTIONS else None)
 
 
 def _clean(x: float) -> float | None:

@@ -178,9 +178,8 @@ def run(config: RLHFRunConfig, ctx: RunContext) -> list[dict]:
     step = None
     if neural:
         rl_config = config.rloo if config.rl == "rloo" else config.ppo
-        # neural worlds: the run's own rollout generator; the automaton keeps the step's
-        # default (seed 0), so its cached neural runs stay reproducible
-        rollouts = None if exact else torch.Generator().manual_seed(config.seed + 20_000)
+        # the run's own rollout generator, so that seeds are independent
+        rollouts = torch.Generator().manual_seed(config.seed + 20_000)
         step = rl_policy_step(dynamics, config.rl, rl_config, rollouts)
     policy, records, reward_model = train_rlhf(
         sft,
