@@ -63,6 +63,15 @@ World = Annotated[
     ),
 ]
 
+Teacher = Annotated[
+    Path | None,
+    typer.Option(
+        "--teacher",
+        help="A local Hugging Face causal LM directory (with its tokenizer) to use as the "
+        "teacher of every text-world run (default: irlhf's own Shakespeare teacher).",
+    ),
+]
+
 
 def _say(text: str) -> None:
     """A plain message line (no wrapping of long paths, no rich markup in them)."""
@@ -183,6 +192,7 @@ def study(
     address: Address = None,
     workers: Workers = None,
     world: World = None,
+    teacher: Teacher = None,
 ) -> None:
     """Run one study's grid and write its table, summary and figures into OUT
     (default results/NAME, or results/NAME-WORLD outside the study's default world)."""
@@ -192,7 +202,7 @@ def study(
     with _user_errors():
         check_world(get_study(name), world)
         out = out or Path("results") / _study_dir(name, world)
-        summary = run_study(name, profile, out, executor, address, True, workers, world)
+        summary = run_study(name, profile, out, executor, address, True, workers, world, teacher)
     headline = summary.get("headline")
     if isinstance(headline, list) and headline:
         console.print(_records_table(headline, f"{name}: headline"))

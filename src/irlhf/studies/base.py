@@ -150,17 +150,52 @@ class StudyPlan:
 
 
 def plan_studies(
-    targets: Mapping[str, Path], profile: str, world: str | None = None
+    targets: Mapping[str, Path],
+    profile: str,
+    world: str | None = None,
+    teacher: str | Path | None = None,
 ) -> list[StudyPlan]:
     """Validate study names, profile, world and every config; writes nothing. `world` applies
-    to every study (None: each study's default)."""
+    to every study (None: each study's default); `teacher`, a local Hugging Face model
+    directory, replaces the teacher of every text-world run."""
     check_profile(profile)
     plans = []
     for name, out in targets.items():
         study = get_study(name)
         chosen = check_world(study, world)
-        plans.append(StudyPlan(study, Path(out), study_configs(study, profile, chosen), chosen))
+        configs = study_configs(study, profile, chosen)
+        if teacher is not None:
+            configs = with_teacher(configs, teacher, f"study {name}")
+        plans.append(StudyPlan(study, Path(out), configs, chosen))
     return plans
+
+
+def with_teacher(configs: Sequence[BaseModel], teacher: str | Path, source: str) -> list[BaseModel]:
+    """The configs with `world.teacher_dir = teacher` in every text-world run. The directory is
+    loaded once here, so a missing or malformed one is a one-line error before any run starts."""
+    from irlhf.worlds.text import TextSpec, load_teacher
+
+    path = Path(teacher).expanduser().resolve()
+    try:
+        load_teacher(path)
+    except (ValueError, OSError) as err:
+        raise ConfigError(
+            "--teacher", str(err).splitlines()[0] if str(err) else repr(err)
+        ) from None
+    texts = [isinstance(getattr(c, "world", None), TextSpec) for c in configs]
+    if not any(texts):
+        raise ConfigError(
+            "--teacher",
+            "applies to text-world runs only (degeneration, or a study with --world text); "
+            "this grid has none",
+            source,
+        )
+    return [
+        c.model_copy(update={"world": c.world.model_copy(update={"teacher_dir": str(path)})})
+        if text
+        else c
+        for c, text in zip(configs, texts, strict=True)
+    ]
 
 
 def _study_record(plan: StudyPlan, profile: str, results: Sequence[RunResult]) -> dict[str, Any]:
@@ -215,6 +250,7 @@ def run_studies(
     progress: bool = True,
     raise_errors: bool = True,
     world: str | None = None,
+    teacher: str | Path | None = None,
 ) -> dict[str, dict]:
     """Run several studies (name -> out dir) with all their runs in one pool; name -> summary.
 
@@ -222,7 +258,7 @@ def run_studies(
     still finish (`irlhf reproduce`). `world` applies to every study (None: their defaults).
     """
     check_executor(executor, address, max_workers)
-    plans = plan_studies(targets, profile, world)
+    plans = plan_studies(targets, profile, world, teacher)
     runs = [(config, plan.out / "runs") for plan in plans for config in plan.configs]
     label = plans[0].study.name if len(plans) == 1 else f"{len(plans)} studies"
     results = execute_runs(runs, executor, address, max_workers, progress, label)
@@ -244,9 +280,12 @@ def run_study(
     progress: bool = True,
     max_workers: int | None = None,
     world: str | None = None,
+    teacher: str | Path | None = None,
 ) -> dict:
-    """Run one study's grid (in `world`, default: the study's own) into `out`; its summary."""
+    """Run one study's grid (in `world`, default: the study's own; text-world runs with
+    `teacher` as their teacher when given) into `out`; its summary."""
     summaries = run_studies(
-        {name: Path(out)}, profile, executor, address, max_workers, progress, world=world
-    )
+        {name: Path(out)}, profile, executor, address, max_workers, progress, world=world,
+        teacher=teacher,
+    )  # fmt: skip
     return summaries[name]
