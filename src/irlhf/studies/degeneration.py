@@ -115,7 +115,10 @@ def configs(profile: str) -> list[DegenerationConfig]:
 # ---- summary -------------------------------------------------------------------------------
 
 
-FRACTIONS = {"rep_4", "seq_rep_4", "distinct_4", "loop_rate", "soft_loop_rate", "tp", "ip", "wr"}
+FRACTIONS = {
+    *("rep_4", "seq_rep_4", "distinct_4", "loop_rate", "soft_loop_rate", "tp", "ip", "wr"),
+    *("rm_train_accuracy", "rm_held_out_accuracy"),
+}
 """Metrics that are fractions: their intervals are clipped to [0, 1]."""
 
 
@@ -199,7 +202,7 @@ def summarize(df: pd.DataFrame, out: Path) -> dict:
     rlhf = ok[ok["method"] == "rlhf"]
     reward_model = {}
     for metric in ("rm_train_accuracy", "rm_held_out_accuracy", "annotator_comparisons"):
-        mean, lo, hi = _interval(rlhf[rlhf["metric"] == metric]["value"].to_numpy())
+        mean, lo, hi = _interval(rlhf[rlhf["metric"] == metric]["value"].to_numpy(), metric)
         reward_model[metric] = {"value": _clean(mean), "ci_low": _clean(lo), "ci_high": _clean(hi)}
     return {
         "models": models,
