@@ -175,3 +175,25 @@ def test_neural_reward_model_lean_forward_equals_the_hugging_face_backbone(pooli
     expected.square().sum().backward()
     for (name, a), b in zip(ours.named_parameters(), theirs.parameters(), strict=True):
         torch.testing.assert_close(a.grad, b.grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_a_neural_reward_model_fits_prompts_longer_than_one_token():
+    """The backbone's context is prompt_length + horizon (the text world's prompts are 16
+    tokens), not horizon + 1; scoring a full-length sequence works and depends on every token."""
+    from types import SimpleNamespace
+
+    P, H, V = 8, 6, 20
+    dynamics = SimpleNamespace(token_vocab_size=V, vocab_size=V, horizon=H, prompt_length=P)
+    config = RewardModelConfig(kind="neural", n_layer=1, n_embd=16, n_head=2)
+    model = NeuralRewardModel(dynamics, config)
+    assert model.members[0].backbone.config.n_positions == P + H
+    tokens = torch.randint(V, (3, P + H), generator=torch.Generator().manual_seed(0))
+    seqs = Sequences.from_prompt_and_completion(tokens[:, :P], tokens[:, P:])
+    first = (tokens[:, :1] + 1) % V  # another first prompt token
+    changed = Sequences.from_prompt_and_completion(
+        torch.cat([first, tokens[:, 1:P]], 1), tokens[:, P:]
+    )
+    with torch.no_grad():
+        score, first_changed = model.score(seqs), model.score(changed)
+    assert score.shape == (3,) and bool(torch.isfinite(score).all())
+    assert not torch.allclose(score, first_changed)  # the first prompt token is in context

@@ -255,7 +255,7 @@ class NeuralRewardModel(_RewardEnsemble):
                     n_layer=config.n_layer,
                     n_embd=config.n_embd,
                     n_head=config.n_head,
-                    max_length=dynamics.horizon + 1,
+                    max_length=getattr(dynamics, "prompt_length", 1) + dynamics.horizon,
                     seed=config.seed + k,
                 )
                 for k in range(config.ensemble_size)
