@@ -91,3 +91,26 @@ def test_atomic_writes_have_the_usual_permissions(tmp_path: Path) -> None:
 
     atomic_write_text(tmp_path / "x.txt", "hello")
     assert (tmp_path / "x.txt").stat().st_mode & 0o044 == 0o044  # group and others may read
+
+
+def test_a_kinds_results_version_salts_the_run_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Version 1 is the plain hash of the resolved config (ids from before versions stay valid);
+    a bumped version gives every config of the kind a new id, so older cached runs are not
+    reused; other kinds are untouched."""
+    import hashlib
+
+    from irlhf.experiments import registry
+    from irlhf.experiments.config import canonical_json
+
+    config = CounterConfig(seed=3)
+    plain = hashlib.sha256(canonical_json(config).encode()).hexdigest()[:16]
+    assert run_hash(config) == plain
+    kind = registry.get_kind("counter")
+    monkeypatch.setitem(
+        registry._KINDS, "counter", registry.Kind(kind.name, kind.config_model, kind.run, 2)
+    )
+    bumped = run_hash(config)
+    assert bumped != plain and run_hash(config.model_dump()) == bumped
+    assert run_hash(CounterConfig(seed=4)) not in (bumped, plain)
+    with pytest.raises(ValueError, match="version"):
+        register_kind("counter", CounterConfig, kind.run, version=0)

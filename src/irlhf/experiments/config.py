@@ -332,9 +332,17 @@ def canonical_json(config: BaseModel | dict[str, Any]) -> str:
 
 
 def run_hash(config: BaseModel | dict[str, Any]) -> str:
-    """First 16 hex digits of the sha256 of `canonical_json(config)`: the run's id.
-    (A resolved config read back from config.json hashes to the same id.)"""
-    return hashlib.sha256(canonical_json(config).encode("utf-8")).hexdigest()[:16]
+    """First 16 hex digits of the sha256 of `canonical_json(config)`, salted by the kind's
+    results version when it is above 1: the run's id. (A resolved config read back from
+    config.json hashes to the same id; version-1 ids are the unsalted hash, as before versions.)"""
+    from irlhf.experiments.registry import results_version
+
+    kind = config.get("kind") if isinstance(config, dict) else getattr(config, "kind", None)
+    text = canonical_json(config)
+    version = results_version(kind)
+    if version > 1:
+        text += f"\nresults version {version}"
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

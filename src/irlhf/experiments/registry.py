@@ -34,6 +34,9 @@ class Kind:
     name: str
     config_model: type[BaseModel]
     run: RunFn
+    version: int = 1
+    """Results version: bumped when the kind's code changes its numbers for an unchanged
+    config, so that runs cached by an older version are not reused (it salts the run id)."""
 
     @property
     def module(self) -> str:
@@ -59,9 +62,10 @@ def _check_config_model(name: str, config_model: type[BaseModel]) -> None:
         raise TypeError(f"kind {name!r}: {config_model.__name__} must set extra='forbid'")
 
 
-def register_kind(name: str, config_model: type[BaseModel], run: RunFn) -> None:
+def register_kind(name: str, config_model: type[BaseModel], run: RunFn, version: int = 1) -> None:
     """Register an experiment kind. Re-registering the same function (a module re-imported) is a
-    no-op; registering a different function under a taken name is an error."""
+    no-op; registering a different function under a taken name is an error. `version`: the
+    kind's results version (see `Kind.version`)."""
     _check_config_model(name, config_model)
     existing = _KINDS.get(name)
     if existing is not None and (existing.module, existing.run.__qualname__) != (
@@ -72,7 +76,9 @@ def register_kind(name: str, config_model: type[BaseModel], run: RunFn) -> None:
             f"experiment kind {name!r} is already registered by "
             f"{existing.module}.{existing.run.__qualname__}"
         )
-    _KINDS[name] = Kind(name=name, config_model=config_model, run=run)
+    if not isinstance(version, int) or version < 1:
+        raise ValueError(f"kind {name!r}: version must be an integer >= 1 (got {version!r})")
+    _KINDS[name] = Kind(name=name, config_model=config_model, run=run, version=version)
 
 
 def registered_kinds() -> dict[str, Kind]:
@@ -98,3 +104,16 @@ def kind_of(config: BaseModel) -> Kind:
     if not isinstance(config, kind.config_model):
         raise TypeError(f"config is a {type(config).__name__}, not a {kind.config_model.__name__}")
     return kind
+
+
+def results_version(kind: object) -> int:
+    """The results version of the kind called `kind`, importing the kind modules if it is not
+    registered yet (so that every process computes the same run id); 1 for an unknown kind."""
+    if not isinstance(kind, str):
+        return 1
+    if kind not in _KINDS:
+        from irlhf.experiments.kinds import load_kinds
+
+        load_kinds()
+    registered = _KINDS.get(kind)
+    return registered.version if registered is not None else 1

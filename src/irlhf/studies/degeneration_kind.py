@@ -310,4 +310,5 @@ def run(config: DegenerationConfig, ctx: RunContext) -> list[dict]:
     return records
 
 
-register_kind("degeneration", DegenerationConfig, run)
+# version 2: the RLHF student's RLOO draws from the run's generator (was seed 0)
+register_kind("degeneration", DegenerationConfig, run, version=2)

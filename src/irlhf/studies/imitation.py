@@ -236,4 +236,5 @@ def exposure_records(exposure: ExposureBias) -> list[dict]:
     ]
 
 
-register_kind("imitation", ImitationConfig, run)
+# version 2: neural DAgger's AdamW uses SFTConfig.weight_decay (was torch's default 0.01)
+register_kind("imitation", ImitationConfig, run, version=2)

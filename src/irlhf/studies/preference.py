@@ -222,4 +222,6 @@ def run(config: RLHFRunConfig, ctx: RunContext) -> list[dict]:
     ]
 
 
-register_kind("rlhf", RLHFRunConfig, run)
+# version 2: neural RL rounds draw from the run's own generator (they replayed seed 0's
+# draws) and PPO keeps its value head across rounds
+register_kind("rlhf", RLHFRunConfig, run, version=2)
