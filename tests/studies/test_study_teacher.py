@@ -13,7 +13,7 @@ from irlhf.experiments import run_one
 from irlhf.experiments.errors import ConfigError
 from irlhf.studies.base import with_teacher
 from irlhf.studies.degeneration import grid
-from irlhf.studies.degeneration_kind import EvalSpec, RLHFSpec, StudentSpec
+from irlhf.studies.degeneration_kind import DegenerationConfig, EvalSpec, RLHFSpec, StudentSpec
 from irlhf.studies.imitation import ImitationConfig
 from irlhf.worlds.text import TextSpec
 
@@ -50,7 +50,10 @@ def test_the_teacher_option_replaces_every_text_world_teacher_and_runs(tmp_path)
 def test_a_bad_teacher_directory_or_a_study_without_text_is_a_one_line_error(tmp_path) -> None:
     with pytest.raises(ConfigError, match="--teacher"):
         with_teacher([ImitationConfig()], tmp_path / "missing", "study x")
-    save_tiny_hf_teacher(tmp_path / "hf")
+    save_tiny_hf_teacher(tmp_path / "hf")  # context 64
+    long = TextSpec(corpus=str(tmp_path), prompt_length=16, horizon=64)
+    with pytest.raises(ConfigError, match="context is 64 tokens, shorter than .* = 80"):
+        with_teacher([DegenerationConfig(world=long)], tmp_path / "hf", "study x")
     with pytest.raises(ConfigError, match="text-world runs only"):
         with_teacher([ImitationConfig()], tmp_path / "hf", "study compounding")
     runner = CliRunner()

@@ -177,12 +177,21 @@ def with_teacher(configs: Sequence[BaseModel], teacher: str | Path, source: str)
 
     path = Path(teacher).expanduser().resolve()
     try:
-        load_teacher(path)
+        policy, _ = load_teacher(path)  # checks the directory, the weights and the tokenizer
     except (ValueError, OSError) as err:
-        raise ConfigError(
-            "--teacher", str(err).splitlines()[0] if str(err) else repr(err)
-        ) from None
+        detail = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ConfigError("--teacher", detail) from None
+    context = getattr(policy.model.config, "max_position_embeddings", None)
     texts = [isinstance(getattr(c, "world", None), TextSpec) for c in configs]
+    for config, text in zip(configs, texts, strict=True):
+        need = config.world.prompt_length + config.world.horizon if text else 0
+        if context is not None and need > context:
+            raise ConfigError(
+                "--teacher",
+                f"the model's context is {context} tokens, shorter than a run's prompt_length + "
+                f"horizon = {need}",
+                source,
+            )
     if not any(texts):
         raise ConfigError(
             "--teacher",

@@ -8,7 +8,12 @@ generations, AccErr_<=L = R_<=L / eps_<=L and %ExAccErr_<=L = (R_<=L - L eps_<=L
 Students of one size are trained from the same demonstrations (the expert's samples) by
 behaviour cloning (SFT), by DAgger (the expert, queried through the `ExpertOracle` channel,
 labels the student's own prefixes with a sampled token) and by on-policy distillation (the same
-loop with the expert's full next-token distribution as a soft label, forward KL). Per learner:
+loop with the expert's full next-token distribution as a soft label, forward KL). Budgets are not
+equal: BC takes `steps` optimiser steps; DAgger and distillation start from a blank student, fit
+the demonstrations for steps / 2 (distillation with the expert's soft labels on them, so part of
+its edge is soft labels, not exposure) and refit steps / 2 in each of `rounds` rounds, i.e.
+(rounds + 1) x steps / 2 steps (default profile: 800 vs BC's 400), plus the oracle's labels.
+Per learner:
 the growth exponent of AccErr_<=L and of R_<=L against L on log-log axes (percentile bootstrap
 over seeds), and at the longest L the eps, AccErr, %ExAccErr, the gold-reward regret
 J_L(expert) - J_L(model) and the NLL-oracle of the student's samples with 95% t-intervals over
@@ -98,12 +103,13 @@ def world_spec(world: str, horizon: int, seed: int) -> OracleWorldSpec | TextWor
 
 
 def configs(profile: str, world: str) -> list[ImitationConfig]:
-    """BC, DAgger and on-policy distillation students per seed, from the same demonstrations:
-    DAgger starts from the BC fit, distillation from the demonstrations relabelled with the
-    expert's distributions (so part of its edge is soft labels, not exposure); both then label
-    `rounds` x n/2 sequences (half their own samples in round 1, beta halving each round) and
-    refit `steps // 2` steps a round: more optimiser steps and oracle labels than BC, as in the
-    automaton grid."""
+    """BC, DAgger and on-policy distillation students per seed, from the same demonstrations.
+    DAgger and distillation start from a blank student and first fit the demonstrations for
+    `steps // 2` steps (distillation relabels them with the expert's distributions, so part of
+    its edge is soft labels, not exposure); both then label `rounds` x n/2 sequences (half their
+    own samples in round 1, beta halving each round) and refit `steps // 2` steps a round: more
+    optimiser steps ((rounds + 1) x steps // 2) and oracle labels than BC, as in the automaton
+    grid."""
     seeds, horizon, n_demos, steps, rounds, mc = PROFILES[world][profile]
     fit = SFTConfig(steps=steps, batch_size=32, lr=3e-3)
     dagger = DAggerConfig(
