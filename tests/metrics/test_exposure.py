@@ -112,6 +112,20 @@ def test_power_law_fit_recovers_a_known_exponent():
         fit_power_law(L, -L)
 
 
+def test_power_law_interval_over_three_seeds_keeps_its_coverage():
+    """Seeds with their own exponent (1.8 + N(0, 0.1)) and noise: over 400 simulated studies of
+    3 seeds the 95% interval holds 1.8 in at least 90% (measured 0.95; the percentile bootstrap
+    it replaced held it in 0.76: about the range of the per-seed slopes)."""
+    L = np.array([8, 16, 32, 64, 128])
+    rng = np.random.default_rng(1)
+    hits = 0
+    for _ in range(400):
+        exponents = 1.8 + rng.normal(0, 0.1, size=(3, 1))
+        fit = fit_power_law(L, L**exponents * np.exp(rng.normal(0, 0.05, size=(3, len(L)))))
+        hits += fit.ci_low < 1.8 < fit.ci_high
+    assert hits / 400 >= 0.9, hits / 400
+
+
 class TableAsLM:
     """A tabular policy seen through the neural-policy interface (tokens in, logits out)."""
 

@@ -5,7 +5,7 @@ to states the expert never visits, interactive imitation (DAgger) O(eps T). We t
 (tabular and neural learners) and the inverse-RL methods (tabular: MaxEnt IRL, GAIL, AIRL,
 IQ-Learn; the `irl` kind) in an absorbing-trap world and in a recoverable one, measure the
 true-return regret J_L(expert) - J_L(model) at every prefix length L, and fit its power-law
-exponent over seeds (percentile-bootstrap interval). Expected: BC ~2 in the absorbing world,
+exponent over seeds (jackknife t-interval over seeds). Expected: BC ~2 in the absorbing world,
 ~1 in the recoverable one; DAgger ~1 in both; inverse RL, which also sees (or solves for) the
 learner's own behaviour, ~1 like DAgger but without querying an expert. A learner whose mean
 regret is <= 0 at some fitted length (as good as the expert there) has no power law: its exponent
@@ -145,7 +145,7 @@ def summarize(df: pd.DataFrame, out: Path) -> dict:
         "exponents": rows,
         "irl_claim": _irl_claim(rows),
         "headline": headline,
-        "interval": "95% percentile bootstrap over seeds",
+        "interval": "95% jackknife t-interval over seeds (leave-one-seed-out mean curves)",
     }
 
 

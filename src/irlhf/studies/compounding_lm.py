@@ -14,7 +14,7 @@ the demonstrations for steps / 2 (distillation with the expert's soft labels on 
 its edge is soft labels, not exposure) and refit steps / 2 in each of `rounds` rounds, i.e.
 (rounds + 1) x steps / 2 steps (default profile: 800 vs BC's 400), plus the oracle's labels.
 Per learner:
-the growth exponent of AccErr_<=L and of R_<=L against L on log-log axes (percentile bootstrap
+the growth exponent of AccErr_<=L and of R_<=L against L on log-log axes (jackknife t-interval
 over seeds), and at the longest L the eps, AccErr, %ExAccErr, the gold-reward regret
 J_L(expert) - J_L(model) and the NLL-oracle of the student's samples with 95% t-intervals over
 seeds (in the oracle world each seed is its own oracle and gold reward; the text world has one
@@ -236,7 +236,7 @@ def summarize(df: pd.DataFrame, out: Path) -> dict:
         "curves": curves,
         "headline": headline,
         "definitions": DEFINITIONS,
-        "interval": "exponents: 95% percentile bootstrap over seeds; the rest: 95% t-interval "
+        "interval": "exponents: 95% jackknife t-interval over seeds; the rest: 95% t-interval "
         "over seeds",
     }
 
