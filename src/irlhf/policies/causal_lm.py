@@ -590,7 +590,8 @@ class _GeluTanh(torch.autograd.Function):
         return x * s
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:
+    @torch.autograd.function.once_differentiable  # u, s are saved outside the graph: a double
+    def backward(ctx, grad: Tensor) -> Tensor:  # backward would be wrong, so it raises instead
         x, u, s = ctx.saved_tensors
         w = torch.add(u, x, alpha=-2.0 * _GELU_A / 3.0)  # x u'(x) / 3
         slope = torch.addcmul(s, s, s, value=-1.0)  # s (1 - s)
