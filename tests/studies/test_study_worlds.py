@@ -134,6 +134,9 @@ def _run(monkeypatch, tmp_path: Path, study, configs, world: str = "oracle") -> 
     record = json.loads((out / "study.json").read_text())
     assert record["world"] == world and record["title"].endswith(f"({world} world)")
     assert record["description"] == study.descriptions[world]
+    assert record["title"].startswith(study.titles.get(world, study.title))
+    if study.name == "compounding":  # no inverse RL outside the automaton
+        assert "inverse RL" not in record["title"] and "inverse RL" in study.title
     return summary
 
 

@@ -64,6 +64,7 @@ class Study:
                  first; empty (the default) = the study runs in one fixed world.
     descriptions: world -> the claim as measured in that world, where it differs from
                  `description` (shown in the report, with the world in the title).
+    titles:      world -> the title in that world, where it differs from `title`.
     """
 
     name: str
@@ -73,6 +74,7 @@ class Study:
     summarize: Callable[[pd.DataFrame, Path], dict]
     worlds: tuple[str, ...] = ()
     descriptions: Mapping[str, str] = field(default_factory=dict)
+    titles: Mapping[str, str] = field(default_factory=dict)
 
 
 STUDIES: dict[str, Study] = {}
@@ -212,7 +214,7 @@ def _study_record(plan: StudyPlan, profile: str, results: Sequence[RunResult]) -
     elsewhere = world is not None and study.worlds[:1] != (world,)  # not the default world
     return {
         "name": study.name,
-        "title": study.title + (f" ({world} world)" if elsewhere else ""),
+        "title": study.titles.get(world, study.title) + (f" ({world} world)" if elsewhere else ""),
         "description": study.descriptions.get(world, study.description),
         "profile": profile,
         "world": plan.world,

@@ -242,5 +242,9 @@ STUDY = Study(
     summarize=summarize,
     worlds=("automaton", "oracle", "text"),
     descriptions=dict.fromkeys(compounding_lm.WORLDS, compounding_lm.DESCRIPTION),
+    titles=dict.fromkeys(
+        compounding_lm.WORLDS,
+        "Compounding error: BC vs DAgger vs on-policy distillation against the prefix length",
+    ),
 )
 register_study(STUDY)
