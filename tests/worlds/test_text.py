@@ -159,7 +159,7 @@ def test_a_local_hugging_face_directory_as_the_teacher(tiny, tmp_path) -> None:
 
 
 @pytest.mark.parametrize("damage", ["missing", "no_weights", "bad_config", "no_tokenizer"])
-def test_a_broken_teacher_directory_is_a_one_line_error(tiny, tmp_path, damage) -> None:
+def test_a_broken_teacher_directory_is_reported_in_one_line(tiny, tmp_path, damage) -> None:
     _, spec, _ = tiny
     path = tmp_path / "hf"
     if damage != "missing":

@@ -148,8 +148,7 @@ def train(
 ) -> tuple[TabularPolicy, Tensor, dict[str, float]]:
     """Demonstrations -> the IRL method. Returns (policy, recovered reward [S, V], feedback)."""
     generator = torch.Generator().manual_seed(config.seed)
-    d = config.demonstrations
-    demos = Demonstrations.collect(world, d.n, generator, d.temperature, d.epsilon)
+    demos = collect_demonstrations(config, world, generator)
     blank = TabularPolicy.uniform(world.n_states, world.vocab_size)
     method = METHODS[config.algorithm]
     policy, records, reward = method.train(
@@ -157,11 +156,24 @@ def train(
     )
     if ctx is not None:
         log_training(ctx, records)
-    feedback = {
+    return policy, reward, feedback_of(config, method, demos)
+
+
+def collect_demonstrations(
+    config: IRLConfig, world: AutomatonWorld, generator: torch.Generator
+) -> Demonstrations:
+    """The run's demonstrations (the `[demonstrations]` table), the first draws of `generator`."""
+    d = config.demonstrations
+    return Demonstrations.collect(world, d.n, generator, d.temperature, d.epsilon)
+
+
+def feedback_of(config: IRLConfig, method: Any, demos: Demonstrations) -> dict[str, float]:
+    """The feedback an IRL run used: demonstration tokens and learner rollouts (`method`: an
+    `IRLMethod` or a neural one, anything with `rollouts(config) -> int`)."""
+    return {
         "demo_tokens": float(demos.n_tokens),
         "learner_rollouts": float(method.rollouts(config.method_config)),
     }
-    return policy, reward, feedback
 
 
 def recovered_reward_records(

@@ -48,7 +48,7 @@ from irlhf.experiments import RunContext
 from irlhf.metrics.exposure import exact_return, exposure_bias_mc
 from irlhf.studies.imitation import build_policy, exposure_records, log_training
 from irlhf.types import Sequences
-from irlhf.worlds import AutomatonWorld, Demonstrations
+from irlhf.worlds import AutomatonWorld
 
 if TYPE_CHECKING:
     from irlhf.policies.causal_lm import CausalLMPolicy
@@ -98,9 +98,10 @@ def train(
 ) -> tuple[CausalLMPolicy, RewardFn, dict[str, float]]:
     """Demonstrations -> BC warm start -> the method. Returns (policy, recovered reward,
     feedback)."""
+    from irlhf.studies.irl import collect_demonstrations, feedback_of  # irl imports this module
+
     generator = torch.Generator().manual_seed(config.seed)
-    d = config.demonstrations
-    demos = Demonstrations.collect(world, d.n, generator, d.temperature, d.epsilon)
+    demos = collect_demonstrations(config, world, generator)
     policy = build_policy(config, world)
     dynamics = world.dynamics()
     if config.pretrain.steps > 0:
@@ -112,11 +113,7 @@ def train(
     policy.eval()
     if ctx is not None:
         log_training(ctx, records)
-    feedback = {
-        "demo_tokens": float(demos.n_tokens),
-        "learner_rollouts": float(method.rollouts(config.method_config)),
-    }
-    return policy, reward, feedback
+    return policy, reward, feedback_of(config, method, demos)
 
 
 def _pearson(x: Tensor, y: Tensor) -> float:
