@@ -97,7 +97,8 @@ def fit_neural(
 ) -> list[dict]:
     """`config.steps` minibatch steps on the union of `labels` (sampled uniformly over sequences).
     Returns one metric record per step."""
-    optimizer = optimizer or adamw(policy.parameters(), config.lr, config.weight_decay)
+    params = list(policy.parameters())  # walked once, not by every step's clipping
+    optimizer = optimizer or adamw(params, config.lr, config.weight_decay)
     sizes = torch.tensor([b.sequences.batch_size for b in labels])
     offsets = torch.cumsum(sizes, 0) - sizes
     records = []
@@ -108,7 +109,7 @@ def fit_neural(
         loss, metrics = label_loss(policy, batch, config.jsd_beta)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         records.append({"step": step, **metrics})
     policy.eval()
