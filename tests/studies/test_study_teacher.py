@@ -67,3 +67,27 @@ def test_a_bad_teacher_directory_or_a_study_without_text_is_a_one_line_error(tmp
         assert message.startswith("error:") and "--teacher" in message
         assert len(message.splitlines()) == 1 and "Traceback" not in message
         assert not out.exists()
+
+
+def test_a_model_replaced_in_the_same_directory_is_a_new_run(tmp_path) -> None:
+    """Run ids follow the teacher's files, not its path: after the model in the directory is
+    replaced, the same study config is a different run (before, the old results were reused)."""
+    from irlhf.experiments.config import resolved, run_hash
+    from irlhf.policies.causal_lm import CausalLMPolicy
+
+    save_tiny_hf_teacher(tmp_path / "hf")
+    world = TextSpec(corpus=str(write_corpus(tmp_path)), prompt_length=8, horizon=40)
+    config = DegenerationConfig(world=world)
+    first = with_teacher([config], tmp_path / "hf", "study test")[0]
+    assert first.world.teacher_digest is not None
+    assert run_hash(with_teacher([config], tmp_path / "hf", "study test")[0]) == run_hash(first)
+    # a config read back from a run's config.json keeps its id
+    assert run_hash(DegenerationConfig.model_validate(resolved(first))) == run_hash(first)
+
+    vocab = CausalLMPolicy.from_pretrained(tmp_path / "hf").vocab_size
+    other = CausalLMPolicy.tiny(vocab, n_layer=1, n_embd=16, n_head=2, max_length=64, seed=7)
+    other.model.save_pretrained(tmp_path / "hf")  # new weights, same directory
+    second = with_teacher([config], tmp_path / "hf", "study test")[0]
+    assert second.world.teacher_dir == first.world.teacher_dir
+    assert second.world.teacher_digest != first.world.teacher_digest
+    assert run_hash(second) != run_hash(first)

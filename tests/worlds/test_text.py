@@ -98,6 +98,26 @@ def test_teacher_is_trained_once_then_loaded_from_the_cache(tiny) -> None:
     assert "To be" in world.decode(world.train_ids[:200])  # the tokenizer round-trips
 
 
+def test_a_corpus_directory_is_identified_by_its_files(tmp_path) -> None:
+    """A corpus directory's digest (in the run id and the teacher cache's key) follows its
+    *.txt files' contents; "shakespeare" and configs naming no directory carry no digest, so
+    their run ids are what they were before digests existed."""
+    assert "corpus_digest" not in TextSpec().model_dump()
+    assert "teacher_digest" not in TextSpec().model_dump(mode="json")
+    corpus = write_corpus(tmp_path)
+    before = TextSpec(corpus=str(corpus))
+    key = teacher_path(str(corpus), TEACHER, tmp_path).name
+    assert before.corpus_digest is not None
+    assert TextSpec(corpus=str(corpus)).corpus_digest == before.corpus_digest
+    (corpus / "notes.md").write_text("not a document")  # not a *.txt file: same corpus
+    assert TextSpec(corpus=str(corpus)).corpus_digest == before.corpus_digest
+    (corpus / "play_0.txt").write_text(VERSE)
+    after = TextSpec(corpus=str(corpus))
+    assert after.corpus_digest != before.corpus_digest
+    assert teacher_path(str(corpus), TEACHER, tmp_path).name != key  # the teacher is retrained
+    assert TextSpec.model_validate(before.model_dump()).corpus_digest == before.corpus_digest
+
+
 def test_prompts_and_the_context_limit(tiny) -> None:
     root, spec, world = tiny
     prompts = world.sample_prompts(5, torch.Generator().manual_seed(0))

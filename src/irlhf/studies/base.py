@@ -201,12 +201,16 @@ def with_teacher(configs: Sequence[BaseModel], teacher: str | Path, source: str)
             "this grid has none",
             source,
         )
+    # validated anew (not model_copy): the world's digest of the directory is filled in
     return [
-        c.model_copy(update={"world": c.world.model_copy(update={"teacher_dir": str(path)})})
-        if text
-        else c
+        c.model_copy(update={"world": _with_teacher_dir(c.world, path)}) if text else c
         for c, text in zip(configs, texts, strict=True)
     ]
+
+
+def _with_teacher_dir(world: BaseModel, path: Path) -> BaseModel:
+    data = world.model_dump() | {"teacher_dir": str(path), "teacher_digest": None}
+    return type(world).model_validate(data)
 
 
 def _study_record(plan: StudyPlan, profile: str, results: Sequence[RunResult]) -> dict[str, Any]:

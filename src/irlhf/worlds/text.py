@@ -8,6 +8,9 @@ DATA/teachers/<corpus>-<hash of the TeacherSpec>/, reused by every later run. A 
 concurrent runs wait for one training instead of training twice. Instead, `teacher_dir` may
 name any Hugging Face causal LM directory on disk (config.json, *.safetensors and a tokenizer);
 a missing or malformed directory is a one-line ValueError. Nothing is downloaded from a hub.
+A directory (a teacher_dir, or a corpus other than "shakespeare") is identified by a hash of its
+files' contents, not by its path: the run ids and the teacher cache follow the files, so a model
+or corpus replaced in the same directory makes new runs instead of reusing the old ones.
 
 Like every neural world (`irlhf.worlds.oracle.LMWorld`) the expert's next-token distribution is
 exact at any prefix, so exposure bias is measured by Monte Carlo with the teacher as the oracle,
@@ -28,6 +31,7 @@ teacher itself finds likely (Holtzman et al. 2020; Xu et al. 2022), from winning
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import json
 import math
@@ -41,7 +45,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
@@ -53,6 +57,8 @@ from irlhf.worlds.oracle import LMWorld
 _FROZEN = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 TEACHER_INFO, TOKENS_FILE = "teacher.json", "tokens.safetensors"
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model", "vocab.txt")
+CORPUS_FILES = "*.txt"
+"""What a corpus directory's documents are (`Corpus.from_dir`'s pattern)."""
 
 
 class TeacherSpec(BaseModel):
@@ -105,6 +111,36 @@ class TextSpec(BaseModel):
     """The expert is the teacher sampled at this temperature."""
     repetition_penalty: float = Field(4.0, ge=0.0)
     """lambda of the gold reward: nats per repeated 4-gram, divided by the completion length."""
+    teacher_digest: str | None = None
+    """A hash of teacher_dir's files, filled in when the config is resolved (part of the run id:
+    a different model in the same directory is a different run)."""
+    corpus_digest: str | None = None
+    """A hash of a corpus directory's *.txt files, filled in likewise ("shakespeare": none)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fingerprint_directories(cls, data: Any) -> Any:
+        """Fill in the digests of the directories named (kept when already given, as in a
+        config read back from a run, so that it keeps its run id)."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if data.get("teacher_dir") is not None and data.get("teacher_digest") is None:
+            data["teacher_digest"] = directory_digest(data["teacher_dir"])
+        corpus = data.get("corpus", "shakespeare")
+        if corpus != "shakespeare" and data.get("corpus_digest") is None:
+            data["corpus_digest"] = directory_digest(corpus, CORPUS_FILES)
+        return data
+
+    @model_serializer(mode="wrap")
+    def _without_absent_digests(self, handler: Any) -> dict[str, Any]:
+        """Digests that are None are left out, so that a config naming no directory resolves
+        (and hashes) exactly as before the digests existed."""
+        data = handler(self)
+        for key in ("teacher_digest", "corpus_digest"):
+            if data.get(key) is None:
+                data.pop(key, None)
+        return data
 
 
 # ---- tokenizer and token streams -----------------------------------------------------------
@@ -245,9 +281,45 @@ def lm_loss(policy: CausalLMPolicy, stream: Tensor, context: int, max_windows: i
 # ---- the teacher cache ---------------------------------------------------------------------
 
 
+def directory_digest(path: str | Path, pattern: str = "*") -> str | None:
+    """16 hex digits of the sha256 of the names and contents of the files matching `pattern`
+    in a directory (recursively, hidden ones excluded), or None if it is not a directory.
+    Cached per process by each file's size and modification time: a config resolved many times
+    (sweeps, reports) reads the files once."""
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        return None
+    files = sorted(
+        f
+        for f in root.rglob(pattern)
+        if f.is_file() and not any(part.startswith(".") for part in f.relative_to(root).parts)
+    )
+    stamp = tuple(
+        (f.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns)
+        for f in files
+        for st in (f.stat(),)
+    )
+    return _files_digest(str(root.resolve()), stamp)
+
+
+@functools.lru_cache(maxsize=64)
+def _files_digest(root: str, stamp: tuple[tuple[str, int, int], ...]) -> str:
+    digest = hashlib.sha256()
+    for name, size, _ in stamp:
+        digest.update(f"{name}\0{size}\0".encode())
+        with open(Path(root) / name, "rb") as handle:
+            for chunk in iter(lambda h=handle: h.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
 def teacher_key(corpus: str, spec: TeacherSpec) -> str:
-    """corpus name + a hash of the corpus identity and the TeacherSpec."""
-    text = json.dumps({"corpus": corpus, **spec.model_dump()}, sort_keys=True)
+    """corpus name + a hash of the corpus identity (a directory's: its files' contents too)
+    and the TeacherSpec."""
+    identity: dict[str, Any] = {"corpus": corpus}
+    if corpus != "shakespeare":
+        identity["corpus_digest"] = directory_digest(corpus, CORPUS_FILES)
+    text = json.dumps({**identity, **spec.model_dump()}, sort_keys=True)
     name = "shakespeare" if corpus == "shakespeare" else Path(corpus).name or "corpus"
     return f"{name}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
