@@ -243,6 +243,53 @@ def test_generalized_jsd_gradient_equals_autograd_through_the_formula(beta: floa
     )
 
 
+def test_generalized_jsd_with_zero_probability_student_tokens_is_finite() -> None:
+    """Student logits of -inf (Q = 0), alone or where the teacher's P = 0 too, contribute 0 as
+    in the formula's limit: the written-out path gives the reference loss and a finite
+    gradient, 0 at those tokens, equal to the reference's where the reference is finite."""
+    gen = torch.Generator().manual_seed(2)
+    student = torch.randn(2, 3, 11, generator=gen, dtype=torch.float64)
+    teacher = torch.randn(2, 3, 11, generator=gen, dtype=torch.float64)
+    student[..., :4] = -math.inf
+    for both in (False, True):
+        if both:
+            teacher[..., :2] = -math.inf
+        grads, values = [], []
+        for teacher_grad in (False, True):
+            s = student.clone().requires_grad_()
+            loss, _ = generalized_jsd(s, teacher.clone().requires_grad_(teacher_grad), 0.5)
+            loss.backward()
+            values.append(loss.detach())
+            grads.append(s.grad)
+        assert torch.isfinite(values[0]) and torch.allclose(values[0], values[1], atol=1e-13)
+        assert torch.isfinite(grads[0]).all() and (grads[0][..., :4] == 0).all()
+        if not both:  # (the reference's own gradient is nan where P = Q = 0)
+            assert torch.allclose(grads[0], grads[1], atol=1e-13)
+
+
+def test_generalized_jsd_in_float32_is_close_to_float64() -> None:
+    gen = torch.Generator().manual_seed(3)
+    student = 3 * torch.randn(4, 6, 512, generator=gen, dtype=torch.float64)
+    teacher = 3 * torch.randn(4, 6, 512, generator=gen, dtype=torch.float64)
+    results = []
+    for dtype in (torch.float64, torch.float32):
+        s = student.to(dtype).detach().clone().requires_grad_()
+        loss, _ = generalized_jsd(s, teacher.to(dtype), 0.5)
+        loss.backward()
+        results.append((loss.detach().double(), s.grad.double()))
+    (exact, exact_grad), (approx, approx_grad) = results
+    assert abs(float(approx - exact)) <= 1e-5 * float(exact)
+    assert (approx_grad - exact_grad).abs().max() <= 1e-5 * exact_grad.abs().max()
+
+
+def test_generalized_jsd_refuses_a_second_derivative_instead_of_getting_it_wrong() -> None:
+    student = torch.randn(2, 3, 5, dtype=torch.float64, requires_grad=True)
+    teacher = torch.randn(2, 3, 5, dtype=torch.float64)
+    loss, _ = generalized_jsd(student, teacher, 0.5)
+    with pytest.raises(RuntimeError, match="first derivatives only"):
+        torch.autograd.grad(loss, student, create_graph=True)
+
+
 @settings(max_examples=50, deadline=None)
 @given(
     student=st.lists(finite_floats, min_size=3, max_size=3),

@@ -157,38 +157,54 @@ class _MixtureJSD(torch.autograd.Function):
     """D = beta KL(P || M) + (1 - beta) KL(Q || M) per token, M = beta P + (1 - beta) Q, for a
     fixed teacher P (log-probabilities) and the student's logits s (Q = softmax(s)), with the
     student's gradient written out (issue 7: the distillation step's loss took ~15% of the step
-    through autograd's ~40 passes over the [B, T, V] tensors; this takes ~13).
+    through autograd's ~40 passes over the [B, T, V] tensors; this takes ~15).
 
-    Forward: log M = logaddexp(log beta + log P, log(1 - beta) + log Q), stable for tiny P or Q;
-    KL(P || M) = sum xlogy(P, P) - sum P log M (a token with P = 0 contributes 0, not nan).
-    Backward: on the simplex dD/dQ_v = (1 - beta) log(Q_v / M_v) (the terms from M's dependence
-    on Q cancel: beta P_v / M_v + (1 - beta) Q_v / M_v = 1), and through the softmax
+    Forward: log M = logaddexp(log beta + log P, log(1 - beta) + log Q), stable for tiny P or Q.
+    Where P = 0 (or Q = 0: a logit of -inf), log(P / M) (or log(Q / M)) is -inf; it is replaced
+    by the most negative finite float, so that its term P log(P / M) is 0, not nan, as in the
+    formula's limit. Backward: on the simplex dD/dQ_v = (1 - beta) log(Q_v / M_v) (the terms
+    from M's dependence on Q cancel: beta P_v / M_v + (1 - beta) Q_v / M_v = 1), and through
+    the softmax
 
         dD/ds = (1 - beta) Q (log(Q / M) - KL(Q || M)),
 
     so the forward keeps Q, log(Q / M) and KL(Q || M). Equal to autograd through the formula
-    to float rounding (tests/test_losses.py: gradcheck in float64)."""
+    to float rounding (tests/test_losses.py: gradcheck in float64). First derivatives only: a
+    backward with create_graph=True raises (the saved tensors are outside the graph)."""
 
     @staticmethod
     def forward(ctx, student_logits: Tensor, teacher_log_probs: Tensor, beta: float) -> Tensor:
+        lowest = torch.finfo(student_logits.dtype).min
         log_q = F.log_softmax(student_logits, dim=-1)  # (B, T, V)
         log_m = torch.logaddexp(teacher_log_probs + math.log(beta), log_q + math.log1p(-beta))
+        log_m.clamp_(min=lowest)  # -inf only where P = Q = 0
         q = log_q.exp()
-        log_q_over_m = log_q.sub_(log_m)  # in place: log Q is not needed again
+        log_q_over_m = log_q.sub_(log_m).clamp_(min=lowest)  # in place: log Q is not needed again
         kl_qm = (q * log_q_over_m).sum(dim=-1)  # (B, T)
-        p = teacher_log_probs.exp()
-        kl_pm = torch.special.xlogy(p, p).sum(dim=-1) - (p * log_m).sum(dim=-1)  # (B, T)
+        log_p_over_m = (teacher_log_probs - log_m).clamp_(min=lowest)
+        kl_pm = (teacher_log_probs.exp() * log_p_over_m).sum(dim=-1)  # (B, T)
         ctx.save_for_backward(q, log_q_over_m, kl_qm)
         ctx.beta = beta
         return beta * kl_pm + (1.0 - beta) * kl_qm
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
+        _first_derivative_only("generalized_jsd")
         q, log_q_over_m, kl_qm = ctx.saved_tensors
         scale = (grad * (1.0 - ctx.beta)).unsqueeze(-1)  # (B, T, 1)
         grad_logits = (log_q_over_m - kl_qm.unsqueeze(-1)).mul_(q).mul_(scale)
         return grad_logits, None, None
+
+
+def _first_derivative_only(what: str) -> None:
+    """Raise in a backward pass that builds a graph (create_graph=True, grad mode on): a
+    written-out gradient computed from saved tensors would silently miss second-order terms.
+    (`once_differentiable` raises only when the incoming gradient itself requires grad.)"""
+    if torch.is_grad_enabled():
+        raise RuntimeError(
+            f"{what}: the written-out gradient supports first derivatives only "
+            "(backward with create_graph=True is not supported)"
+        )
 
 
 def generalized_jsd(

@@ -590,8 +590,12 @@ class _GeluTanh(torch.autograd.Function):
         return x * s
 
     @staticmethod
-    @torch.autograd.function.once_differentiable  # u, s are saved outside the graph: a double
-    def backward(ctx, grad: Tensor) -> Tensor:  # backward would be wrong, so it raises instead
+    def backward(ctx, grad: Tensor) -> Tensor:
+        # u and s are saved outside the graph: a backward that builds one (create_graph=True,
+        # grad mode on) would silently miss second-order terms, so it raises instead
+        # (`once_differentiable` raises only when the incoming gradient requires grad)
+        if torch.is_grad_enabled():
+            raise RuntimeError("the lean GPT-2's GELU supports first derivatives only")
         x, u, s = ctx.saved_tensors
         w = torch.add(u, x, alpha=-2.0 * _GELU_A / 3.0)  # x u'(x) / 3
         slope = torch.addcmul(s, s, s, value=-1.0)  # s (1 - s)
