@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from toykind import MARKER_ENV, CounterConfig
+from toykind import MARKER_ENV, SLEEP_ENV, CounterConfig
 
 from irlhf.experiments import RunContext, register_kind, run_hash, run_one
 from irlhf.experiments.run import normalize_records
@@ -37,6 +37,40 @@ def test_finished_run_is_read_back_not_rerun(
     second = run_one(config, tmp_path / "runs")
     assert second.skipped and second.records == first.records
     assert len(list((tmp_path / "markers").iterdir())) == 1
+
+
+def _run_in_another_process(seed: int, root: str, queue) -> None:
+    from toykind import CounterConfig as Config  # (the child imports the kind afresh)
+
+    result = run_one(Config(seed=seed, steps=10), Path(root))
+    queue.put((result.status, result.skipped, result.records))
+
+
+def test_two_processes_given_one_run_run_it_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two sweeps into one directory: the second process waits for the first's run (a lock
+    in the run directory) and reads it back instead of running it again beside it."""
+    import multiprocessing
+
+    monkeypatch.setenv(MARKER_ENV, str(tmp_path / "markers"))
+    monkeypatch.setenv(SLEEP_ENV, "0.05")  # 10 steps: ~0.5 s, long enough to overlap
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    workers = [
+        context.Process(target=_run_in_another_process, args=(3, str(tmp_path / "runs"), queue))
+        for _ in range(2)
+    ]
+    for worker in workers:
+        worker.start()
+    results = [queue.get(timeout=120) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+    assert sorted(skipped for _, skipped, _ in results) == [False, True]
+    assert all(status == "done" for status, _, _ in results)
+    assert results[0][2] == results[1][2]
+    assert len(list((tmp_path / "markers").iterdir())) == 1  # the run function ran once
 
 
 def test_failed_run_is_recorded_and_retried(tmp_path: Path) -> None:

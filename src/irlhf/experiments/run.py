@@ -9,6 +9,7 @@ Layout of ``<root>/<kind>/<run_hash>/``:
     samples/NAME.jsonl samples saved by `RunContext.save_samples`
     checkpoints/       safetensors checkpoints (the newest two)
     traceback.txt      the full traceback of the last failure
+    .lock              held while the run runs (a second process given it waits, then reads it)
 
 A run whose status is "done" is not run again: its records are read back. Any other run (never
 started, killed, failed) is (re)started; the run function asks `ctx.load_checkpoint()` for the
@@ -41,6 +42,7 @@ from irlhf.experiments.storage import (
     append_jsonl,
     atomic_write_json,
     atomic_write_text,
+    exclusive_lock,
     read_json,
     read_jsonl,
     truncate_jsonl,
@@ -49,7 +51,7 @@ from irlhf.experiments.storage import (
 
 CONFIG_FILE, STATUS_FILE, METRICS_FILE = "config.json", "status.json", "metrics.jsonl"
 LOG_FILE, TRACEBACK_FILE, PROGRESS_FILE = "metrics_log.jsonl", "traceback.txt", "progress.json"
-CHECKPOINT_DIR, SAMPLES_DIR = "checkpoints", "samples"
+CHECKPOINT_DIR, SAMPLES_DIR, LOCK_FILE = "checkpoints", "samples", ".lock"
 RESERVED_KEYS = frozenset({"run_id", "kind", "status", "error", "seconds"})
 _SAMPLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _PROGRESS_INTERVAL = 2.0  # seconds between progress.json writes
@@ -213,11 +215,21 @@ def run_one(config: BaseModel, root: Path, on_progress: ProgressFn | None = None
     """Run one experiment in root/<kind>/<hash>/, or read it back if it already finished.
 
     The run function's exceptions are caught and recorded (status "failed", traceback.txt);
-    KeyboardInterrupt and other BaseExceptions propagate and leave the run resumable.
+    KeyboardInterrupt and other BaseExceptions propagate and leave the run resumable. Two
+    processes given the same run (two sweeps into one directory) do not both run it: the second
+    waits for the first (a lock file in the run directory), then reads its result back.
     """
     done = finished_result(config, root)
     if done is not None:
         return done
+    with exclusive_lock(run_dir_of(config, root) / LOCK_FILE):
+        done = finished_result(config, root)  # finished by another process while we waited
+        if done is not None:
+            return done
+        return _run_unlocked(config, root, on_progress)
+
+
+def _run_unlocked(config: BaseModel, root: Path, on_progress: ProgressFn | None) -> RunResult:
     kind = kind_of(config)
     run_dir = run_dir_of(config, root)
     (run_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)

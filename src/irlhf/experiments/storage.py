@@ -8,10 +8,12 @@ in which case a torn last line is dropped when read.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -91,3 +93,18 @@ def truncate_jsonl(path: Path, n_lines: int) -> None:
     if not path.exists():
         return
     write_jsonl(path, read_jsonl(path)[:n_lines])
+
+
+@contextmanager
+def exclusive_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on the file `path` (created if missing) for the block:
+    another process asking for it waits until this one leaves (POSIX `flock`; released by the
+    kernel if the holder dies)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -30,7 +30,6 @@ teacher itself finds likely (Holtzman et al. 2020; Xu et al. 2022), from winning
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import hashlib
 import json
@@ -38,8 +37,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +48,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from irlhf.data import Corpus, data_dir, shakespeare
+from irlhf.experiments.storage import exclusive_lock
 from irlhf.policies.causal_lm import CausalLMPolicy
 from irlhf.types import Sequences
 from irlhf.worlds.oracle import LMWorld
@@ -331,17 +330,6 @@ def load_corpus(corpus: str) -> Corpus:
     return Corpus.from_dir(corpus)
 
 
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def teacher_path(corpus: str, spec: TeacherSpec, root: Path | None = None) -> Path:
     return (data_dir() if root is None else Path(root)) / "teachers" / teacher_key(corpus, spec)
 
@@ -351,7 +339,7 @@ def train_teacher(corpus: str, spec: TeacherSpec, root: Path | None = None) -> P
     path = teacher_path(corpus, spec, root)
     if (path / TEACHER_INFO).is_file():
         return path
-    with _locked(path.with_name(path.name + ".lock")):
+    with exclusive_lock(path.with_name(path.name + ".lock")):
         if (path / TEACHER_INFO).is_file():  # another process trained it while we waited
             return path
         if spec.n_embd % spec.n_head:
