@@ -39,6 +39,12 @@ def data_dir() -> Path:
     return Path.home() / ".cache" / "irlhf"
 
 
+def corpus_files(path: str | Path, pattern: str = "*.txt") -> list[Path]:
+    """The documents of a corpus directory: its files matching `pattern` (not in subdirectories),
+    sorted by name. (`Corpus.from_dir` reads these; the text world hashes these.)"""
+    return sorted(f for f in Path(path).glob(pattern) if f.is_file())
+
+
 @dataclass(frozen=True)
 class Corpus:
     """Texts split into training and held-out documents (whole plays, so no play is in both)."""
@@ -71,7 +77,7 @@ class Corpus:
     def from_dir(path: str | Path, pattern: str = "*.txt") -> Corpus:
         """Every file matching `pattern` in a directory (UTF-8 text) as one document."""
         path = Path(path)
-        files = sorted(path.glob(pattern))
+        files = corpus_files(path, pattern)
         if not files:
             raise ValueError(f"corpus directory {path} has no files matching {pattern!r}")
         return Corpus.from_texts({f.name: f.read_text(encoding="utf-8") for f in files})

@@ -24,6 +24,7 @@ from irlhf.worlds.text import (
     TEACHER_INFO,
     TeacherSpec,
     TextSpec,
+    check_digests,
     make_text_world,
     repeated_ngrams,
     teacher_path,
@@ -110,12 +111,42 @@ def test_a_corpus_directory_is_identified_by_its_files(tmp_path) -> None:
     assert before.corpus_digest is not None
     assert TextSpec(corpus=str(corpus)).corpus_digest == before.corpus_digest
     (corpus / "notes.md").write_text("not a document")  # not a *.txt file: same corpus
+    (corpus / "drafts").mkdir()
+    (corpus / "drafts" / "old.txt").write_text("not read: in a subdirectory")
     assert TextSpec(corpus=str(corpus)).corpus_digest == before.corpus_digest
+    assert sorted(Corpus.from_dir(corpus).train) + sorted(Corpus.from_dir(corpus).held_out) == [
+        f"play_{d}.txt" for d in range(3)
+    ]
+    assert TextSpec.model_validate(before.model_dump()).corpus_digest == before.corpus_digest
+    check_digests(before)  # unchanged: no error
+    (corpus / ".extra.txt").write_text(VERSE)  # read by Corpus.from_dir, so it counts
+    assert TextSpec(corpus=str(corpus)).corpus_digest != before.corpus_digest
+    (corpus / ".extra.txt").unlink()
     (corpus / "play_0.txt").write_text(VERSE)
     after = TextSpec(corpus=str(corpus))
     assert after.corpus_digest != before.corpus_digest
     assert teacher_path(str(corpus), TEACHER, tmp_path).name != key  # the teacher is retrained
-    assert TextSpec.model_validate(before.model_dump()).corpus_digest == before.corpus_digest
+    # a config resolved before the change names files that are no longer there: it stops
+    with pytest.raises(ValueError, match="corpus .* has changed since this config was resolved"):
+        make_text_world(TextSpec.model_validate(before.model_dump()), tmp_path / "data")
+
+
+@pytest.mark.parametrize(
+    ("world", "message"),
+    [
+        ({"corpus": 5}, "valid string"),
+        ({"teacher_dir": ["a"]}, "valid string"),
+        ({"corpus": "/no/such/corpus"}, "corpus '/no/such/corpus' is not a directory"),
+        ({"teacher_dir": "/no/such/model"}, "teacher_dir '/no/such/model' is not a directory"),
+    ],
+)
+def test_a_bad_directory_in_a_config_is_a_one_line_config_error(world, message) -> None:
+    from irlhf.experiments.config import parse_config
+    from irlhf.experiments.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message) as caught:
+        parse_config({"kind": "degeneration", "world": world}, source="bad.toml")
+    assert len(str(caught.value).splitlines()) == 1
 
 
 def test_prompts_and_the_context_limit(tiny) -> None:

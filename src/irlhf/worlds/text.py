@@ -8,9 +8,11 @@ DATA/teachers/<corpus>-<hash of the TeacherSpec>/, reused by every later run. A 
 concurrent runs wait for one training instead of training twice. Instead, `teacher_dir` may
 name any Hugging Face causal LM directory on disk (config.json, *.safetensors and a tokenizer);
 a missing or malformed directory is a one-line ValueError. Nothing is downloaded from a hub.
-A directory (a teacher_dir, or a corpus other than "shakespeare") is identified by a hash of its
-files' contents, not by its path: the run ids and the teacher cache follow the files, so a model
-or corpus replaced in the same directory makes new runs instead of reusing the old ones.
+A directory (a teacher_dir, or a corpus other than "shakespeare") is identified by its path and
+a hash of its files (`TextSpec.teacher_digest`, `corpus_digest`, filled in when a config is
+resolved): the run ids and the teacher cache follow the files, so a model or corpus replaced in
+the same directory makes new runs instead of reusing the old ones, and a run whose directory
+changed after its config was resolved stops with an error instead of running on other files.
 
 Like every neural world (`irlhf.worlds.oracle.LMWorld`) the expert's next-token distribution is
 exact at any prefix, so exposure bias is measured by Monte Carlo with the teacher as the oracle,
@@ -37,7 +39,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_valid
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from irlhf.data import Corpus, data_dir, shakespeare
+from irlhf.data import Corpus, corpus_files, data_dir, shakespeare
 from irlhf.experiments.storage import exclusive_lock
 from irlhf.policies.causal_lm import CausalLMPolicy
 from irlhf.types import Sequences
@@ -56,8 +58,6 @@ from irlhf.worlds.oracle import LMWorld
 _FROZEN = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 TEACHER_INFO, TOKENS_FILE = "teacher.json", "tokens.safetensors"
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model", "vocab.txt")
-CORPUS_FILES = "*.txt"
-"""What a corpus directory's documents are (`Corpus.from_dir`'s pattern)."""
 
 
 class TeacherSpec(BaseModel):
@@ -112,9 +112,9 @@ class TextSpec(BaseModel):
     """lambda of the gold reward: nats per repeated 4-gram, divided by the completion length."""
     teacher_digest: str | None = None
     """A hash of teacher_dir's files, filled in when the config is resolved (part of the run id:
-    a different model in the same directory is a different run)."""
+    a different model in the same directory is a different run; checked when the run starts)."""
     corpus_digest: str | None = None
-    """A hash of a corpus directory's *.txt files, filled in likewise ("shakespeare": none)."""
+    """A hash of a corpus directory's documents, filled in likewise ("shakespeare": none)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -124,12 +124,16 @@ class TextSpec(BaseModel):
         if not isinstance(data, dict):
             return data
         data = dict(data)
-        if data.get("teacher_dir") is not None and data.get("teacher_digest") is None:
-            data["teacher_digest"] = directory_digest(data["teacher_dir"])
-        corpus = data.get("corpus", "shakespeare")
-        if corpus != "shakespeare" and data.get("corpus_digest") is None:
-            data["corpus_digest"] = directory_digest(corpus, CORPUS_FILES)
-        return data
+        teacher_dir, corpus = data.get("teacher_dir"), data.get("corpus", "shakespeare")
+        if isinstance(teacher_dir, str) and data.get("teacher_digest") is None:
+            data["teacher_digest"] = directory_digest("teacher_dir", teacher_dir, teacher_files)
+        if (
+            isinstance(corpus, str)
+            and corpus != "shakespeare"
+            and data.get("corpus_digest") is None
+        ):
+            data["corpus_digest"] = directory_digest("corpus", corpus, corpus_files)
+        return data  # (a value of the wrong type is reported by the field's own validation)
 
     @model_serializer(mode="wrap")
     def _without_absent_digests(self, handler: Any) -> dict[str, Any]:
@@ -280,25 +284,29 @@ def lm_loss(policy: CausalLMPolicy, stream: Tensor, context: int, max_windows: i
 # ---- the teacher cache ---------------------------------------------------------------------
 
 
-def directory_digest(path: str | Path, pattern: str = "*") -> str | None:
-    """16 hex digits of the sha256 of the names and contents of the files matching `pattern`
-    in a directory (recursively, hidden ones excluded), or None if it is not a directory.
+def teacher_files(path: str | Path) -> list[Path]:
+    """What a Hugging Face model directory is made of for `from_pretrained`: its files (not
+    subdirectories such as a trainer's checkpoint-*/, not hidden ones), sorted by name."""
+    return sorted(f for f in Path(path).iterdir() if f.is_file() and not f.name.startswith("."))
+
+
+def directory_digest(field: str, path: str | Path, files: Callable[[Path], list[Path]]) -> str:
+    """16 hex digits of the sha256 of the names and contents of `files(path)`. A path that is
+    not a directory, or a file that cannot be read, is a one-line ValueError naming `field`.
     Cached per process by each file's size and modification time: a config resolved many times
     (sweeps, reports) reads the files once."""
     root = Path(path).expanduser()
     if not root.is_dir():
-        return None
-    files = sorted(
-        f
-        for f in root.rglob(pattern)
-        if f.is_file() and not any(part.startswith(".") for part in f.relative_to(root).parts)
-    )
-    stamp = tuple(
-        (f.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns)
-        for f in files
-        for st in (f.stat(),)
-    )
-    return _files_digest(str(root.resolve()), stamp)
+        raise ValueError(f"{field} {str(path)!r} is not a directory")
+    try:
+        stamp = tuple(
+            (f.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns)
+            for f in files(root)
+            for st in (f.stat(),)
+        )
+        return _files_digest(str(root.resolve()), stamp)
+    except OSError as err:
+        raise ValueError(f"{field} {str(path)!r} cannot be read: {err.strerror or err}") from None
 
 
 @functools.lru_cache(maxsize=64)
@@ -312,12 +320,30 @@ def _files_digest(root: str, stamp: tuple[tuple[str, int, int], ...]) -> str:
     return digest.hexdigest()[:16]
 
 
+def check_digests(spec: TextSpec) -> None:
+    """Raise if a directory the spec names has changed since the spec was resolved (its digest
+    no longer matches): the run id would name files that are not the ones used. A spec made
+    without validation (`model_copy`) has no digest and is not checked."""
+    named = [("teacher_dir", spec.teacher_dir, spec.teacher_digest, teacher_files)]
+    if spec.corpus != "shakespeare":
+        named.append(("corpus", spec.corpus, spec.corpus_digest, corpus_files))
+    for field, path, digest, files in named:
+        if path is None or digest is None:
+            continue
+        now = directory_digest(field, path, files)
+        if now != digest:
+            raise ValueError(
+                f"{field} {path} has changed since this config was resolved (its files hash to "
+                f"{now}, the config says {digest}); resolve the config again for a new run"
+            )
+
+
 def teacher_key(corpus: str, spec: TeacherSpec) -> str:
     """corpus name + a hash of the corpus identity (a directory's: its files' contents too)
     and the TeacherSpec."""
     identity: dict[str, Any] = {"corpus": corpus}
     if corpus != "shakespeare":
-        identity["corpus_digest"] = directory_digest(corpus, CORPUS_FILES)
+        identity["corpus_digest"] = directory_digest("corpus", corpus, corpus_files)
     text = json.dumps({**identity, **spec.model_dump()}, sort_keys=True)
     name = "shakespeare" if corpus == "shakespeare" else Path(corpus).name or "corpus"
     return f"{name}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
@@ -480,6 +506,7 @@ def repeated_ngrams(seqs: Sequences, n: int = 4) -> Tensor:
 
 def make_text_world(spec: TextSpec = TextSpec(), root: Path | None = None) -> TextWorld:
     """The text world of `spec`: the cached teacher (trained on first use) or `teacher_dir`."""
+    check_digests(spec)
     if spec.teacher_dir is not None:
         expert, tokenizer = load_teacher(spec.teacher_dir)
         corpus = load_corpus(spec.corpus)
