@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from toykind import MARKER_ENV, SLEEP_ENV, CounterConfig
+from toykind import MARKER_ENV, CounterConfig
 
 from irlhf.experiments import RunContext, register_kind, run_hash, run_one
 from irlhf.experiments.run import normalize_records
@@ -42,34 +42,39 @@ def test_finished_run_is_read_back_not_rerun(
 def _run_in_another_process(seed: int, root: str, queue) -> None:
     from toykind import CounterConfig as Config  # (the child imports the kind afresh)
 
+    queue.put("started")
     result = run_one(Config(seed=seed, steps=10), Path(root))
     queue.put((result.status, result.skipped, result.records))
 
 
-def test_two_processes_given_one_run_run_it_once(
+def test_a_second_process_waits_for_the_run_then_reads_it_back(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Two sweeps into one directory: the second process waits for the first's run (a lock
-    in the run directory) and reads it back instead of running it again beside it."""
+    """Two sweeps into one directory: while one process runs a run (holding its lock), another
+    process given it waits, and then reads the finished run back instead of running it again.
+    Deterministic: this process plays the first one (it takes the lock and runs the run)."""
     import multiprocessing
+    import queue as queues
+
+    from irlhf.experiments.run import LOCK_FILE, _run_unlocked, run_dir_of
+    from irlhf.experiments.storage import exclusive_lock
 
     monkeypatch.setenv(MARKER_ENV, str(tmp_path / "markers"))
-    monkeypatch.setenv(SLEEP_ENV, "0.05")  # 10 steps: ~0.5 s, long enough to overlap
+    root, config = tmp_path / "runs", CounterConfig(seed=3, steps=10)
     context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    workers = [
-        context.Process(target=_run_in_another_process, args=(3, str(tmp_path / "runs"), queue))
-        for _ in range(2)
-    ]
-    for worker in workers:
-        worker.start()
-    results = [queue.get(timeout=120) for _ in workers]
-    for worker in workers:
-        worker.join(timeout=60)
-        assert worker.exitcode == 0
-    assert sorted(skipped for _, skipped, _ in results) == [False, True]
-    assert all(status == "done" for status, _, _ in results)
-    assert results[0][2] == results[1][2]
+    messages = context.Queue()
+    child = context.Process(target=_run_in_another_process, args=(3, str(root), messages))
+    with exclusive_lock(run_dir_of(config, root) / LOCK_FILE):
+        child.start()
+        assert messages.get(timeout=120) == "started"
+        with pytest.raises(queues.Empty):  # it waits for the lock ...
+            messages.get(timeout=3.0)
+        assert not (tmp_path / "markers").exists()  # ... without running the run
+        mine = _run_unlocked(config, root, None)  # the first process runs it meanwhile
+    status, skipped, records = messages.get(timeout=120)
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    assert mine.status == status == "done" and skipped and records == mine.records
     assert len(list((tmp_path / "markers").iterdir())) == 1  # the run function ran once
 
 
@@ -148,3 +153,19 @@ def test_a_kinds_results_version_salts_the_run_id(monkeypatch: pytest.MonkeyPatc
     assert run_hash(CounterConfig(seed=4)) not in (bumped, plain)
     with pytest.raises(ValueError, match="version"):
         register_kind("counter", CounterConfig, kind.run, version=0)
+
+
+def test_a_filesystem_without_locks_runs_without_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where flock is refused (NFS without lockd: ENOLCK), a run still runs, with a warning."""
+    import errno
+    import fcntl
+
+    def refuse(handle, operation) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", refuse)
+    with pytest.warns(UserWarning, match="does not support file locks"):
+        result = run_one(CounterConfig(seed=4, steps=3), tmp_path)
+    assert result.status == "done" and not result.skipped

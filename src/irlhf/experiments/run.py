@@ -9,7 +9,8 @@ Layout of ``<root>/<kind>/<run_hash>/``:
     samples/NAME.jsonl samples saved by `RunContext.save_samples`
     checkpoints/       safetensors checkpoints (the newest two)
     traceback.txt      the full traceback of the last failure
-    .lock              held while the run runs (a second process given it waits, then reads it)
+    progress.json      steps done / total, rewritten every few seconds while it runs
+    .lock              held while the run runs (a second process given it waits for it)
 
 A run whose status is "done" is not run again: its records are read back. Any other run (never
 started, killed, failed) is (re)started; the run function asks `ctx.load_checkpoint()` for the
@@ -216,8 +217,11 @@ def run_one(config: BaseModel, root: Path, on_progress: ProgressFn | None = None
 
     The run function's exceptions are caught and recorded (status "failed", traceback.txt);
     KeyboardInterrupt and other BaseExceptions propagate and leave the run resumable. Two
-    processes given the same run (two sweeps into one directory) do not both run it: the second
-    waits for the first (a lock file in the run directory), then reads its result back.
+    processes given the same run (two sweeps into one directory) do not run it side by side:
+    the second waits for the first (a lock file in the run directory), then reads its result
+    back if it finished, or else does what any later call does (resumes a crashed run from its
+    checkpoint, retries a failed one). A run function must not call `run_one` for its own
+    config (it would wait for itself).
     """
     done = finished_result(config, root)
     if done is not None:

@@ -8,10 +8,11 @@ in which case a torn last line is dropped when read.
 
 from __future__ import annotations
 
-import fcntl
+import errno
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -99,11 +100,30 @@ def truncate_jsonl(path: Path, n_lines: int) -> None:
 def exclusive_lock(path: Path) -> Iterator[None]:
     """Hold an exclusive advisory lock on the file `path` (created if missing) for the block:
     another process asking for it waits until this one leaves (POSIX `flock`; released by the
-    kernel if the holder dies)."""
+    kernel if the holder dies). On a shared filesystem the exclusion holds across machines only
+    if the filesystem implements flock across its clients (NFSv4 does; NFS with local_lock or a
+    Lustre mount without -o flock do not). Where there is no flock (Windows) or the filesystem
+    refuses it, the block runs without a lock, with a warning in the second case."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
     with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError as err:
+            if err.errno not in (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            warnings.warn(
+                f"{path}: this filesystem does not support file locks ({err.strerror}); "
+                "continuing without one",
+                stacklevel=3,
+            )
+            yield
+            return
         try:
             yield
         finally:
