@@ -3,14 +3,16 @@ against a no-cache reference and against the softmax it should draw from, and sa
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from irlhf.policies.causal_lm import CausalLMPolicy, default_device
+from irlhf.policies.causal_lm import CausalLMPolicy, _LeanGPT2, default_device
 from irlhf.types import Sequences
+from irlhf.worlds.oracle import LMDemonstrator
 
 VOCAB, ACTIONS = 20, 16  # ids 16..19 are prompt-only
 
@@ -48,7 +50,7 @@ def greedy_without_cache(policy: CausalLMPolicy, prompt: torch.Tensor, n: int) -
     tokens = prompt
     with torch.no_grad():
         for _ in range(n):
-            logits = policy.model(input_ids=tokens).logits[:, -1, :ACTIONS]
+            logits = policy.model(input_ids=tokens, use_cache=False).logits[:, -1, :ACTIONS]
             tokens = torch.cat([tokens, logits.argmax(-1, keepdim=True)], dim=1)
     return tokens
 
@@ -120,6 +122,24 @@ def test_greedy_with_kv_cache_equals_greedy_without(arch: str) -> None:
     assert torch.equal(seqs.tokens, greedy_without_cache(policy, prompt, 20))
     assert seqs.prompt_mask[:, :5].all() and not seqs.prompt_mask[:, 5:].any()
     assert seqs.completion_mask[:, 5:].all() and not seqs.completion_mask[:, :5].any()
+
+
+def test_hf_sampler_uses_the_supported_cache_api_and_equals_a_plain_greedy_loop() -> None:
+    """LLaMA takes the Hugging Face sampler, not `_LeanGPT2`: its KV-cached decoding (the policy's
+    and the noisy demonstrator's) warns about nothing, e.g. not transformers' FutureWarning for the
+    deprecated `past_key_values=`, and picks the tokens of a full forward pass per step."""
+    policy, prompt, n = tiny("llama", scale=3.0), prompts(6, length=3, seed=1), 12
+    assert _LeanGPT2.of(policy.model) is None
+    # epsilon > 0 takes LMDemonstrator's own cached loop; at 1e-9 noise it is greedy in practice
+    almost_greedy = LMDemonstrator(policy, temperature=0.0, epsilon=1e-9)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        seqs = policy.sample(prompt, n, torch.Generator().manual_seed(0), greedy=True)
+        demo = almost_greedy.sample(prompt, n, torch.Generator().manual_seed(0))
+    expected = greedy_without_cache(policy, prompt, n)
+    assert expected[:, 3:].unique().numel() > 2  # not one token repeated
+    assert torch.equal(seqs.tokens, expected)
+    assert torch.equal(demo.tokens, expected)
 
 
 def test_sampling_is_reproducible_from_the_generator_only() -> None:

@@ -100,7 +100,44 @@ def test_channels_count_their_budget():
     with pytest.raises(BudgetExceeded, match="budget"):
         oracle.label(demos.sequences, soft=True)
     soft = ExpertOracle(world).label(demos.sequences, soft=True)
-    assert torch.allclose(soft.probs.sum(-1), torch.ones(5, world.horizon + 1, dtype=torch.float64))
+    # a distribution at every charged (completion) position, nothing at the prompt
+    expected = demos.sequences.completion_mask.double()
+    assert torch.allclose(soft.probs.sum(-1), expected)
+
+
+def test_the_oracle_returns_no_label_it_did_not_charge_for():
+    world = make_world("tiny")
+    g = torch.Generator().manual_seed(1)
+    seqs = Demonstrations.collect(world, 6, g).sequences
+    mask = torch.rand(seqs.tokens.shape, generator=g) < 0.3
+    for soft in (True, False):
+        oracle = ExpertOracle(world)
+        labels = oracle.label(seqs, soft=soft, generator=g, mask=mask)
+        charged = mask & seqs.completion_mask
+        assert oracle.queries == int(charged.sum()) == labels.n_labels
+        if soft:
+            assert bool((labels.probs[~charged] == 0).all())
+            assert torch.allclose(labels.probs[charged], world.expert_probs(seqs)[charged])
+        else:
+            assert bool((labels.actions[~charged] == -1).all())
+            assert bool((labels.actions[charged] >= 0).all())
+
+
+def test_act_queries_the_expert_at_the_end_of_each_asked_prefix():
+    """The expert's next token after a prefix: drawn from the row of the prefix's last state,
+    one query per asked row, -1 for the others."""
+    world = make_world("tiny")
+    g = torch.Generator().manual_seed(2)
+    seqs = Demonstrations.collect(world, 400, g, horizon=3).sequences
+    rows = torch.arange(400) % 4 != 0
+    oracle = ExpertOracle(world, temperature=0.0)  # greedy: the token is determined
+    tokens = oracle.act(seqs, rows, g)
+    assert oracle.queries == int(rows.sum())
+    assert bool((tokens[~rows] == -1).all())
+    state = world.states(seqs)[:, -1]
+    last = world.transition[state, seqs.tokens[:, -1]]
+    greedy = world.demonstrator(0.0).probs[last]
+    assert bool((greedy[rows].gather(1, tokens[rows, None]) > 0).all())
 
 
 def test_demonstrator_knobs():
@@ -118,5 +155,6 @@ def test_oracle_can_stand_for_the_demonstrator():
     oracle = ExpertOracle(world, temperature=2.0, epsilon=0.2)
     labels = oracle.label(demos.sequences, soft=True)
     expected = world.demonstrator(2.0, 0.2).probs[world.states(demos.sequences)]
-    assert torch.allclose(labels.probs, expected)
+    mask = demos.sequences.completion_mask
+    assert torch.allclose(labels.probs[mask], expected[mask])
     assert oracle.queries == 4 * world.horizon

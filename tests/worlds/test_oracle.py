@@ -75,6 +75,36 @@ def test_demonstrator_temperature_and_noise(world) -> None:
     assert float(chi2) < 40  # df = 15: P(chi2 > 40) < 0.001
 
 
+def test_a_degraded_oracle_labels_and_acts_in_an_lm_world(world) -> None:
+    """temperature / epsilon apply to the LM expert too (they used to read a table's `.probs`):
+    soft labels equal the degraded demonstrator's distributions, hard labels and `act` draw
+    from them, each charged once per position."""
+    from irlhf.worlds import ExpertOracle
+
+    seqs, g = samples(world, 6), torch.Generator().manual_seed(5)
+    oracle = ExpertOracle(world, temperature=0.0, epsilon=0.25)
+    soft = oracle.label(seqs, soft=True)
+    mask = seqs.completion_mask
+    expected = world.demonstrator(0.0, 0.25).next_token_logits(seqs).exp()
+    torch.testing.assert_close(soft.probs[mask], expected[mask])
+    greedy = world.expert_probs(seqs).argmax(-1)
+    # a quarter of uniform noise over 16 tokens: the argmax gets 0.75 + 0.25 / 16
+    picked = soft.probs[mask].gather(-1, greedy[mask][:, None]).squeeze(-1)
+    assert torch.allclose(picked, torch.full_like(picked, 0.75 + 0.25 / 16), atol=1e-5)
+    hard = oracle.label(seqs, soft=False, generator=g)
+    assert bool((hard.actions[mask] >= 0).all()) and bool((hard.actions[~mask] == -1).all())
+    rows = torch.tensor([True, False, True, True, False, True])
+    tokens = oracle.act(seqs, rows, g)
+    assert bool((tokens[~rows] == -1).all()) and bool((tokens[rows] >= 0).all())
+    assert oracle.queries == 2 * int(mask.sum()) + int(rows.sum())
+    greedy_oracle = ExpertOracle(world, temperature=0.0)
+    prefixes = Sequences.from_prompt_and_completion(seqs.tokens[:, :1], seqs.tokens[:, 1:4])
+    after = greedy_oracle.act(prefixes, torch.ones(6, dtype=torch.bool), g)
+    completion = torch.cat([seqs.tokens[:, 1:4], after[:, None]], dim=1)
+    extended = Sequences.from_prompt_and_completion(seqs.tokens[:, :1], completion)
+    assert torch.equal(after, world.expert_probs(extended)[:, -1].argmax(-1))
+
+
 def test_greedy_demonstrator_follows_the_argmax(world) -> None:
     g = torch.Generator().manual_seed(0)
     seqs = world.demonstrator(temperature=0.0).sample(world.sample_prompts(4, g), world.horizon, g)

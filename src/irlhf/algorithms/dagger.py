@@ -1,15 +1,15 @@
-"""DAgger and on-policy distillation: the expert relabels the learner's own prefixes.
+"""DAgger: the expert relabels the states the learner's own roll-outs visit, and the data set grows.
 
-DAgger (Ross, Gordon & Bagnell 2011): start from behaviour cloning on the demonstrations; each
-round, roll out a mixture of expert-side data and the current learner, ask the `ExpertOracle` for
-a label at every visited prefix, aggregate, refit. The mixture is per sequence: a fraction
-beta_r = beta0 * beta_decay^(r-1) of round r's sequences is redrawn from the demonstrations, the
-rest are the learner's rollouts (Ross et al. note beta_1 = 1, beta_r = 0 later works well).
-
-With soft labels this is on-policy distillation (GKD, Agarwal et al. 2024): the loss is the
-generalized JSD to the expert's next-token distribution and `lmbda` — the fraction of
-learner-generated sequences — replaces the beta schedule (beta_r = 1 - lmbda).
-Every label counts against the oracle's budget.
+Ross, Gordon & Bagnell (2011), Algorithm 3.1: fit pi_hat_1 to the demonstrations (behaviour
+cloning); in round r roll out the mixture pi_r = beta_r pi* + (1 - beta_r) pi_hat_r, ask the
+expert for a label at every visited state, *aggregate* the labels with all earlier ones and refit
+pi_hat_{r+1} on the union. The mixture is per step: at each step the expert's action is taken
+with probability beta_r (each such step is an `ExpertOracle` query), otherwise the learner's;
+beta_r = beta0 * beta_decay^(r - 1) (Ross et al.: beta_1 = 1 then 0 also works; the default here
+starts at 0.5 and halves). Labels are hard (a sampled expert token, as in the paper) or soft (the
+expert's distribution, fitted by the generalized JSD): soft-label DAgger still aggregates, which
+is what separates it from on-policy distillation (`irlhf.algorithms.gkd`, nothing aggregated).
+Every query — each expert step of a roll-out and each label — counts against the oracle's budget.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from irlhf.worlds.base import Demonstrations, ExpertOracle
 
 
 class DAggerConfig(BaseModel):
-    """DAgger / on-policy distillation (the `[dagger]` table of an experiment config)."""
+    """DAgger (the `[dagger]` table of an experiment config)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
@@ -43,19 +43,22 @@ class DAggerConfig(BaseModel):
     labels: Literal["hard", "soft"] = "hard"
     """"hard" (a sampled expert token, DAgger) or "soft" (the expert distribution, GKD)."""
     beta0: float = Field(0.5, ge=0.0, le=1.0)
-    """Fraction of round 1's sequences drawn from the demonstrations instead of the learner."""
+    """Round 1's per-step probability of taking the expert's action in the roll-outs."""
     beta_decay: float = Field(0.5, ge=0.0, le=1.0)
     """beta_r = beta0 * beta_decay^(r - 1)."""
-    lmbda: float | None = Field(None, ge=0.0, le=1.0)
-    """GKD's fraction of learner-generated sequences; when set, beta_r = 1 - lmbda every round."""
     fit: SFTConfig = SFTConfig()
     """How each round refits (tabular smoothing; neural steps, lr, jsd_beta)."""
 
     def beta(self, round_: int) -> float:
-        """The demonstration fraction of round `round_` (1-based)."""
-        if self.lmbda is not None:
-            return 1.0 - self.lmbda
+        """The expert's per-step weight in round `round_`'s mixture roll-outs (1-based)."""
         return self.beta0 * self.beta_decay ** (round_ - 1)
+
+    def expected_queries(self, horizon: int) -> float:
+        """Oracle queries expected over all rounds: every roll-out position is labelled, and
+        a fraction beta_r of them was an expert step (plus, with soft labels, round 0's
+        relabelled demonstrations, which depend on their number: not included)."""
+        steps = self.rollouts_per_round * horizon
+        return sum(steps * (1 + self.beta(r)) for r in range(1, self.rounds + 1))
 
 
 def train_dagger(
@@ -67,12 +70,12 @@ def train_dagger(
     generator: torch.Generator | None = None,
 ):
     """Returns (policy, records). `policy` is a TabularPolicy (shape only) or a neural policy
-    trained in place; `dynamics` gives prompts, states and tabular rollouts."""
+    trained in place; `dynamics` gives prompts, states and transitions."""
     generator = generator or torch.Generator().manual_seed(0)
     tabular = isinstance(policy, TabularPolicy)
     soft = config.labels == "soft"
     # one optimiser for every round (Adam's moments carry over), built as `fit_neural` builds
-    # its own: fused AdamW with the fit's weight decay (torch's default 0.01 used to apply here)
+    # its own
     fit = config.fit
     optimizer = None if tabular else adamw(policy.parameters(), fit.lr, fit.weight_decay)
 
@@ -87,27 +90,59 @@ def train_dagger(
     dataset = [oracle.label(demos.sequences, soft=True) if soft else demonstration_labels(demos)]
     records = [{"round": 0, **r} for r in refit(dataset)]
     for round_ in range(1, config.rounds + 1):
-        n_demo = round(config.beta(round_) * config.rollouts_per_round)
-        seqs = _learner_rollouts(policy, dynamics, config.rollouts_per_round - n_demo, generator)
-        if n_demo:
-            picks = torch.randint(demos.n, (n_demo,), generator=generator)
-            seqs = Sequences.concat([s for s in (seqs, demos.sequences[picks]) if s is not None])
+        beta = config.beta(round_)
+        seqs, expert_steps = mixture_rollout(
+            policy, oracle, dynamics, config.rollouts_per_round, beta, generator
+        )
         dataset.append(oracle.label(seqs, soft=soft, generator=generator))
-        fit_records = refit(dataset)
-        records += [{"round": round_, **r} for r in fit_records]
+        records += [{"round": round_, **r} for r in refit(dataset)]
         records.append(
-            {"round": round_, "oracle/queries": oracle.queries, "dagger/beta": config.beta(round_)}
+            {
+                "round": round_,
+                "oracle/queries": oracle.queries,
+                "dagger/beta": beta,
+                "dagger/expert_step_fraction": float(expert_steps.float().mean()),
+            }
         )
     return policy, records
 
 
-def _learner_rollouts(policy, dynamics, n: int, generator: torch.Generator) -> Sequences | None:
-    if n == 0:
-        return None
-    if isinstance(policy, TabularPolicy):
-        return dynamics.rollout(policy, n, generator)
-    prompts = dynamics.sample_prompts(n, generator).to(policy.device)
-    with torch.inference_mode():
-        return policy.sample(prompts, max_new_tokens=dynamics.horizon, generator=generator).to(
-            "cpu"
-        )
+def mixture_rollout(
+    policy, oracle: ExpertOracle, dynamics, n: int, beta: float, generator: torch.Generator
+) -> tuple[Sequences, torch.Tensor]:
+    """n roll-outs of beta pi* + (1 - beta) pi_hat, mixed per step: with probability beta the
+    expert's action (an oracle query), else the learner's. Returns the sequences and a
+    [n, horizon] bool mask of the expert's steps.
+
+    The learner's distribution at each step comes from the latent state (a table) or from the
+    whole prefix (a neural policy; no KV cache, one forward per step: the roll-outs are short
+    and this keeps one sampler for both kinds). beta = 0 takes the learner's own sampler."""
+    horizon, tabular = dynamics.horizon, isinstance(policy, TabularPolicy)
+    if beta == 0.0:
+        if tabular:
+            seqs = dynamics.rollout(policy, n, generator)
+        else:
+            prompts = dynamics.sample_prompts(n, generator).to(policy.device)
+            seqs = policy.sample(prompts, horizon, generator)
+        return seqs.to("cpu"), torch.zeros(n, horizon, dtype=torch.bool)
+    prompts = dynamics.sample_prompts(n, generator)
+    P = prompts.shape[1]
+    tokens = torch.empty(n, P + horizon, dtype=torch.long)
+    tokens[:, :P] = prompts
+    expert_steps = torch.rand(n, horizon, generator=generator) < beta  # (n, horizon)
+    state = prompts[:, 0] - dynamics.vocab_size if tabular else None
+    for t in range(horizon):
+        prefix = Sequences.from_prompt_and_completion(prompts, tokens[:, P : P + t])
+        if tabular:
+            probs = policy.probs[state]  # (n, V)
+        else:
+            with torch.inference_mode():
+                logits, _ = policy.action_logits(prefix.to(policy.device), P + t - 1, P + t)
+            probs = torch.softmax(logits[:, -1].double(), dim=-1).cpu()  # (n, V)
+        action = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+        expert = oracle.act(prefix, expert_steps[:, t], generator)
+        action = torch.where(expert_steps[:, t], expert, action)
+        tokens[:, P + t] = action
+        if tabular:
+            state = dynamics.transition[state, action]
+    return Sequences.from_prompt_and_completion(prompts, tokens[:, P:]), expert_steps

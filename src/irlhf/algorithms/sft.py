@@ -106,14 +106,27 @@ def fit_neural(
     for step in range(config.steps):
         picks = torch.randint(int(sizes.sum()), (config.batch_size,), generator=generator)
         batch = _gather(labels, offsets, picks)
-        loss, metrics = label_loss(policy, batch, config.jsd_beta)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
+        metrics = label_step(policy, batch, optimizer, params, config.jsd_beta)
         records.append({"step": step, **metrics})
     policy.eval()
     return records
+
+
+def label_step(
+    policy,
+    batch: ExpertLabels,
+    optimizer: torch.optim.Optimizer,
+    params: list[torch.nn.Parameter],
+    jsd_beta: float,
+) -> dict:
+    """One optimiser step on `label_loss` (gradient norm clipped to 1, as TRL's default);
+    SFT, DAgger and GKD all step through here. Returns the loss's metrics."""
+    loss, metrics = label_loss(policy, batch, jsd_beta)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    optimizer.step()
+    return metrics
 
 
 def _gather(labels: list[ExpertLabels], offsets: torch.Tensor, picks: torch.Tensor) -> ExpertLabels:

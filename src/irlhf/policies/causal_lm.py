@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import (
     AutoModelForCausalLM,
+    DynamicCache,
     GPT2Config,
     GPT2LMHeadModel,
     GPT2Model,
@@ -310,15 +311,22 @@ class CausalLMPolicy:
         B = prompts.shape[0]
         tokens = torch.empty(B, C, dtype=torch.long, device=prompts.device)
         log_probs = torch.empty(B, C, device=prompts.device)
-        out = self.model(input_ids=prompts, use_cache=True, logits_to_keep=1)
+        cache = self.kv_cache()  # filled in place by every call below
+        out = self.model(input_ids=prompts, cache=cache, use_cache=True, logits_to_keep=1)
         for step in range(C):
             logits = out.logits[:, -1, : self.action_vocab_size].float()  # (B, A)
             token, log_prob = _draw(logits, generator, temperature, top_k, top_p, greedy)
             tokens[:, step], log_probs[:, step] = token, log_prob
             if step + 1 < C:
-                kv = out.past_key_values
-                out = self.model(input_ids=token[:, None], past_key_values=kv, use_cache=True)
+                out = self.model(input_ids=token[:, None], cache=cache, use_cache=True)
         return tokens, log_probs
+
+    def kv_cache(self) -> DynamicCache:
+        """An empty KV cache for `self.model`, the one its forward would make itself. Pass it as
+        `cache=` (with `use_cache=True`) to each call of a decoding loop; each call appends its
+        keys and values to it in place. Since transformers 5.24 the argument is `cache`:
+        `past_key_values=` (and reading `output.past_key_values`) is deprecated and warns."""
+        return DynamicCache(config=self.model.config)
 
 
 def gathered_log_probs(logits: Tensor, targets: Tensor) -> Tensor:

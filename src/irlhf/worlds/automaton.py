@@ -307,6 +307,25 @@ class AutomatonWorld:
         """[B, T, V] the expert's next-token distribution at every position."""
         return self.expert.probs[self.states(seqs)]
 
+    def demonstrator_probs(
+        self, seqs: Sequences, temperature: float = 1.0, epsilon: float = 0.0
+    ) -> Tensor:
+        """[B, T, V] the degraded expert's (`demonstrator`) distribution at every position."""
+        if temperature == 1.0 and epsilon == 0.0:
+            return self.expert_probs(seqs)
+        return self.demonstrator(temperature, epsilon).probs[self.states(seqs)]
+
+    def next_demonstrator_probs(
+        self, prefixes: Sequences, temperature: float = 1.0, epsilon: float = 0.0
+    ) -> Tensor:
+        """[B, V] the degraded expert's distribution of the token after each (unpadded) prefix."""
+        state = prefixes.tokens[:, 0] - self.vocab_size
+        for t in range(1, prefixes.length):
+            state = self.transition[state, prefixes.tokens[:, t]]
+        teacher = self.expert if temperature == 1.0 and epsilon == 0.0 else None
+        teacher = teacher or self.demonstrator(temperature, epsilon)
+        return teacher.probs[state]
+
     # --- ground truth (metrics and reports only; training code never calls these) -----------
     def true_rewards(self, seqs: Sequences) -> Tensor:
         """[B, T] float64 reward of each completion token (0 elsewhere)."""

@@ -33,6 +33,12 @@ class World(Protocol):
     def expert_probs(self, seqs: Sequences) -> Tensor: ...
     def true_rewards(self, seqs: Sequences) -> Tensor: ...
     def demonstrator(self, temperature: float = 1.0, epsilon: float = 0.0) -> Any: ...
+    def demonstrator_probs(
+        self, seqs: Sequences, temperature: float = 1.0, epsilon: float = 0.0
+    ) -> Tensor: ...
+    def next_demonstrator_probs(
+        self, prefixes: Sequences, temperature: float = 1.0, epsilon: float = 0.0
+    ) -> Tensor: ...
 
 
 def rollout(
@@ -85,11 +91,15 @@ class Demonstrations:
 
 @dataclass
 class ExpertOracle:
-    """The expert's next-token distribution (soft label) or a sampled token (hard label) at any
-    prefix. Every labelled position counts as one query against `budget` (None = unlimited).
+    """The expert's next-token distribution at any prefix: one query per prefix, whatever is
+    taken from it (the distribution as a soft label, a token sampled from it as a hard label or
+    as the expert's action in a mixture roll-out). Queries count against `budget` (None =
+    unlimited).
 
     `temperature` and `epsilon` degrade the oracle like the demonstrator (the defaults are the
-    expert itself): DAgger "imitating the same demonstrator" queries the demonstrator."""
+    expert itself): DAgger "imitating the same demonstrator" queries the demonstrator. Nothing is
+    returned at a position that was not charged: labels outside the labelled positions are zero
+    (soft) or -1 (hard)."""
 
     world: Any
     budget: int | None = None
@@ -104,25 +114,52 @@ class ExpertOracle:
         generator: torch.Generator | None = None,
         mask: Tensor | None = None,
     ) -> ExpertLabels:
-        """Label the completion positions of `seqs` (or the positions in `mask`)."""
+        """Label the completion positions of `seqs` (or those of them in `mask`)."""
         mask = seqs.completion_mask if mask is None else mask & seqs.completion_mask
-        n = int(mask.sum().item())
+        if not soft and generator is None:
+            raise ValueError("hard labels are sampled: pass a torch.Generator")
+        self._charge(int(mask.sum().item()))
+        probs = self._teacher_probs(seqs) * mask.unsqueeze(-1)  # (B, T, V), 0 where not asked
+        if soft:
+            return ExpertLabels(seqs, mask, probs=probs)
+        flat = probs.reshape(-1, probs.shape[-1]).float()
+        flat[~mask.reshape(-1), 0] = 1.0  # a placeholder row, overwritten by -1 below
+        actions = torch.multinomial(flat, 1, generator=generator).view(seqs.tokens.shape)
+        return ExpertLabels(seqs, mask, actions=actions.masked_fill_(~mask, -1))
+
+    def act(self, prefixes: Sequences, rows: Tensor, generator: torch.Generator) -> Tensor:
+        """[B] long: the expert's next token after each prefix where `rows` ([B] bool) is set,
+        sampled from its distribution (-1 elsewhere); one query per such row. Prefixes are
+        equal-length sequences without padding (a roll-out in progress)."""
+        if rows.shape != (prefixes.batch_size,) or rows.dtype != torch.bool:
+            raise ValueError(f"rows must be [{prefixes.batch_size}] bool, got {tuple(rows.shape)}")
+        tokens = torch.full((prefixes.batch_size,), -1, dtype=torch.long)
+        n = int(rows.sum().item())
+        if n == 0:
+            return tokens
+        self._charge(n)
+        probs = self.world.next_demonstrator_probs(prefixes[rows], self.temperature, self.epsilon)
+        probs = probs.float()  # (n, V)
+        tokens[rows] = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+        return tokens
+
+    def generate(
+        self, n: int, generator: torch.Generator, horizon: int | None = None
+    ) -> ExpertLabels:
+        """n sequences sampled from the (degraded) expert, with its distributions as soft labels:
+        one query per generated position (sampling and labelling read the same distribution).
+        GKD's `seq_kd` uses this."""
+        horizon = self.world.horizon if horizon is None else horizon
+        seqs = rollout(self.world, self.world.demonstrator(self.temperature, self.epsilon), n,
+                       generator, horizon).to("cpu")  # fmt: skip
+        return self.label(seqs, soft=True)
+
+    def _charge(self, n: int) -> None:
         if self.budget is not None and self.queries + n > self.budget:
             raise BudgetExceeded(
                 f"expert oracle budget {self.budget} exceeded: {self.queries} used, {n} asked"
             )
         self.queries += n
-        probs = self._teacher_probs(seqs)  # (B, T, V)
-        if soft:
-            return ExpertLabels(seqs, mask, probs=probs)
-        if generator is None:
-            raise ValueError("hard labels are sampled: pass a torch.Generator")
-        flat = probs.reshape(-1, probs.shape[-1]).float()
-        actions = torch.multinomial(flat, 1, generator=generator).view(seqs.tokens.shape)
-        return ExpertLabels(seqs, mask, actions=actions)
 
     def _teacher_probs(self, seqs: Sequences) -> Tensor:
-        if self.temperature == 1.0 and self.epsilon == 0.0:
-            return self.world.expert_probs(seqs)
-        teacher = self.world.demonstrator(self.temperature, self.epsilon)
-        return teacher.probs[self.world.states(seqs)]
+        return self.world.demonstrator_probs(seqs, self.temperature, self.epsilon)

@@ -108,14 +108,15 @@ class LMDemonstrator:
                 prompts, max_new_tokens, generator, temperature=temperature, greedy=greedy
             )
         model, prompts = self.policy.model.eval(), prompts.to(self.device)
-        out = model(input_ids=prompts, use_cache=True, logits_to_keep=1)
+        cache = self.policy.kv_cache()  # filled in place by every call below
+        out = model(input_ids=prompts, cache=cache, use_cache=True, logits_to_keep=1)
         tokens = []
         for step in range(max_new_tokens):
             logp = self._mix(out.logits[:, -1, : self.action_vocab_size])  # (B, V)
             token = torch.multinomial(logp.exp(), 1, generator=generator)  # (B, 1)
             tokens.append(token)
             if step + 1 < max_new_tokens:
-                out = model(input_ids=token, past_key_values=out.past_key_values, use_cache=True)
+                out = model(input_ids=token, cache=cache, use_cache=True)
         completion = torch.cat(tokens, 1) if tokens else prompts[:, :0]
         return Sequences.from_prompt_and_completion(prompts, completion)
 
@@ -186,6 +187,27 @@ class LMWorld:
     def expert_probs(self, seqs: Sequences) -> Tensor:
         """[B, T, V] float32 the expert's next-token distribution at every position."""
         return self.expert_log_probs_all(seqs).exp()
+
+    def demonstrator_probs(
+        self, seqs: Sequences, temperature: float = 1.0, epsilon: float = 0.0
+    ) -> Tensor:
+        """[B, T, V] float32 the degraded expert's (`demonstrator`) distribution at every
+        position (at temperature 0, the one-hot argmax; a floor of 1e-30 elsewhere)."""
+        teacher = self.demonstrator(temperature, epsilon)
+        return self._batched(lambda s: teacher.next_token_logits(s), seqs).exp()
+
+    def next_demonstrator_probs(
+        self, prefixes: Sequences, temperature: float = 1.0, epsilon: float = 0.0
+    ) -> Tensor:
+        """[B, V] float32 the degraded expert's distribution of the token after each (unpadded)
+        prefix: one forward pass, only the last position reaches the output layer."""
+        teacher, T = self.demonstrator(temperature, epsilon), prefixes.length
+
+        def last(chunk: Sequences) -> Tensor:
+            logits, _ = teacher.policy.action_logits(chunk, T - 1, T)  # (b, 1, V)
+            return teacher._mix(logits[:, -1])
+
+        return self._batched(last, prefixes).exp()
 
     def expert_log_probs(self, seqs: Sequences) -> Tensor:
         """[B, T] float32 log expert(token_t | tokens_<t) on the completion, 0 elsewhere."""
