@@ -1,7 +1,5 @@
 """Degeneration metrics against hand-computed examples."""
 
-import math
-
 import pytest
 import torch
 
@@ -14,6 +12,7 @@ from irlhf.metrics.degeneration import (
     seq_rep_n,
     soft_loop_rate,
 )
+from irlhf.metrics.undefined import UndefinedMetric
 
 
 def test_seq_rep_and_distinct_on_hand_examples():
@@ -25,7 +24,25 @@ def test_seq_rep_and_distinct_on_hand_examples():
     # pooled: 10 bigrams, unique {12, 23, 31, 56, 67, 78} = 6
     assert distinct_n([looping, fresh], 2) == pytest.approx(6 / 10)
     assert distinct_n([[1, 1, 1, 1]], 1) == pytest.approx(1 / 4)
-    assert math.isnan(seq_rep_n([[1, 2]], 4))
+
+
+def test_empty_inputs_raise_instead_of_returning_nan():
+    """No sequence with 4 tokens: no 4-gram to average over, so no rate (an error, not nan);
+    a sequence too short for a 4-gram is simply not a soft loop."""
+    for metric in (seq_rep_n, rep_n, distinct_n):
+        with pytest.raises(UndefinedMetric, match="no sequence has 4 tokens"):
+            metric([[1, 2], [3]], 4)
+        with pytest.raises(UndefinedMetric):
+            metric([], 4)
+    assert seq_rep_n([[1, 2], [1, 1, 1, 1, 1]], 4) == pytest.approx(1 - 1 / 2)  # short skipped
+    for metric in (loop_rate, soft_loop_rate):
+        with pytest.raises(UndefinedMetric, match="no sequences"):
+            metric([])
+    assert soft_loop_rate([[1, 1, 1], [5, 5, 5, 5, 5, 5]]) == 0.5  # 5555 x3: rep 2/3 > 0.5
+    with pytest.raises(ValueError, match="at least one sentence"):
+        self_reinforcement(Echo(), [], max_repeats=2)
+    with pytest.raises(ValueError, match="no token to score"):
+        self_reinforcement(Echo(), [[1, 2, 3], [4]], max_repeats=2)
 
 
 def test_rep_n_respects_the_window():

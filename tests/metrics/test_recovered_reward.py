@@ -15,6 +15,7 @@ from irlhf.metrics.recovered_reward import (
     soft_advantages,
     transfer_policy,
 )
+from irlhf.metrics.undefined import UndefinedMetricWarning
 from irlhf.policies import TabularPolicy
 from irlhf.worlds import make_world
 
@@ -83,9 +84,16 @@ def test_demonstrator_states_exclude_absorbing_traps_and_constant_rewards_give_n
     on = demonstrator_states(world, world.expert)
     assert not bool(on[world.is_trap].any()) and bool(on.any())
     zero = torch.zeros(world.n_states, world.vocab_size, dtype=torch.float64)
-    metrics = advantage_correlation(world, zero, world.expert)
+    with pytest.warns(UndefinedMetricWarning) as caught:
+        metrics = advantage_correlation(world, zero, world.expert)
+    assert [str(w.message) for w in caught] == [
+        f"irl/adv_corr_{s} is undefined (nan): the recovered advantages are constant there"
+        for s in ("demo", "off")
+    ]
     assert math.isnan(metrics["irl/adv_corr_demo"]) and math.isnan(metrics["irl/adv_corr_off"])
     # A zero reward re-optimised is the uniform policy.
     assert torch.allclose(transfer_policy(world, zero).probs, torch.full_like(zero, 1 / 64))
     with pytest.raises(ValueError, match="reward must be"):
         advantage_correlation(world, zero[:3], world.expert)
+    with pytest.raises(ValueError, match="finite"):
+        advantage_correlation(world, zero + math.inf, world.expert)

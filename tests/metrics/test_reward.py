@@ -15,6 +15,7 @@ from irlhf.metrics.reward import (
     sequence_kl,
     win_rate,
 )
+from irlhf.metrics.undefined import UndefinedMetric
 from irlhf.policies import TabularPolicy
 from irlhf.types import Comparisons, Sequences
 from irlhf.worlds import make_world
@@ -48,6 +49,9 @@ def test_comparison_accuracy_by_hand_with_ties_counted_half():
     assert comparison_accuracy(model, comparisons) == pytest.approx((1 + 0 + 0.5 + 1) / 4)
     with pytest.raises(ValueError, match="at least one"):
         comparison_accuracy(model, Comparisons(seqs_of([]), seqs_of([])))
+    broken = LookupRewardModel([0.0, math.nan, 2.0, 1.0])
+    with pytest.raises(ValueError, match="nan"):
+        comparison_accuracy(broken, comparisons)  # a nan margin used to count as "wrong"
 
 
 def test_correlation_of_the_true_reward_is_one_and_of_its_negation_minus_one():
@@ -62,8 +66,10 @@ def test_correlation_of_the_true_reward_is_one_and_of_its_negation_minus_one():
     both = reward_correlations(true_reward_model(world), world, world.expert, g, n=200)
     assert set(both) == {"rm/pearson_on", "rm/spearman_on", "rm/pearson_off", "rm/spearman_off"}
     assert both["rm/pearson_off"] == pytest.approx(1.0)
-    constant = reward_correlation(TabularRewardModel(world.dynamics()), world, seqs)
-    assert math.isnan(constant["pearson"])
+    with pytest.raises(UndefinedMetric, match="predicted reward is constant"):
+        reward_correlation(TabularRewardModel(world.dynamics()), world, seqs)
+    with pytest.raises(UndefinedMetric, match=">= 2 sequences"):
+        reward_correlation(true_reward_model(world), world, seqs[:1])
 
 
 def test_normalised_score_by_hand():
@@ -96,3 +102,30 @@ def test_sequence_kl_equals_kl_between_enumerated_sequence_distributions(seed):
     assert sequence_kl(world, policy, reference) == pytest.approx(exact, rel=1e-10)
     assert sequence_kl(world, policy, policy) == pytest.approx(0.0, abs=1e-12)
     assert sequence_kl(world, policy, reference, horizon=2) < exact
+
+
+def test_sequence_kl_is_inf_where_the_reference_has_a_zero_the_policy_reaches_and_never_nan():
+    """tiny world: the greedy expert gives 0 to the expert's other token at every state, so
+    KL(expert || greedy) = +inf from the first step (was nan: 0 * inf over unvisited states).
+    KL(greedy || expert) is finite: the greedy policy's support is inside the expert's. A
+    reference that is 0 only at a state the policy never reaches adds 0."""
+    world = make_world("tiny")
+    greedy = world.expert.with_temperature(0)
+    assert sequence_kl(world, world.expert, greedy) == math.inf
+    _, p = enumerate_sequences(world, greedy)
+    _, q = enumerate_sequences(world, world.expert)
+    support = p > 0
+    exact = float((p[support] * (p[support] / q[support]).log()).sum())
+    assert sequence_kl(world, greedy, world.expert) == pytest.approx(exact, rel=1e-10)
+    # state 0 is never reached: the start is state 1, and states 1 and 2 lead only to 1 and 2
+    assert world.start.tolist() == [0.0, 1.0, 0.0]
+    assert world.transition[1:].tolist() == [[1, 2], [1, 2]]
+    probs = world.expert.probs.clone()
+    probs[0] = torch.tensor([1.0, 0.0])  # 0 where the expert's state-0 row is positive
+    assert sequence_kl(world, world.expert, TabularPolicy(probs)) == 0.0
+
+
+def test_win_rate_needs_two_pairs_for_its_standard_error():
+    world = make_world("spread", horizon=4)
+    with pytest.raises(ValueError, match="n >= 2"):
+        win_rate(world, world.expert, world.expert, 1, torch.Generator().manual_seed(0))

@@ -55,7 +55,7 @@ def test_degeneration_study_runs_end_to_end_on_a_tiny_corpus(tmp_path, monkeypat
     )
     evaluation = EvalSpec(n_prompts=6, mc_samples=4, n_sentences=3, max_repeats=4)
     student = StudentSpec(n_layer=1, n_embd=16, n_head=2)
-    grid_configs = grid(2, tiny_world(tmp_path), student, 16, 8, 1, 4, rlhf, evaluation, 4)
+    grid_configs = grid(2, tiny_world(tmp_path), student, 16, 8, rlhf, evaluation, 4)
     assert {c.method for c in grid_configs} == set(NAMES)
     results = [run_one(c, tmp_path / "runs") for c in grid_configs]
     assert [r.error for r in results if r.status != "done"] == []

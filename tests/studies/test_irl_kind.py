@@ -73,8 +73,14 @@ def test_irl_run_records_exposure_returns_and_recovered_reward_metrics(tmp_path,
     expected_temperature = config.kl_coef if algorithm in ("gail", "airl") else config.alpha
     assert values["irl/reward_temperature"] == expected_temperature
     assert -1.0 <= values["irl/adv_corr_demo"] <= 1.0
-    # Off the demonstrator's states a method may learn nothing (constant advantages): nan.
-    assert np.isnan(values["irl/adv_corr_off"]) or -1.0 <= values["irl/adv_corr_off"] <= 1.0
+    # Off the demonstrator's states a method may learn nothing (constant advantages): then no
+    # value but a note record saying why, never nan.
+    notes = [r["note"] for r in result.records if r["metric"] == "irl/undefined_note"]
+    if "irl/adv_corr_off" in values:
+        assert -1.0 <= values["irl/adv_corr_off"] <= 1.0 and not notes
+    else:
+        assert len(notes) == 1 and "irl/adv_corr_off is undefined" in notes[0]
+    assert not any(np.isnan(r["value"]) for r in result.records)
     assert values["irl/n_demo_states"] + values["irl/n_off_states"] == 32  # spread: 32 states
     assert np.isfinite(values["irl/transfer_return"])
     # Training curves are logged beside the metrics.

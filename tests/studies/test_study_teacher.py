@@ -34,7 +34,7 @@ def test_the_teacher_option_replaces_every_text_world_teacher_and_runs(tmp_path)
     world = TextSpec(corpus=str(write_corpus(tmp_path)), prompt_length=8, horizon=40)
     evaluation = EvalSpec(n_prompts=4, mc_samples=4, n_sentences=2, max_repeats=2)
     student = StudentSpec(n_layer=1, n_embd=16, n_head=2)
-    configs = grid(1, world, student, 8, 4, 1, 4, RLHFSpec(), evaluation, 4, ("teacher", "sft"))
+    configs = grid(1, world, student, 8, 4, RLHFSpec(), evaluation, 4, ("teacher", "sft"))
     mixed = [*configs, ImitationConfig()]  # an automaton run is left alone
     replaced = with_teacher(mixed, tmp_path / "hf", "study test")
     assert [c.world.teacher_dir for c in replaced[:-1]] == [str(tmp_path / "hf")] * 2

@@ -122,9 +122,9 @@ def train_gkd(
 class _SystematicCoin:
     """Step i is on-policy iff floor((i + 1) lmbda + u) > floor(i lmbda + u), with one
     u ~ U(0, 1) per run: systematic sampling. Each step is on-policy with probability exactly
-    lmbda, as in GKD's per-step coin, and the realised fraction over any n steps is within 1 / n
-    of lmbda (independent coins would give a binomial spread, sd 0.035 over 200 steps at
-    lmbda = 0.5, i.e. a different on-policy share per arm and seed). No draw when lmbda is 0 or 1."""
+    lmbda, as with GKD's per-step coin, and the realised fraction over any n steps is within
+    1 / n of lmbda (independent coins would give a binomial spread, sd 0.035 over 200 steps at
+    lmbda = 0.5: a different on-policy share per arm and seed). No draw at lmbda 0 or 1."""
 
     def __init__(self, lmbda: float, generator: torch.Generator) -> None:
         self.lmbda, self.step = lmbda, 0

@@ -16,6 +16,10 @@ token of a set of states, computed separately on
 Reward transfer (Fu et al. 2018): re-optimise the recovered reward from scratch (the soft-optimal
 policy at the world's alpha, unless told otherwise) and report that policy's exact true return
 over the horizon. These metrics read the world's ground truth; training code never calls them.
+
+A correlation over a set of fewer than 2 tokens or with constant advantages is undefined: it is
+nan (the `irl` kind records it so) and an `UndefinedMetricWarning` says which and why. A reward
+that is not finite raises ValueError.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from scipy import stats
 from torch import Tensor
 
 from irlhf.metrics.exposure import exact_return, occupancy
+from irlhf.metrics.undefined import UndefinedMetricWarning
 from irlhf.policies.tabular import TabularPolicy
 from irlhf.worlds.automaton import AutomatonWorld, soft_policy_iteration
 
@@ -51,10 +56,17 @@ def _constant(values: np.ndarray, rtol: float = 1e-9) -> bool:
     return bool(np.ptp(values) <= rtol * max(1.0, float(np.abs(values).max())))
 
 
-def _pearson(x: Tensor, y: Tensor) -> float:
+def _pearson(x: Tensor, y: Tensor, what: str) -> float:
+    """Pearson correlation; nan with an `UndefinedMetricWarning` when it is undefined."""
     x_np, y_np = x.flatten().numpy(), y.flatten().numpy()
-    if len(x_np) < 2 or _constant(x_np) or _constant(y_np):
-        return math.nan  # a constant (up to round-off) has no correlation
+    why = None
+    if len(x_np) < 2:
+        why = f"{len(x_np)} token(s) in the set"
+    elif _constant(x_np) or _constant(y_np):  # a constant (up to round-off) has no correlation
+        why = f"the {'recovered' if _constant(x_np) else 'true'} advantages are constant there"
+    if why is not None:
+        warnings.warn(f"{what} is undefined (nan): {why}", UndefinedMetricWarning, stacklevel=3)
+        return math.nan
     with warnings.catch_warnings():  # near-constant inputs: the value is still what we report
         warnings.simplefilter("ignore", stats.NearConstantInputWarning)
         return float(stats.pearsonr(x_np, y_np).statistic)
@@ -72,22 +84,28 @@ def advantage_correlation(
 
     reward: [S, V] recovered reward. alpha / gamma: the temperature and discount to solve it at
     (default: the world's; pass the IRL method's own when its reward scale is tied to it).
-    Returns {"irl/adv_corr_demo", "irl/adv_corr_off" (nan when a set has < 2 distinct values),
-    "irl/n_demo_states", "irl/n_off_states"}."""
+    Returns {"irl/adv_corr_demo", "irl/adv_corr_off" (nan, with an `UndefinedMetricWarning`,
+    when a set has < 2 tokens or constant advantages), "irl/n_demo_states", "irl/n_off_states"}."""
     spec = world.spec
     if tuple(reward.shape) != (world.n_states, world.vocab_size):
         raise ValueError(f"reward must be [{world.n_states}, {world.vocab_size}]")
+    _check_finite(reward)
     alpha = spec.alpha if alpha is None else alpha
     gamma = spec.gamma if gamma is None else gamma
     recovered = soft_advantages(world.transition, reward, alpha, gamma)
     true = world.expert_q - world.expert_value.unsqueeze(1)
     on = demonstrator_states(world, demonstrator, threshold)
     return {
-        "irl/adv_corr_demo": _pearson(recovered[on], true[on]),
-        "irl/adv_corr_off": _pearson(recovered[~on], true[~on]),
+        "irl/adv_corr_demo": _pearson(recovered[on], true[on], "irl/adv_corr_demo"),
+        "irl/adv_corr_off": _pearson(recovered[~on], true[~on], "irl/adv_corr_off"),
         "irl/n_demo_states": int(on.sum()),
         "irl/n_off_states": int((~on).sum()),
     }
+
+
+def _check_finite(reward: Tensor) -> None:
+    if not bool(reward.isfinite().all()):
+        raise ValueError("the recovered reward must be finite (it holds inf or nan)")
 
 
 def transfer_policy(
@@ -95,6 +113,7 @@ def transfer_policy(
 ) -> TabularPolicy:
     """The soft-optimal policy for the recovered reward, from scratch (default: world's alpha,
     gamma)."""
+    _check_finite(reward)
     alpha = world.spec.alpha if alpha is None else alpha
     gamma = world.spec.gamma if gamma is None else gamma
     q, _ = soft_policy_iteration(world.transition, reward.double(), alpha, gamma)

@@ -9,7 +9,9 @@
   distributions, sum_t E_{s ~ d_t^pi}[KL(pi(.|s) || ref(.|s))] (the quantity RLHF's KL penalty
   and Gao et al. 2022's over-optimisation curves are measured against).
 
-These read the world's ground truth; training code never calls them with a world.
+These read the world's ground truth; training code never calls them with a world. None returns
+nan: an undefined value (a correlation with a constant, a standard error from one pair) raises
+`UndefinedMetric`, nan inputs raise ValueError, and an infinite KL is +inf.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ import numpy as np
 import torch
 from scipy import stats
 
-from irlhf.metrics.exposure import _kl_rows, occupancy
+from irlhf.metrics.exposure import _expectation, _kl_rows, float64_table, occupancy
+from irlhf.metrics.undefined import UndefinedMetric
 from irlhf.policies.tabular import TabularPolicy
 from irlhf.types import Comparisons, Sequences
 from irlhf.worlds.annotator import sample_completions
@@ -33,15 +36,25 @@ def comparison_accuracy(reward_model: Any, comparisons: Comparisons) -> float:
     if len(comparisons) == 0:
         raise ValueError("comparison_accuracy needs at least one comparison")
     margin = reward_model.score(comparisons.chosen) - reward_model.score(comparisons.rejected)
+    if bool(margin.isnan().any()):
+        raise ValueError("comparison_accuracy: the reward model scored a sequence nan")
     return float(((margin > 0).double() + 0.5 * (margin == 0).double()).mean())
 
 
 def reward_correlation(reward_model: Any, world: Any, seqs: Sequences) -> dict[str, float]:
-    """Pearson and Spearman correlation of the model's sequence reward with the true return."""
+    """Pearson and Spearman correlation of the model's sequence reward with the true return.
+
+    Raises `UndefinedMetric` when either side is constant (no correlation) or there are fewer
+    than 2 sequences, ValueError when a reward is not finite."""
     predicted = reward_model.score(seqs).double().numpy()
     true = world.true_return(seqs).double().numpy()
-    if np.ptp(predicted) == 0 or np.ptp(true) == 0:
-        return {"pearson": math.nan, "spearman": math.nan}
+    if not (np.isfinite(predicted).all() and np.isfinite(true).all()):
+        raise ValueError("reward_correlation: a predicted or true return is not finite")
+    if len(predicted) < 2:
+        raise UndefinedMetric(f"reward_correlation needs >= 2 sequences (got {len(predicted)})")
+    for name, values in (("predicted reward", predicted), ("true return", true)):
+        if np.ptp(values) == 0:
+            raise UndefinedMetric(f"reward_correlation: the {name} is constant, no correlation")
     return {
         "pearson": float(stats.pearsonr(predicted, true).statistic),
         "spearman": float(stats.spearmanr(predicted, true).statistic),
@@ -57,7 +70,8 @@ def reward_correlations(
     off_policy: Any = None,
 ) -> dict[str, float]:
     """Correlations on `n` samples of `policy` ("rm/pearson_on", "rm/spearman_on") and of
-    `off_policy` (default: uniform over tokens; "rm/pearson_off", "rm/spearman_off")."""
+    `off_policy` (default: uniform over tokens; "rm/pearson_off", "rm/spearman_off"). Raises
+    `UndefinedMetric` as `reward_correlation` does."""
     if off_policy is None:
         off_policy = TabularPolicy.uniform(world.n_states, world.vocab_size)
     out = {}
@@ -78,20 +92,24 @@ def win_rate(
     world: Any, policy: Any, reference: Any, n: int, generator: torch.Generator
 ) -> tuple[float, float]:
     """P(R*(policy's sample) > R*(reference's sample)) for the same prompt, ties counted 1/2,
-    from `n` pairs. Returns (rate, standard error)."""
+    from `n` pairs. Returns (rate, standard error); n must be at least 2."""
+    if n < 2:
+        raise ValueError(f"win_rate needs n >= 2 pairs for a standard error (got {n})")
     prompts, dynamics = world.sample_prompts(n, generator), world.dynamics()
     ours = sample_completions(dynamics, policy, prompts, generator)
     theirs = sample_completions(dynamics, reference, prompts, generator)
     diff = world.true_return(ours) - world.true_return(theirs)
     wins = (diff > 0).double() + 0.5 * (diff == 0).double()
-    return float(wins.mean()), float(wins.std() / math.sqrt(n)) if n > 1 else math.nan
+    return float(wins.mean()), float(wins.std() / math.sqrt(n))
 
 
 def sequence_kl(
     world: Any, policy: TabularPolicy, reference: TabularPolicy, horizon: int | None = None
 ) -> float:
     """Exact KL(policy || reference) between the two sequence distributions over `horizon`
-    tokens: sum_t sum_s d_t^policy(s) KL(policy(.|s) || reference(.|s)), in nats."""
+    tokens: sum_t sum_s d_t^policy(s) KL(policy(.|s) || reference(.|s)), in nats. +inf when
+    the policy reaches a state where the reference gives probability 0 to one of its tokens (a
+    state it never reaches adds 0)."""
     horizon = world.horizon if horizon is None else horizon
-    per_state = _kl_rows(policy.probs, reference.probs)  # (S,)
-    return float((occupancy(world, policy, horizon) @ per_state).sum())
+    per_state = _kl_rows(float64_table(policy), float64_table(reference))  # (S,) in [0, +inf]
+    return float(_expectation(occupancy(world, policy, horizon), per_state).sum())

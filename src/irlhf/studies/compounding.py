@@ -21,22 +21,32 @@ import numpy as np
 import pandas as pd
 
 from irlhf.algorithms.dagger import DAggerConfig
+from irlhf.algorithms.gkd import GKDConfig
 from irlhf.algorithms.sft import SFTConfig
 from irlhf.metrics.exposure import fit_power_law
 from irlhf.report.figures import label, new_grid, save_figure, style_axes
 from irlhf.studies import compounding_lm
 from irlhf.studies.base import Study, register_study
+from irlhf.studies.budgets import (
+    EQUAL_ARM,
+    EQUAL_LABEL,
+    arm_column,
+    budgets,
+    dagger_matching_gkd,
+    equal_budget_demos,
+)
 from irlhf.studies.compounding_lm import shared_legend
 from irlhf.studies.imitation import DemoSpec, ImitationConfig, PolicySpec
 from irlhf.studies.irl import METHODS, IRLConfig
 from irlhf.worlds import AutomatonSpec
 
 WORLDS = ("absorbing", "recoverable")
-ALGORITHMS = ("sft", "dagger")
 IRL_ALGORITHMS = tuple(METHODS)
 LABELS = {
     "sft": "BC (SFT)",
+    EQUAL_ARM: EQUAL_LABEL,
     "dagger": "DAgger",
+    "gkd": "GKD (on-policy distillation)",
     "maxent_irl": "MaxEnt IRL",
     "gail": "GAIL",
     "airl": "AIRL",
@@ -55,32 +65,52 @@ PROFILES = {
 
 def configs(profile: str, world: str = "automaton") -> list[ImitationConfig | IRLConfig]:
     """The grid in `world`: automaton (tabular and neural learners, absorbing and recoverable
-    traps, inverse RL) or a neural LM world (`compounding_lm.configs`)."""
+    traps, inverse RL) or a neural LM world (`compounding_lm.configs`).
+
+    Budgets: tabular DAgger labels 8 rounds x 50 roll-outs; tabular `sft_equal` gets 50
+    demonstrations plus one per `horizon` of DAgger's expected queries. Neural: BC takes `steps`
+    optimiser steps on 50 demonstrations; GKD 2 x steps (lmbda 0.5, forward KL, batch 32);
+    DAgger as many steps (fit steps / 2 in round 0 and each of 3 rounds) with roll-outs sized to
+    GKD's expected oracle queries; neural `sft_equal` is BC with 2 x steps on 50 demonstrations
+    plus one per `horizon` of GKD's queries."""
     if world != "automaton":
         return compounding_lm.configs(profile, world)
     tab_seeds, tab_horizon, nn_seeds, nn_horizon, nn_steps = PROFILES[profile]
     out: list[ImitationConfig | IRLConfig] = []
+    tab_dagger = DAggerConfig()
+    n_tab_equal = equal_budget_demos(50, tab_dagger.expected_queries(tab_horizon), tab_horizon)
+    fit = SFTConfig(steps=nn_steps, batch_size=32, lr=3e-3)
+    gkd = GKDConfig(steps=2 * nn_steps, batch_size=32, lr=3e-3, lmbda=0.5, beta=0.0)
+    dagger = dagger_matching_gkd(gkd, 50, nn_horizon, rounds=3, fit_steps=nn_steps // 2)
+    n_nn_equal = equal_budget_demos(50, gkd.expected_queries(50, nn_horizon), nn_horizon)
+    neural_arms = {
+        "sft": ("sft", 50, fit),
+        "dagger": ("dagger", 50, fit),
+        "gkd": ("gkd", 50, fit),
+        EQUAL_ARM: ("sft", n_nn_equal, fit.model_copy(update={"steps": gkd.steps})),
+    }
     for preset in WORLDS:
-        for algorithm in ALGORITHMS:
+        for algorithm, n in (("sft", 50), ("dagger", 50), ("sft", n_tab_equal)):
             for seed in range(tab_seeds):
                 world = AutomatonSpec(preset=preset, horizon=tab_horizon, seed=seed)
-                out.append(ImitationConfig(seed=seed, world=world, algorithm=algorithm))
+                out.append(
+                    ImitationConfig(
+                        seed=seed, world=world, algorithm=algorithm, demonstrations=DemoSpec(n=n)
+                    )
+                )
+        for algorithm, n, sft in neural_arms.values():
             for seed in range(nn_seeds):
                 world = AutomatonSpec(preset=preset, horizon=nn_horizon, seed=seed)
-                fit = SFTConfig(steps=nn_steps, batch_size=32, lr=3e-3)
                 out.append(
                     ImitationConfig(
                         seed=seed,
                         world=world,
                         algorithm=algorithm,
                         policy=PolicySpec(kind="causal_lm", n_layer=2, n_embd=64),
-                        demonstrations=DemoSpec(n=50),
-                        sft=fit,
-                        dagger=DAggerConfig(
-                            rounds=3,
-                            rollouts_per_round=50,
-                            fit=fit.model_copy(update={"steps": nn_steps // 2}),
-                        ),
+                        demonstrations=DemoSpec(n=n),
+                        sft=sft,
+                        dagger=dagger,
+                        gkd=gkd,
                         mc_samples=512,
                     )
                 )
@@ -98,11 +128,19 @@ def _fit_lengths(horizon: int) -> np.ndarray:
 def summarize(df: pd.DataFrame, out: Path) -> dict:
     if "world.kind" in df and df["world.kind"].notna().any():  # a neural LM world
         return compounding_lm.summarize(df, out)
-    ok = df[df["status"] == "done"]
+    ok = df[df["status"] == "done"].copy()
+    if "demonstrations.n" not in ok:  # IRL runs only: no BC arms
+        ok["demonstrations.n"] = np.nan
+    ok["arm"] = arm_column(ok, ["world.preset", "policy.kind"])
+    index = ["world.preset", "policy.kind", "arm"]
+    scalars = ok[ok["L"].isna()].pivot_table(
+        index=[*index, "seed"], columns="metric", values="value"
+    )
+    spent = {} if scalars.empty else {k: budgets(g) for k, g in scalars.groupby(level=index)}
     regret = ok[ok["metric"] == "regret"]
     rows, curves = [], {}
     for (preset, learner, algorithm), group in regret.groupby(
-        ["world.preset", "policy.kind", "algorithm"]
+        ["world.preset", "policy.kind", "arm"]
     ):
         table = group.pivot_table(index="seed", columns="L", values="value")
         lengths = _fit_lengths(int(table.columns.max()))
@@ -126,6 +164,7 @@ def summarize(df: pd.DataFrame, out: Path) -> dict:
                 "seeds": len(table),
                 "fit_lengths": [int(x) for x in lengths],
                 "regret_at_max_L": float(values[:, -1].mean()),
+                **spent.get((preset, learner, algorithm), {}),
                 "note": note,
             }
         )
@@ -144,6 +183,9 @@ def summarize(df: pd.DataFrame, out: Path) -> dict:
     return {
         "exponents": rows,
         "irl_claim": _irl_claim(rows),
+        "budgets": "each exponents row: demo_tokens (demonstration tokens), oracle_queries "
+        "(ExpertOracle queries: roll-out expert steps and labels) and optimizer_steps (0 for "
+        "tables), seed means; sft_equal is BC given the interactive arm's tokens and steps",
         "headline": headline,
         "interval": "95% jackknife t-interval over seeds (leave-one-seed-out mean curves)",
     }
@@ -226,7 +268,7 @@ def _pct_figure(pct: pd.DataFrame, path: Path) -> None:
             label("%ExAccErr", "% of L x eps"),
         )
         sub = pct[pct["world.preset"] == preset]
-        for (learner, algorithm), group in sub.groupby(["policy.kind", "algorithm"]):
+        for (learner, algorithm), group in sub.groupby(["policy.kind", "arm"]):
             mean = group.groupby("L")["value"].mean()
             ax.plot(mean.index, mean.values, **_style(learner, algorithm))
         ax.set_xscale("log", base=2)
@@ -244,7 +286,7 @@ STUDY = Study(
     descriptions=dict.fromkeys(compounding_lm.WORLDS, compounding_lm.DESCRIPTION),
     titles=dict.fromkeys(
         compounding_lm.WORLDS,
-        "Compounding error: BC vs DAgger vs on-policy distillation against the prefix length",
+        "Compounding error: BC vs DAgger vs GKD against the prefix length",
     ),
 )
 register_study(STUDY)

@@ -6,13 +6,16 @@ is measured as Arora et al. (2022) did with GPT-2: the per-step loss is KL(exper
 prefix; eps_<=L averages it over the expert's own prefixes, R_<=L sums it along the model's own
 generations, AccErr_<=L = R_<=L / eps_<=L and %ExAccErr_<=L = (R_<=L - L eps_<=L) / (L eps_<=L).
 Students of one size are trained from the same demonstrations (the expert's samples) by
-behaviour cloning (SFT), by DAgger (the expert, queried through the `ExpertOracle` channel,
-labels the student's own prefixes with a sampled token) and by on-policy distillation (the same
-loop with the expert's full next-token distribution as a soft label, forward KL). Budgets are not
-equal: BC takes `steps` optimiser steps; DAgger and distillation start from a blank student, fit
-the demonstrations for steps / 2 (distillation with the expert's soft labels on them, so part of
-its edge is soft labels, not exposure) and refit steps / 2 in each of `rounds` rounds, i.e.
-(rounds + 1) x steps / 2 steps (default profile: 800 vs BC's 400), plus the oracle's labels.
+behaviour cloning (SFT), by DAgger (roll-outs of the per-step mixture of the expert and the
+student, every visited prefix labelled by the expert through the `ExpertOracle` channel with a
+sampled token, labels aggregated) and by GKD (on-policy distillation: each step a batch of the
+student's own samples with probability 0.5, else of the demonstrations, labelled with the
+expert's full distribution, forward KL; nothing aggregated). Budgets: GKD and DAgger take
+2 x `steps` optimiser steps and about the same oracle queries (DAgger's roll-outs are sized to
+GKD's expected queries); BC takes `steps` steps on the demonstrations, and the equal-budget BC
+arm (`sft_equal`) 2 x `steps` steps on as many demonstration tokens as GKD's demonstrations and
+queries together. Every arm's demonstration tokens, oracle queries and optimiser steps are in
+the summary.
 Per learner:
 the growth exponent of AccErr_<=L and of R_<=L against L on log-log axes (jackknife t-interval
 over seeds), and at the longest L the eps, AccErr, %ExAccErr, the gold-reward regret
@@ -34,10 +37,18 @@ from matplotlib.artist import Artist
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from irlhf.algorithms.dagger import DAggerConfig
+from irlhf.algorithms.gkd import GKDConfig
 from irlhf.algorithms.sft import SFTConfig
 from irlhf.metrics.exposure import fit_power_law
 from irlhf.report.figures import label, new_grid, save_figure, style_axes
+from irlhf.studies.budgets import (
+    EQUAL_ARM,
+    EQUAL_LABEL,
+    arm_column,
+    budgets,
+    dagger_matching_gkd,
+    equal_budget_demos,
+)
 from irlhf.studies.imitation import DemoSpec, ImitationConfig, PolicySpec
 from irlhf.studies.intervals import t_interval
 from irlhf.studies.world_spec import OracleWorldSpec, TextWorldSpec
@@ -45,13 +56,14 @@ from irlhf.studies.world_spec import OracleWorldSpec, TextWorldSpec
 DESCRIPTION = __doc__.split("\n\n", 1)[1].strip()
 """The claim as measured here (the report's text for the oracle and text worlds)."""
 WORLDS = ("oracle", "text")
-LEARNERS = ("sft", "dagger", "distillation")
+LEARNERS = ("sft", EQUAL_ARM, "dagger", "gkd")
 LEARNER_LABELS = {
     "sft": "BC (SFT)",
-    "dagger": "DAgger (hard labels)",
-    "distillation": "on-policy distillation (soft labels)",
+    EQUAL_ARM: EQUAL_LABEL,
+    "dagger": "DAgger (mixture roll-outs, hard labels)",
+    "gkd": "GKD (on-policy distillation)",
 }
-LEARNER_COLORS = {"sft": "C0", "dagger": "C1", "distillation": "C2"}
+LEARNER_COLORS = {"sft": "C0", EQUAL_ARM: "C3", "dagger": "C1", "gkd": "C2"}
 
 # world -> profile -> (seeds, horizon, demonstrations, SFT steps, DAgger rounds, MC samples)
 PROFILES = {
@@ -73,7 +85,8 @@ ORACLE_KNOBS = {"vocab_size": 32, "n_layer": 1, "n_embd": 16, "n_head": 2, "init
 the student can learn in CPU minutes: with the default oracle (V = 256, 2 x 64, init_std 0.3) a
 2 x 64 student SFT'd on 512 samples stays ~1.7 nats of KL away at every step, and with a sharper
 one of that size (init_std 0.6) it ends worse than uniform, so neither shows anything but an
-unlearnt expert. With these knobs SFT reaches ~0.4-1.0 nats and distillation ~0.03-0.1."""
+unlearnt expert. With these knobs SFT reached ~0.4-1.0 nats of KL, soft-label distillation
+~0.03-0.1."""
 DEFINITIONS = {
     "learners": "one row per learner: the quantities below at L = max_L (seed means), most "
     "with *_ci_low / *_ci_high",
@@ -90,7 +103,9 @@ DEFINITIONS = {
     "acc_err_exponent": "slope of log AccErr_<=L on log L over fit_lengths (the compounding "
     "measure: 1 = linear, 2 = quadratic)",
     "j_model": "Monte-Carlo gold return of the learner over the horizon (j_expert: the expert's)",
-    "oracle_queries": "ExpertOracle labels used (0 for BC); demo_tokens: demonstration tokens",
+    "oracle_queries": "ExpertOracle queries (roll-out expert steps and labels; 0 for BC)",
+    "demo_tokens": "demonstration tokens",
+    "optimizer_steps": "optimiser steps of the student",
 }
 
 
@@ -103,24 +118,22 @@ def world_spec(world: str, horizon: int, seed: int) -> OracleWorldSpec | TextWor
 
 
 def configs(profile: str, world: str) -> list[ImitationConfig]:
-    """BC, DAgger and on-policy distillation students per seed, from the same demonstrations.
-    DAgger and distillation start from a blank student and first fit the demonstrations for
-    `steps // 2` steps (distillation relabels them with the expert's distributions, so part of
-    its edge is soft labels, not exposure); both then label `rounds` x n/2 sequences (half their
-    own samples in round 1, beta halving each round) and refit `steps // 2` steps a round: more
-    optimiser steps ((rounds + 1) x steps // 2) and oracle labels than BC, as in the automaton
-    grid."""
+    """BC, equal-budget BC, DAgger and GKD students per seed, from the same demonstrations
+    (budgets in the module docstring). The text world's GKD batches are 16 sequences (32 in the
+    oracle world): its teacher labels every on-policy batch, and DAgger's matching roll-outs
+    grow with it."""
     seeds, horizon, n_demos, steps, rounds, mc = PROFILES[world][profile]
+    batch = 16 if world == "text" else 32
     fit = SFTConfig(steps=steps, batch_size=32, lr=3e-3)
-    dagger = DAggerConfig(
-        rounds=rounds,
-        rollouts_per_round=n_demos // 2,
-        fit=fit.model_copy(update={"steps": steps // 2}),
-    )
+    gkd = GKDConfig(steps=2 * steps, batch_size=batch, lr=3e-3, lmbda=0.5, beta=0.0)
+    fit_steps = 2 * steps // (rounds + 1)
+    dagger = dagger_matching_gkd(gkd, n_demos, horizon, rounds, fit_steps=fit_steps)
+    n_equal = equal_budget_demos(n_demos, gkd.expected_queries(n_demos, horizon), horizon)
     learners = {
-        "sft": ("sft", dagger),
-        "dagger": ("dagger", dagger),
-        "distillation": ("dagger", dagger.model_copy(update={"labels": "soft"})),
+        "sft": ("sft", n_demos, fit),
+        EQUAL_ARM: ("sft", n_equal, fit.model_copy(update={"steps": gkd.steps})),
+        "dagger": ("dagger", n_demos, fit),
+        "gkd": ("gkd", n_demos, fit),
     }
     return [
         ImitationConfig(
@@ -128,21 +141,15 @@ def configs(profile: str, world: str) -> list[ImitationConfig]:
             world=world_spec(world, horizon, seed),
             algorithm=algorithm,
             policy=STUDENT,
-            demonstrations=DemoSpec(n=n_demos),
-            sft=fit,
-            dagger=relabel,
+            demonstrations=DemoSpec(n=n),
+            sft=sft,
+            dagger=dagger,
+            gkd=gkd,
             mc_samples=mc,
         )
-        for algorithm, relabel in learners.values()
+        for algorithm, n, sft in learners.values()
         for seed in range(seeds)
     ]
-
-
-def learner_of(algorithm: str, labels: str) -> str:
-    """The learner's name: sft, dagger (hard labels) or distillation (soft labels)."""
-    if algorithm == "sft":
-        return "sft"
-    return "distillation" if labels == "soft" else "dagger"
 
 
 def fit_lengths(horizon: int) -> np.ndarray:
@@ -169,9 +176,7 @@ def summarize(df: pd.DataFrame, out: Path) -> dict:
     """The summary of a neural-world compounding grid (keys in `DEFINITIONS` and below)."""
     ok = df[df["status"] == "done"].copy()
     world = str(ok["world.kind"].dropna().iloc[0])
-    ok["learner"] = [
-        learner_of(a, b) for a, b in zip(ok["algorithm"], ok["dagger.labels"], strict=True)
-    ]
+    ok["learner"] = arm_column(ok, ["world.kind"])
     per_l = ok[ok["L"].notna()]
     scalars = ok[ok["L"].isna()].pivot_table(
         index=["learner", "seed"], columns="metric", values="value"
@@ -209,8 +214,7 @@ def summarize(df: pd.DataFrame, out: Path) -> dict:
             **_ci("oracle_nll", s["oracle_nll"].to_numpy()),
             "j_model": float(s["j_model"].mean()),
             "j_expert": float(s["j_expert"].mean()),
-            "oracle_queries": float(s["oracle_queries"].mean()),
-            "demo_tokens": float(s["demo_tokens"].mean()),
+            **budgets(s),
         }
         rows.append({k: (float(v) if isinstance(v, np.floating) else v) for k, v in row.items()})
         for length in lengths:
@@ -261,7 +265,7 @@ def shared_legend(fig: Figure, axes: list[Axes]) -> None:
 
 def _figure(tables: dict[str, dict[str, pd.DataFrame]], world: str, path: Path) -> None:
     fig, axes = new_grid(
-        f"Exposure bias in the {world} world: BC vs DAgger vs on-policy distillation "
+        f"Exposure bias in the {world} world: BC vs DAgger vs GKD "
         "(mean over seeds, band = seed range)",
         1,
         3,

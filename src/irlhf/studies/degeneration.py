@@ -2,10 +2,14 @@
 
 In the real-text world (a teacher LM trained on Shakespeare's plays, `irlhf.worlds.text`),
 students smaller than the teacher are trained at equal optimiser steps by SFT on teacher
-samples (behaviour cloning), by on-policy distillation (GKD, Agarwal et al. 2024: the teacher's
-soft labels on the student's own samples) and by RLHF from the SFT student (RLOO against a reward
-model fitted to annotator comparisons on the gold reward), plus the control the design asks for:
-the same student trained on the real text (a small model loops partly because it is small). Each
+samples (behaviour cloning), by on-policy distillation (GKD, Agarwal et al. 2024: each step a
+batch of the student's own samples with probability 0.5, else of teacher samples, labelled with
+the teacher's distribution), by SFT at GKD's feedback budget (as many teacher-labelled tokens as
+GKD's demonstrations and oracle queries together) and by RLHF from the SFT student (RLOO against
+a reward model fitted to annotator comparisons on the gold reward), plus the control the design
+asks for: the same student trained on the real text (a small model loops partly because it is
+small). Each model's budget (demonstration tokens, oracle queries, optimiser steps) is in the
+summary's `budgets`. Each
 is decoded greedily and by sampling at temperature 1 from held-out prompts and scored by
 repetition (rep-4, seq-rep-4, distinct-4, exact and soft loop rate; Welleck et al. 2019,
 Holtzman et al. 2020), by the self-reinforcement curve of Xu et al. 2022 (a held-out line
@@ -22,12 +26,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from irlhf.algorithms.dagger import DAggerConfig
+from irlhf.algorithms.gkd import GKDConfig
 from irlhf.algorithms.reward_model import RewardModelConfig
 from irlhf.algorithms.rloo import RLOOConfig
 from irlhf.algorithms.sft import SFTConfig
 from irlhf.report.figures import label, new_figure, new_grid, save_figure, style_axes
 from irlhf.studies.base import Study, register_study
+from irlhf.studies.budgets import BUDGET_KEYS, equal_budget_demos
 from irlhf.studies.degeneration_kind import (
     METHODS,
     DegenerationConfig,
@@ -41,6 +46,7 @@ from irlhf.worlds.text import TextSpec
 NAMES = {
     "teacher": "teacher",
     "sft": "SFT",
+    "sft_equal": "SFT, GKD's budget",
     "gkd": "on-policy (GKD)",
     "rlhf": "RLHF (RLOO)",
     "real_text": "real text (control)",
@@ -54,25 +60,18 @@ def grid(
     student: StudentSpec,
     n_demonstrations: int,
     sft_steps: int,
-    gkd_rounds: int,
-    gkd_rollouts: int,
     rlhf: RLHFSpec,
     evaluation: EvalSpec,
     batch_size: int = 16,
     methods: tuple[str, ...] = METHODS,
 ) -> list[DegenerationConfig]:
-    """One config per (method, seed); SFT, GKD and the control take `sft_steps` optimiser steps
-    (GKD: split evenly over its initial fit and `gkd_rounds` rounds)."""
+    """One config per (method, seed); SFT, GKD, SFT at GKD's budget and the control take
+    `sft_steps` optimiser steps of `batch_size` sequences. GKD: lmbda 0.5, beta 0.5 (TRL's
+    defaults), a fixed set of n_demonstrations / 4 teacher samples."""
     sft = SFTConfig(steps=sft_steps, batch_size=batch_size, lr=3e-3)
-    gkd = DAggerConfig(
-        rounds=gkd_rounds,
-        rollouts_per_round=gkd_rollouts,
-        labels="soft",
-        lmbda=0.5,
-        fit=sft.model_copy(
-            update={"steps": max(1, sft_steps // (gkd_rounds + 1)), "jsd_beta": 0.5}
-        ),
-    )
+    gkd = GKDConfig(steps=sft_steps, batch_size=batch_size, lr=3e-3, lmbda=0.5, beta=0.5)
+    gkd_demos = max(2, n_demonstrations // 4)
+    queries = gkd.expected_queries(gkd_demos, world.horizon)
     return [
         DegenerationConfig(
             seed=seed,
@@ -80,7 +79,8 @@ def grid(
             method=method,
             student=student,
             n_demonstrations=n_demonstrations,
-            gkd_demonstrations=max(2, n_demonstrations // 4),
+            gkd_demonstrations=gkd_demos,
+            sft_equal_demonstrations=equal_budget_demos(gkd_demos, queries, world.horizon),
             sft=sft,
             gkd=gkd,
             rlhf=rlhf,
@@ -100,16 +100,13 @@ def configs(profile: str) -> list[DegenerationConfig]:
             rloo=RLOOConfig(iterations=5, prompts_per_iteration=8, samples_per_prompt=4, lr=3e-4),
         )
         evaluation = EvalSpec(n_prompts=16, mc_samples=16, n_sentences=6)
-        return grid(1, TextSpec(horizon=64), student, 256, 60, 2, 16, rlhf, evaluation)
-    # default: sized for the 20-minute `make reproduce` on 2 cores (13 runs, ~55% of its
-    # worker-seconds: GKD ~105 s, SFT ~60 s per run on one idle core, ~1/3 of it evaluation)
-    seeds, n_demos, steps, rounds, rollouts, evaluation = {
-        "default": (3, 512, 200, 3, 32, EvalSpec(n_prompts=32, mc_samples=32, n_sentences=8)),
-        "full": (5, 2048, 600, 5, 64, EvalSpec()),
+        return grid(1, TextSpec(horizon=64), student, 256, 60, rlhf, evaluation)
+    # default: sized for the 25-minute `make reproduce` on 2 cores (16 runs)
+    seeds, n_demos, steps, evaluation = {
+        "default": (3, 512, 200, EvalSpec(n_prompts=32, mc_samples=32, n_sentences=8)),
+        "full": (5, 2048, 600, EvalSpec()),
     }[profile]
-    return grid(
-        seeds, TextSpec(), student, n_demos, steps, rounds, rollouts, RLHFSpec(), evaluation
-    )
+    return grid(seeds, TextSpec(), student, n_demos, steps, RLHFSpec(), evaluation)
 
 
 # ---- summary -------------------------------------------------------------------------------
@@ -204,8 +201,14 @@ def summarize(df: pd.DataFrame, out: Path) -> dict:
     for metric in ("rm_train_accuracy", "rm_held_out_accuracy", "annotator_comparisons"):
         mean, lo, hi = _interval(rlhf[rlhf["metric"] == metric]["value"].to_numpy(), metric)
         reward_model[metric] = {"value": _clean(mean), "ci_low": _clean(lo), "ci_high": _clean(hi)}
+    spent = ok[ok["metric"].isin(BUDGET_KEYS)]
+    budgets = {
+        NAMES[m]: {k: float(v) for k, v in g.groupby("metric")["value"].mean().items()}
+        for m, g in spent.groupby("method")
+    }
     return {
         "models": models,
+        "budgets": budgets,
         "self_reinforcement": reinforcement,
         "headline": headline,
         "tp_rise_max_vs_1_repeat": rises,

@@ -4,15 +4,19 @@ trained by one method and scored for degeneration and exposure bias.
 A run: text world (cached teacher) -> method -> policy -> metrics. Methods, all from a fresh
 student of the same size (`student`) and, except RLHF's extra phase, the same optimiser steps:
 
-* `sft`:       behaviour cloning on `n_demonstrations` teacher samples (temperature 1);
-* `gkd`:       on-policy distillation: DAgger with the teacher's soft labels and generalized JSD,
-               a fraction `lmbda` of each round's sequences from the student (Agarwal et al. 2024);
+* `sft`:       behaviour cloning on `n_demonstrations` teacher samples (the world's temperature);
+* `sft_equal`: the same on `sft_equal_demonstrations` samples: GKD's budget (its demonstration
+               tokens plus oracle queries), with SFT's steps (= GKD's);
+* `gkd`:       on-policy distillation (GKD, Agarwal et al. 2024; `irlhf.algorithms.gkd`): each
+               step a batch of the student's own samples with probability `lmbda`, else of
+               `gkd_demonstrations` teacher samples, labelled with the teacher's distribution,
+               generalized JSD; nothing aggregated;
 * `rlhf`:      the SFT student, then one RLHF round: pairs of its samples labelled by a
                Bradley-Terry annotator on the gold reward, a reward model initialised from the SFT
                student (as InstructGPT), RLOO with a KL penalty to the SFT student
                (`irlhf.algorithms.rlhf.rl_policy_step`);
 * `real_text`: the control — the same student trained on windows of the training plays;
-* `teacher`:   no training; the teacher's own numbers.
+* `teacher`:   no training; the teacher's own numbers (sampled at the world's temperature).
 
 Metrics (records with `decoding` = greedy | sample): rep_4, seq_rep_4, distinct_4, loop_rate,
 soft_loop_rate, gold_return, oracle_nll; exposure (`decoding`, `L`; R along the model's own
@@ -29,7 +33,7 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from irlhf.algorithms.dagger import DAggerConfig, train_dagger
+from irlhf.algorithms.gkd import GKDConfig, train_gkd
 from irlhf.algorithms.reward_model import NeuralRewardModel, RewardModelConfig
 from irlhf.algorithms.rlhf import rl_policy_step
 from irlhf.algorithms.rloo import RLOOConfig
@@ -45,7 +49,7 @@ from irlhf.worlds.base import Demonstrations, ExpertOracle
 from irlhf.worlds.text import TextSpec, TextWorld, encode, make_text_world, pretrain_lm
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
-METHODS = ("teacher", "sft", "gkd", "rlhf", "real_text")
+METHODS = ("teacher", "sft", "sft_equal", "gkd", "rlhf", "real_text")
 
 
 class StudentSpec(BaseModel):
@@ -107,23 +111,19 @@ class DegenerationConfig(BaseModel):
     """Seed of the student, its data and the evaluation prompts."""
     world: TextSpec = TextSpec()
     """The text world (corpus, teacher, prompt and completion lengths, gold reward)."""
-    method: Literal["teacher", "sft", "gkd", "rlhf", "real_text"] = "sft"
+    method: Literal["teacher", "sft", "sft_equal", "gkd", "rlhf", "real_text"] = "sft"
     """How the student is trained (see the module docstring)."""
     student: StudentSpec = StudentSpec()
     n_demonstrations: int = Field(512, ge=1)
     """Teacher samples for SFT (and RLHF's SFT phase)."""
     gkd_demonstrations: int = Field(128, ge=1)
-    """Teacher samples relabelled with soft labels for GKD's first fit (memory: x T x V)."""
+    """GKD's fixed data set: teacher samples, soft-labelled on first use (memory: x T x V)."""
+    sft_equal_demonstrations: int = Field(1728, ge=1)
+    """Teacher samples for `sft_equal` (the study sets GKD's budget in sequences)."""
     sft: SFTConfig = SFTConfig(steps=200, batch_size=16, lr=3e-3)
     """SFT fit; the control uses the same steps, batch size and learning rate on real text."""
-    gkd: DAggerConfig = DAggerConfig(
-        rounds=3,
-        rollouts_per_round=32,
-        labels="soft",
-        lmbda=0.5,
-        fit=SFTConfig(steps=50, batch_size=16, lr=3e-3, jsd_beta=0.5),
-    )
-    """On-policy distillation rounds (soft labels)."""
+    gkd: GKDConfig = GKDConfig(steps=200, batch_size=16, lr=3e-3, lmbda=0.5, beta=0.5)
+    """On-policy distillation (GKD)."""
     rlhf: RLHFSpec = RLHFSpec()
     eval: EvalSpec = EvalSpec()
 
@@ -154,15 +154,18 @@ def train(
         records = pretrain_lm(student, world.train_ids, s.steps, s.batch_size, length - 1, s.lr,
                               generator)  # fmt: skip
         feedback["real_text_tokens"] = s.steps * s.batch_size * length
+        feedback["optimizer_steps"] = s.steps
     elif config.method == "gkd":
         demos = Demonstrations.collect(world, config.gkd_demonstrations, generator)
         oracle = ExpertOracle(world)
-        student, records = train_dagger(student, demos, oracle, dynamics, config.gkd, generator)
+        student, records = train_gkd(student, demos, oracle, dynamics, config.gkd, generator)
         feedback |= {"demo_tokens": demos.n_tokens, "oracle_queries": oracle.queries}
-    else:  # sft, and the first phase of rlhf
-        demos = Demonstrations.collect(world, config.n_demonstrations, generator)
+        feedback["optimizer_steps"] = config.gkd.steps
+    else:  # sft, sft_equal, and the first phase of rlhf
+        n = config.sft_equal_demonstrations if config.method == "sft_equal" else None
+        demos = Demonstrations.collect(world, n or config.n_demonstrations, generator)
         student, records = train_sft(student, demos, dynamics, config.sft, generator)
-        feedback["demo_tokens"] = demos.n_tokens
+        feedback |= {"demo_tokens": demos.n_tokens, "optimizer_steps": config.sft.steps}
         if config.method == "rlhf":
             rl_records, rlhf_feedback = rlhf_round(config.rlhf, world, student, generator)
             student = rl_records.pop("policy")
@@ -239,8 +242,11 @@ def evaluate(
     generator = torch.Generator().manual_seed(10_000 + config.seed)  # same prompts per seed
     prompts = world.sample_prompts(spec.n_prompts, generator)
     records = []
+    # students sample at temperature 1; the teacher at the world's (its samples are the data)
+    temperature = world.temperature if config.method == "teacher" else 1.0
     for decoding in ("greedy", "sample"):
-        seqs = policy.sample(prompts, world.horizon, generator, greedy=decoding == "greedy")
+        greedy = decoding == "greedy"
+        seqs = policy.sample(prompts, world.horizon, generator, temperature, greedy=greedy)
         seqs = seqs.to("cpu")
         completions = seqs.tokens[:, P:]
         values = {
@@ -266,11 +272,15 @@ def evaluate(
         decoder = GreedyDecoding(policy) if decoding == "greedy" else policy
         exposure = exposure_bias_mc(world, decoder, spec.mc_samples, generator, batch_size=32)
         for name in ("pct_ex_acc_err", "acc_err", "eps", "R"):
-            series = getattr(exposure, name)
+            lengths, series = exposure.defined(name)  # no record where a ratio is undefined
             records += [
                 {"metric": name, "decoding": decoding, "L": int(L), "value": float(v)}
-                for L, v in zip(exposure.lengths, series, strict=True)
+                for L, v in zip(lengths, series, strict=True)
             ]
+        records += [
+            {"metric": "exposure_note", "decoding": decoding, "value": 1.0, "note": note}
+            for note in exposure.notes
+        ]
     lines = repeated_lines(world, spec)
     for row in deg.self_reinforcement(policy, lines, spec.max_repeats):
         records += [
@@ -311,4 +321,5 @@ def run(config: DegenerationConfig, ctx: RunContext) -> list[dict]:
 
 
 # version 2: the RLHF student's RLOO draws from the run's generator (was seed 0)
-register_kind("degeneration", DegenerationConfig, run, version=2)
+# version 3: GKD is GKD (was soft-label DAgger), the teacher samples at the world's temperature
+register_kind("degeneration", DegenerationConfig, run, version=3)

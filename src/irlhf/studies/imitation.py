@@ -24,6 +24,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from irlhf.algorithms.dagger import DAggerConfig, train_dagger
+from irlhf.algorithms.gkd import GKDConfig, train_gkd
 from irlhf.algorithms.sft import SFTConfig, train_sft
 from irlhf.experiments import RunContext, register_kind
 from irlhf.metrics.exposure import ExposureBias, exact_return, exposure_bias, exposure_bias_mc
@@ -73,16 +74,19 @@ class ImitationConfig(BaseModel):
     world: WorldSpec = AutomatonSpec(preset="absorbing")
     """The world: an automaton (`preset = "absorbing"` plus any knob overrides), or a neural LM
     world (`kind = "oracle"` or `kind = "text"` plus its knobs)."""
-    algorithm: Literal["sft", "dagger"] = "sft"
-    """"sft" (behaviour cloning) or "dagger" (hard labels; soft labels = on-policy distillation)."""
+    algorithm: Literal["sft", "dagger", "gkd"] = "sft"
+    """"sft" (behaviour cloning), "dagger" (mixture roll-outs, aggregated hard or soft labels)
+    or "gkd" (on-policy distillation: a neural student, `gkd`)."""
     policy: PolicySpec = PolicySpec()
     demonstrations: DemoSpec = DemoSpec()
     sft: SFTConfig = SFTConfig()
     """Behaviour-cloning fit (also round 0 of DAgger)."""
     dagger: DAggerConfig = DAggerConfig()
     """DAgger rounds and labels; `dagger.fit` is each round's refit."""
+    gkd: GKDConfig = GKDConfig()
+    """GKD's steps, lmbda, beta and sampling temperature."""
     oracle: Literal["expert", "demonstrator"] = "expert"
-    """Whom DAgger's oracle labels as: the expert, or the demonstrator itself (the
+    """Whom DAgger's or GKD's oracle labels as: the expert, or the demonstrator itself (the
     demonstrations' temperature and epsilon: DAgger imitating the same demonstrator)."""
     mc_samples: int = Field(512, ge=2)
     """Neural: sampled sequences per Monte-Carlo exposure estimate."""
@@ -90,10 +94,10 @@ class ImitationConfig(BaseModel):
     @model_validator(mode="after")
     def _neural_world_needs_a_neural_learner(self) -> ImitationConfig:
         check_neural_world(self)
-        if is_neural(self.world) and self.oracle != "expert":
+        if self.algorithm == "gkd" and self.policy.kind == "tabular":
             raise ValueError(
-                f'oracle must be "expert" in the {world_name(self.world)} world (the '
-                "demonstrator-as-oracle needs the automaton's latent states)"
+                'algorithm "gkd" needs policy.kind = "causal_lm" (a table\'s on-policy '
+                'distillation is algorithm = "dagger" with dagger.labels = "soft")'
             )
         return self
 
@@ -139,14 +143,28 @@ def train(config: ImitationConfig, world, ctx: RunContext | None = None):
         oracle = ExpertOracle(world)
     else:
         oracle = ExpertOracle(world, temperature=d.temperature, epsilon=d.epsilon)
+    dynamics = world.dynamics()
     if config.algorithm == "sft":
-        policy, records = train_sft(policy, demos, world.dynamics(), config.sft, generator)
+        policy, records = train_sft(policy, demos, dynamics, config.sft, generator)
+    elif config.algorithm == "dagger":
+        policy, records = train_dagger(policy, demos, oracle, dynamics, config.dagger, generator)
     else:
-        dagger = config.dagger
-        policy, records = train_dagger(policy, demos, oracle, world.dynamics(), dagger, generator)
+        policy, records = train_gkd(policy, demos, oracle, dynamics, config.gkd, generator)
     if ctx is not None:
         log_training(ctx, records)
-    return policy, {"demo_tokens": demos.n_tokens, "oracle_queries": oracle.queries}
+    feedback = {"demo_tokens": demos.n_tokens, "oracle_queries": oracle.queries}
+    return policy, feedback | {"optimizer_steps": optimizer_steps(config)}
+
+
+def optimizer_steps(config: ImitationConfig) -> int:
+    """The optimiser steps a neural learner takes (0 for a table: counts, no optimiser)."""
+    if config.policy.kind == "tabular":
+        return 0
+    if config.algorithm == "sft":
+        return config.sft.steps
+    if config.algorithm == "dagger":
+        return (config.dagger.rounds + 1) * config.dagger.fit.steps
+    return config.gkd.steps
 
 
 def run(config: ImitationConfig, ctx: RunContext) -> list[dict]:
@@ -158,6 +176,7 @@ def run(config: ImitationConfig, ctx: RunContext) -> list[dict]:
         policy = build_policy(config, world)
         policy.model.load_state_dict(checkpoint.tensors)
         feedback = {k: checkpoint.meta[k] for k in ("demo_tokens", "oracle_queries")}
+        feedback["optimizer_steps"] = optimizer_steps(config)
     else:
         policy, feedback = train(config, world, ctx)
         if neural:
@@ -218,23 +237,25 @@ def log_training(ctx: RunContext, records: list[dict], limit: int = 200) -> None
 
 
 def exposure_records(exposure: ExposureBias) -> list[dict]:
-    """One record per metric and prefix length L."""
-    series = {
-        "regret": exposure.regret,
-        "eps": exposure.eps,
-        "R": exposure.R,
-        "acc_err": exposure.acc_err,
-        "pct_ex_acc_err": exposure.pct_ex_acc_err,
-    }
+    """One record per metric and prefix length L where the metric is defined: eps, R (and R_se)
+    may be +inf (the model gives probability 0 to a token the expert emits); acc_err and
+    pct_ex_acc_err only where 0 < eps_<=L < inf. Then one `exposure_note` record per note
+    (value 1, the text in `note`) saying what is infinite or undefined, and where."""
+    names = ["regret", "eps", "R", "acc_err", "pct_ex_acc_err"]
     if exposure.regret_se is not None:
-        series["regret_se"] = exposure.regret_se
-        series["R_se"] = exposure.R_se
-    return [
-        {"metric": name, "L": int(L), "value": float(v)}
-        for name, values in series.items()
-        for L, v in zip(exposure.lengths, values, strict=True)
-    ]
+        names += ["regret_se", "R_se"]
+    records = []
+    for name in names:
+        lengths, values = exposure.defined(name)
+        records += [
+            {"metric": name, "L": int(L), "value": float(v)}
+            for L, v in zip(lengths, values, strict=True)
+        ]
+    records += [{"metric": "exposure_note", "value": 1.0, "note": note} for note in exposure.notes]
+    return records
 
 
 # version 2: neural DAgger's AdamW uses SFTConfig.weight_decay (was torch's default 0.01)
-register_kind("imitation", ImitationConfig, run, version=2)
+# version 3: DAgger rolls out the per-step mixture (was: re-drawn demonstrations), GKD is its own
+# algorithm, the oracle's hard labels are drawn only where charged
+register_kind("imitation", ImitationConfig, run, version=3)

@@ -30,7 +30,9 @@ tied to the temperature it was learned at (only reward / temperature is identifi
 
 from __future__ import annotations
 
+import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -53,6 +55,7 @@ from irlhf.algorithms.sft import SFTConfig
 from irlhf.experiments import RunContext, register_kind
 from irlhf.metrics.exposure import exact_return, exposure_bias
 from irlhf.metrics.recovered_reward import advantage_correlation, reward_transfer
+from irlhf.metrics.undefined import UndefinedMetricWarning
 from irlhf.policies.tabular import TabularPolicy
 from irlhf.studies import irl_neural
 from irlhf.studies.imitation import DemoSpec, PolicySpec, exposure_records, log_training
@@ -186,12 +189,21 @@ def recovered_reward_records(
     gamma = method_config.gamma
     d = config.demonstrations
     demonstrator = world.demonstrator(d.temperature, d.epsilon)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UndefinedMetricWarning)
+        correlations = advantage_correlation(world, reward, demonstrator, temperature, gamma)
     metrics: dict[str, float] = {
-        **advantage_correlation(world, reward, demonstrator, temperature, gamma),
+        **correlations,
         "irl/transfer_return": reward_transfer(world, reward, temperature, gamma),
         "irl/reward_temperature": temperature,
     }
-    return [{"metric": name, "value": float(value)} for name, value in metrics.items()]
+    # an undefined correlation (constant advantages) is a note record, not a nan value
+    notes = [str(w.message) for w in caught if issubclass(w.category, UndefinedMetricWarning)]
+    return [
+        {"metric": name, "value": float(value)}
+        for name, value in metrics.items()
+        if not math.isnan(value)
+    ] + [{"metric": "irl/undefined_note", "value": 1.0, "note": note} for note in notes]
 
 
 def run(config: IRLConfig, ctx: RunContext) -> list[dict]:
@@ -216,4 +228,5 @@ def run(config: IRLConfig, ctx: RunContext) -> list[dict]:
     return records + recovered_reward_records(config, world, reward)
 
 
-register_kind("irl", IRLConfig, run)
+# version 2: an undefined advantage correlation is a note record (was a nan value)
+register_kind("irl", IRLConfig, run, version=2)
