@@ -31,7 +31,7 @@ from torch.profiler import ProfilerActivity, profile
 KINDS = [
     ("matmul", ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::linear")),
     ("attention", ("scaled_dot_product", "flash_attention", "aten::_softmax", "softmax_backward")),
-    # irlhf's GELU is sigmoid-based (causal_lm._GeluTanh: addcmul, sigmoid, and elementwise
+    # irlhf's GELU is sigmoid-based (lean_gpt2._GeluTanh: addcmul, sigmoid, and elementwise
     # products that land in "elementwise"); with fused AdamW on both sides no optimiser uses
     # addcmul
     ("activation (GELU)", ("gelu", "aten::tanh", "aten::pow", "tanh_backward", "sigmoid")),

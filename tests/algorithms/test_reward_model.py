@@ -152,7 +152,7 @@ def test_neural_reward_model_lean_forward_equals_the_hugging_face_backbone(pooli
     """The GPT-2 fast path (hidden states only where the pooling reads them) gives the scores
     and gradients of the Hugging Face backbone's forward, with right-padded rows."""
     from irlhf.algorithms.reward_model import _ScalarHeadModel
-    from irlhf.policies import causal_lm
+    from irlhf.policies import causal_lm, lean_gpt2
 
     backbone = causal_lm.CausalLMPolicy.tiny(20, n_layer=2, n_embd=32, seed=1).model.base_model
     torch.manual_seed(0)
@@ -166,9 +166,9 @@ def test_neural_reward_model_lean_forward_equals_the_hugging_face_backbone(pooli
     completion[1, -3:] = False  # right padding: the last completion tokens differ per row
     completion[4, -5:] = False
     seqs = Sequences(seqs.tokens, seqs.prompt_mask, completion)
-    assert causal_lm._LeanGPT2.of(backbone, seqs.prompt_mask | completion) is not None
+    assert lean_gpt2.LeanGPT2.of(backbone, seqs.prompt_mask | completion) is not None
     scores = ours(seqs)
-    monkeypatch.setattr(causal_lm._LeanGPT2, "of", staticmethod(lambda *args: None))
+    monkeypatch.setattr(lean_gpt2.LeanGPT2, "of", staticmethod(lambda *args: None))
     expected = theirs(seqs)  # the Hugging Face backbone's forward
     torch.testing.assert_close(scores, expected, atol=1e-5, rtol=1e-5)
     scores.square().sum().backward()

@@ -10,7 +10,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from irlhf.policies.causal_lm import CausalLMPolicy, _LeanGPT2, default_device
+from irlhf.policies.causal_lm import CausalLMPolicy, default_device
+from irlhf.policies.lean_gpt2 import LeanGPT2
 from irlhf.types import Sequences
 from irlhf.worlds.oracle import LMDemonstrator
 
@@ -125,11 +126,11 @@ def test_greedy_with_kv_cache_equals_greedy_without(arch: str) -> None:
 
 
 def test_hf_sampler_uses_the_supported_cache_api_and_equals_a_plain_greedy_loop() -> None:
-    """LLaMA takes the Hugging Face sampler, not `_LeanGPT2`: its KV-cached decoding (the policy's
+    """LLaMA takes the Hugging Face sampler, not `LeanGPT2`: its KV-cached decoding (the policy's
     and the noisy demonstrator's) warns about nothing, e.g. not transformers' FutureWarning for the
     deprecated `past_key_values=`, and picks the tokens of a full forward pass per step."""
     policy, prompt, n = tiny("llama", scale=3.0), prompts(6, length=3, seed=1), 12
-    assert _LeanGPT2.of(policy.model) is None
+    assert LeanGPT2.of(policy.model) is None
     # epsilon > 0 takes LMDemonstrator's own cached loop; at 1e-9 noise it is greedy in practice
     almost_greedy = LMDemonstrator(policy, temperature=0.0, epsilon=1e-9)
     with warnings.catch_warnings():

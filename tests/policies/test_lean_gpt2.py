@@ -1,6 +1,6 @@
 """The fast paths of CausalLMPolicy (issue 7) compute what the Hugging Face model computes.
 
-`_LeanGPT2` is GPT-2's forward written out over the model's own parameters: its logits and
+`LeanGPT2` is GPT-2's forward written out over the model's own parameters: its logits and
 gradients must equal the Hugging Face forward's, it must step aside whenever it would not
 (left padding, active dropout, other architectures), and the sampler's inverse-CDF draw must
 never pick a token the filters removed.
@@ -13,8 +13,10 @@ import copy
 import pytest
 import torch
 
-from irlhf.policies import causal_lm
-from irlhf.policies.causal_lm import CausalLMPolicy, _LeanGPT2
+from irlhf.policies import lean_gpt2, sampling
+from irlhf.policies.causal_lm import CausalLMPolicy
+from irlhf.policies.lean_gpt2 import LeanGPT2
+from irlhf.policies.sampling import Decoding
 from irlhf.types import Sequences
 
 VOCAB, ACTIONS = 40, 32
@@ -38,7 +40,7 @@ def hf_logits(p: CausalLMPolicy, seqs: Sequences) -> torch.Tensor:
 
 def test_lean_logits_and_gradients_equal_the_hugging_face_forward() -> None:
     ours, theirs, seqs = policy(), policy(), batch()
-    assert _LeanGPT2.of(ours.model, seqs.prompt_mask | seqs.completion_mask) is not None
+    assert LeanGPT2.of(ours.model, seqs.prompt_mask | seqs.completion_mask) is not None
     logits, _ = ours.action_logits(seqs)
     expected = hf_logits(theirs, seqs)
     torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
@@ -67,11 +69,11 @@ def test_right_padding_takes_the_lean_path_and_left_padding_falls_back() -> None
     right[0, -3:] = False
     right_padded = Sequences(seqs.tokens, seqs.prompt_mask, right)
     attention = right_padded.prompt_mask | right_padded.completion_mask
-    assert _LeanGPT2.of(p.model, attention) is not None
+    assert LeanGPT2.of(p.model, attention) is not None
     left = seqs.prompt_mask.clone()
     left[1, 0] = False  # a left-padded prompt
     left_padded = Sequences(seqs.tokens, left, seqs.completion_mask)
-    assert _LeanGPT2.of(p.model, left_padded.prompt_mask | left_padded.completion_mask) is None
+    assert LeanGPT2.of(p.model, left_padded.prompt_mask | left_padded.completion_mask) is None
     # the fallback is the Hugging Face forward with the attention mask
     torch.testing.assert_close(
         p.action_logits(left_padded)[0], hf_logits(p, left_padded), atol=0, rtol=0
@@ -85,10 +87,10 @@ def test_right_padding_takes_the_lean_path_and_left_padding_falls_back() -> None
 def test_dropout_in_training_and_other_architectures_take_the_hugging_face_path() -> None:
     p = policy()
     p.model.config.resid_pdrop = 0.1
-    assert _LeanGPT2.of(p.model.train()) is None
-    assert _LeanGPT2.of(p.model.eval()) is not None  # dropout is off in eval mode
+    assert LeanGPT2.of(p.model.train()) is None
+    assert LeanGPT2.of(p.model.eval()) is not None  # dropout is off in eval mode
     llama = CausalLMPolicy.tiny(VOCAB, ACTIONS, n_layer=1, n_embd=32, n_head=4, arch="llama")
-    assert _LeanGPT2.of(llama.model) is None
+    assert LeanGPT2.of(llama.model) is None
 
 
 def test_lean_sampler_equals_the_hugging_face_cached_sampler() -> None:
@@ -96,9 +98,7 @@ def test_lean_sampler_equals_the_hugging_face_cached_sampler() -> None:
     prompts = batch(6, 3, 1).tokens[:, :3]
     lean = p.sample_with_log_probs(prompts, 12, torch.Generator().manual_seed(5))
     with torch.inference_mode():
-        tokens, log_probs = p._sample_hf(
-            prompts, 12, torch.Generator().manual_seed(5), 1.0, None, None, False
-        )
+        tokens, log_probs = p._sample_hf(prompts, 12, torch.Generator().manual_seed(5), Decoding())
     assert torch.equal(lean[0].tokens[:, 3:], tokens)
     torch.testing.assert_close(lean[1][:, 3:], log_probs, atol=1e-5, rtol=0)
 
@@ -106,12 +106,12 @@ def test_lean_sampler_equals_the_hugging_face_cached_sampler() -> None:
 def test_draw_never_picks_a_filtered_token_even_when_u_rounds_up(monkeypatch) -> None:
     logits = torch.tensor([[0.0, 1.0, 2.0, -50.0, 3.0, 0.5]] * 4)
     # u * total rounding up to the total itself (as u = 1 does exactly)
-    monkeypatch.setattr(causal_lm.torch, "rand", lambda shape, **kw: torch.ones(shape))
-    token, log_prob = causal_lm._draw(logits, torch.Generator(), 1.0, 2, None, False)
+    monkeypatch.setattr(sampling.torch, "rand", lambda shape, **kw: torch.ones(shape))
+    token, log_prob = sampling.draw(logits, torch.Generator(), Decoding(top_k=2))
     assert token.tolist() == [4] * 4  # the last token that top-2 keeps, never 5
     assert torch.isfinite(log_prob).all()
-    monkeypatch.setattr(causal_lm.torch, "rand", lambda shape, **kw: torch.zeros(shape))
-    token, _ = causal_lm._draw(logits, torch.Generator(), 1.0, 2, None, False)
+    monkeypatch.setattr(sampling.torch, "rand", lambda shape, **kw: torch.zeros(shape))
+    token, _ = sampling.draw(logits, torch.Generator(), Decoding(top_k=2))
     assert token.tolist() == [2] * 4  # u = 0: the first token with probability > 0
 
 
@@ -143,7 +143,7 @@ def test_hidden_states_of_a_window_equal_the_full_forward_values_and_gradients()
     start (issue 7): the window's values and the gradients they send are the full forward's."""
     ours, theirs, seqs = policy(seed=5), policy(seed=5), batch(6, 4, 11, seed=6)
     start, end = 3, 13
-    lean_ours, lean_theirs = _LeanGPT2.of(ours.model), _LeanGPT2.of(theirs.model)
+    lean_ours, lean_theirs = LeanGPT2.of(ours.model), LeanGPT2.of(theirs.model)
     window = lean_ours.hidden_states(seqs.tokens, start, end)  # (B, 10, H)
     full = lean_theirs.hidden_states(seqs.tokens)  # (B, T, H), nothing skipped
     assert window.shape == (6, end - start, 32)
@@ -168,10 +168,10 @@ def test_offset_causal_attention_equals_the_masked_reference_on_both_kernels(mon
     allowed = torch.ones(4, 9, dtype=torch.bool).tril(diagonal=5)
     scores = (q @ k.transpose(-1, -2)) / 8**0.5
     expected = scores.masked_fill(~allowed, float("-inf")).softmax(-1) @ v
-    torch.testing.assert_close(causal_lm._attention(q, k, v, causal=True), expected)
-    monkeypatch.setattr(causal_lm, "_FLASH_ABOVE", 0)
-    torch.testing.assert_close(causal_lm._attention(q, k, v, causal=True), expected)
-    square = causal_lm._attention(k, k, v, causal=True)
+    torch.testing.assert_close(lean_gpt2._attention(q, k, v, causal=True), expected)
+    monkeypatch.setattr(lean_gpt2, "_FLASH_ABOVE", 0)
+    torch.testing.assert_close(lean_gpt2._attention(q, k, v, causal=True), expected)
+    square = lean_gpt2._attention(k, k, v, causal=True)
     full = (k @ k.transpose(-1, -2) / 8**0.5).masked_fill(
         ~torch.ones(9, 9, dtype=torch.bool).tril(), float("-inf")
     )
@@ -206,11 +206,11 @@ def test_rows_sharing_a_prompt_compute_it_once_with_the_same_values_and_gradient
     tokens = seqs.tokens.clone()
     tokens[3:, :4] = tokens[:3, :4]  # rows 3..5 repeat the prompts of rows 0..2
     tokens[4, :4] = tokens[0, :4]  # and row 4 that of row 0 (three rows share it)
-    lean_ours, lean_theirs = _LeanGPT2.of(ours.model), _LeanGPT2.of(theirs.model)
+    lean_ours, lean_theirs = LeanGPT2.of(ours.model), LeanGPT2.of(theirs.model)
     calls = []
-    block = _LeanGPT2._shared_prompt_block
+    block = LeanGPT2._shared_prompt_block
     monkeypatch.setattr(
-        _LeanGPT2, "_shared_prompt_block", lambda *a, **k: calls.append(1) or block(*a, **k)
+        LeanGPT2, "_shared_prompt_block", lambda *a, **k: calls.append(1) or block(*a, **k)
     )
     shared = lean_ours.hidden_states(tokens, start, end, prompt_length=4)
     assert len(calls) == (2 if end > 4 else 0)  # one per block; a window in the prompt: none
@@ -243,7 +243,7 @@ def test_policy_log_probs_of_pairs_sharing_prompts_equal_the_hugging_face_forwar
 def test_sigmoid_form_of_the_tanh_gelu_equals_torch_gelu_and_its_gradient() -> None:
     x = (torch.randn(64, 48, generator=torch.Generator().manual_seed(5)) * 4).requires_grad_()
     reference = x.detach().clone().requires_grad_()
-    y = causal_lm._gelu(x)
+    y = lean_gpt2._gelu(x)
     expected = torch.nn.functional.gelu(reference, approximate="tanh")
     torch.testing.assert_close(y, expected, atol=2e-6, rtol=1e-5)
     grad = torch.randn(y.shape, generator=torch.Generator().manual_seed(6))
@@ -251,13 +251,13 @@ def test_sigmoid_form_of_the_tanh_gelu_equals_torch_gelu_and_its_gradient() -> N
     expected.backward(grad)
     torch.testing.assert_close(x.grad, reference.grad, atol=1e-5, rtol=1e-5)
     with torch.no_grad():  # the plain forward (sampler)
-        torch.testing.assert_close(causal_lm._gelu(x), expected, atol=2e-6, rtol=1e-5)
-    assert torch.autograd.gradcheck(causal_lm._GeluTanh.apply, (x[:3, :4].double(),))
+        torch.testing.assert_close(lean_gpt2._gelu(x), expected, atol=2e-6, rtol=1e-5)
+    assert torch.autograd.gradcheck(lean_gpt2._GeluTanh.apply, (x[:3, :4].double(),))
 
 
 def test_the_gelu_refuses_a_double_backward_instead_of_getting_it_wrong() -> None:
     x = torch.randn(5, dtype=torch.float64, requires_grad=True)
     with pytest.raises(RuntimeError, match="first derivatives only"):
-        torch.autograd.grad(causal_lm._GeluTanh.apply(x).sum(), x, create_graph=True)
-    (g,) = torch.autograd.grad(causal_lm._GeluTanh.apply(x).sum(), x)  # first order: fine
+        torch.autograd.grad(lean_gpt2._GeluTanh.apply(x).sum(), x, create_graph=True)
+    (g,) = torch.autograd.grad(lean_gpt2._GeluTanh.apply(x).sum(), x)  # first order: fine
     assert torch.isfinite(g).all()

@@ -61,6 +61,8 @@ def _table(j: dict[float, dict[str, list[float]]]) -> pd.DataFrame:
                 if method in decomposition.EXPOSURE_ONLY:
                     kind = "imitation" if method == "dagger" else "irl"
                     row.update(kind=kind, metric="j_model", algorithm=method)
+                elif method == "sft_equal":  # the imitation kind's BC run
+                    row.update(kind="imitation", metric="j_model", algorithm="sft")
                 elif method in ("sft", "rlhf"):
                     model = "rlhf_1" if method == "rlhf" else "sft"
                     row.update(kind="rlhf", metric="j", model=model)
@@ -77,6 +79,7 @@ def test_summary_arithmetic_on_a_hand_made_table(tmp_path):
     base = np.array([10.0, 11.0, 12.0])
     methods = {
         "sft": base,
+        "sft_equal": base + 5,  # more data is not an exposure-only fix: never the "best"
         "dagger": base + 4,
         "maxent_irl": base + 3,
         "gail": base + 2,

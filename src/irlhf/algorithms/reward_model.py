@@ -205,18 +205,18 @@ class _ScalarHeadModel(nn.Module):
         self.pooling = pooling
 
     def forward(self, seqs: Sequences) -> Tensor:
-        from irlhf.policies.causal_lm import _LeanGPT2  # transformers loads only when needed
+        from irlhf.policies.lean_gpt2 import LeanGPT2  # transformers loads only when needed
 
         attention_mask = seqs.prompt_mask | seqs.completion_mask
         mask = seqs.completion_mask
         positions = torch.arange(seqs.length, device=seqs.tokens.device)
         last = (mask * positions).argmax(dim=1)  # (B,) last completion token
-        lean = _LeanGPT2.of(self.backbone, attention_mask)
+        lean = LeanGPT2.of(self.backbone, attention_mask)
         if lean is not None and bool(mask.any(dim=1).all()):
             # The GPT-2 fast path (issue 7): the last hidden states only at the positions the
             # pooling reads (from the first completion token, or the earliest last one, up to
             # the latest last one), a prompt shared by several rows (a comparison's chosen and
-            # rejected) computed once; see `_LeanGPT2.hidden_states`.
+            # rejected) computed once; see `LeanGPT2.hidden_states`.
             first = int(mask.any(dim=0).long().argmax()) if self.pooling == "sum" else None
             start = int(last.min()) if first is None else first
             end, P = int(last.max()) + 1, seqs.prompt_length  # rows may share prompts

@@ -18,6 +18,10 @@ the best exposure-only method chosen by its mean J among DAgger and the IRL meth
 are nan when RLHF does not improve on SFT (J_RLHF <= J_SFT: no gain to split); exposure_share
 > 1 means an exposure-only method beat RLHF, < 0 that none beat SFT. The paired gaps
 J_method - J_demonstrator (t-intervals over seeds) test "approach but do not exceed".
+Budgets: DAgger queries its oracle (the demonstrator) at every roll-out step it labels; the
+`sft_equal` row is BC given as many demonstration tokens as DAgger's demonstrations plus queries
+(an answer to "is DAgger's edge only its extra data?"); it is not an exposure-only fix and is
+not a candidate for the best one.
 """
 
 from __future__ import annotations
@@ -28,9 +32,11 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 
+from irlhf.algorithms.dagger import DAggerConfig
 from irlhf.algorithms.rlhf import RLHFConfig
 from irlhf.report.figures import label, new_grid, save_figure, style_axes
 from irlhf.studies.base import Study, register_study
+from irlhf.studies.budgets import EQUAL_ARM, equal_budget_demos
 from irlhf.studies.compounding import LABELS as IMITATION_LABELS
 from irlhf.studies.imitation import DemoSpec, ImitationConfig
 from irlhf.studies.intervals import t_interval
@@ -53,9 +59,14 @@ COMPARISONS = 1000
 """RLHF's annotator comparisons (one round, on SFT's samples)."""
 
 EXPOSURE_ONLY = ("dagger", *IRL_METHODS)
-METHODS = ("sft", *EXPOSURE_ONLY, "rlhf")
+METHODS = ("sft", EQUAL_ARM, *EXPOSURE_ONLY, "rlhf")
 REFERENCES = ("demonstrator", "expert", "optimum")
-LABELS = {**IMITATION_LABELS, "dagger": "DAgger (demonstrator oracle)", "rlhf": "RLHF from SFT"}
+LABELS = {
+    **IMITATION_LABELS,
+    EQUAL_ARM: "BC at DAgger's budget",
+    "dagger": "DAgger (demonstrator oracle)",
+    "rlhf": "RLHF from SFT",
+}
 COLORS = {name: f"C{i}" for i, name in enumerate(METHODS)}
 REFERENCE_STYLE = {
     "demonstrator": {"color": "black", "linestyle": "--"},
@@ -85,13 +96,18 @@ def grid(
     world: AutomatonSpec = AutomatonSpec(preset="spread"),
 ) -> list[ImitationConfig | IRLConfig | RLHFRunConfig]:
     """Per temperature and seed (world seed = seed): DAgger with the demonstrator as its oracle,
-    each IRL method, and RLHF from SFT, all on the same demonstrations."""
+    BC at DAgger's budget, each IRL method, and RLHF from SFT, all on the same demonstrations."""
     out: list[ImitationConfig | IRLConfig | RLHFRunConfig] = []
+    n_equal = equal_budget_demos(
+        DEMONSTRATIONS, DAggerConfig().expected_queries(world.horizon), world.horizon
+    )
     for temperature in temperatures:
         demos = DemoSpec(n=DEMONSTRATIONS, temperature=temperature)
         for seed in range(seeds):
             common = {"seed": seed, "world": world.replace(seed=seed), "demonstrations": demos}
             out.append(ImitationConfig(algorithm="dagger", oracle="demonstrator", **common))
+            more = demos.model_copy(update={"n": n_equal})
+            out.append(ImitationConfig(**(common | {"demonstrations": more})))
             out += [IRLConfig(algorithm=name, **common) for name in IRL_METHODS]
             # SFT is the RLHF run's own starting point (the same demonstrations and fit).
             out.append(RLHFRunConfig(rlhf=RLHFConfig(comparisons_per_round=COMPARISONS), **common))
@@ -101,7 +117,10 @@ def grid(
 def returns_table(df: pd.DataFrame) -> pd.DataFrame:
     """[(demo_temperature, seed) x (methods + references)] exact true returns J per run."""
     ok = df[df["status"] == "done"].rename(columns={"demonstrations.temperature": "temperature"})
-    learners = ok[ok["metric"] == "j_model"].assign(method=lambda d: d["algorithm"])
+    # the imitation kind's BC runs are the equal-budget arm (SFT is the RLHF run's start)
+    learners = ok[ok["metric"] == "j_model"].assign(
+        method=lambda d: d["algorithm"].replace({"sft": EQUAL_ARM})
+    )
     rlhf = ok[ok["kind"] == "rlhf"]
     models = rlhf[rlhf["metric"] == "j"]
     final = max((m for m in models["model"].unique() if m.startswith("rlhf_")), key=_round)

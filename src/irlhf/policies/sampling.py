@@ -1,0 +1,67 @@
+"""Drawing tokens from next-token logits: temperature, top-k, nucleus (top-p, Holtzman et al.
+2020) and greedy decoding, shared by both samplers of `CausalLMPolicy` (the Hugging Face cached
+loop and `LeanGPT2.sample`).
+
+Each token is drawn by inverting the CDF with one uniform number per row (`draw`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How each new token is drawn: temperature, then top-k, then top-p (HF's order), or the
+    argmax with `greedy` (temperature and filters are then ignored). Raises ValueError for
+    arguments that define no distribution."""
+
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    greedy: bool = False
+
+    def __post_init__(self) -> None:
+        if not (self.greedy or self.temperature > 0):
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not (self.top_k is None or self.top_k >= 1):
+            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
+        if not (self.top_p is None or 0 < self.top_p <= 1):
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+
+def draw(logits: Tensor, generator: torch.Generator, decoding: Decoding) -> tuple[Tensor, Tensor]:
+    """One token per row of logits (B, A), drawn as `decoding` says.
+
+    Returns the tokens (B,) and their log-probs (B,) under the filtered distribution (0 if
+    greedy).
+    """
+    if decoding.greedy:
+        return logits.argmax(dim=-1), torch.zeros_like(logits[:, 0])
+    temperature, top_k, top_p = decoding.temperature, decoding.top_k, decoding.top_p
+    if temperature != 1.0:
+        logits = logits / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)  # (B, A)
+        probs = sorted_logits.softmax(dim=-1)
+        # drop a token once the tokens ranked above it hold >= top_p; the top token always stays
+        drop_sorted = probs.cumsum(dim=-1) - probs >= top_p
+        drop = drop_sorted.scatter(-1, order, drop_sorted)  # back to vocabulary order
+        logits = logits.masked_fill(drop, float("-inf"))
+    log_probs = logits.log_softmax(dim=-1)  # (B, A)
+    # inverse CDF: the token whose cumulative-probability interval holds u ~ U(0, total); one
+    # uniform per row (torch.multinomial draws one exponential per vocabulary entry). u stays
+    # below the total, so a filtered (zero-probability) token, whose interval is empty, is never
+    # picked, not even the last one after rounding.
+    cdf = log_probs.exp().cumsum(dim=-1)  # (B, A)
+    total = cdf[:, -1:]
+    u = torch.rand(total.shape, generator=generator, device=logits.device) * total
+    u = torch.minimum(u, total.nextafter(torch.zeros_like(total)))
+    token = torch.searchsorted(cdf, u, right=True)  # (B, 1)
+    return token.squeeze(-1), log_probs.gather(-1, token).squeeze(-1)
