@@ -53,5 +53,10 @@ def arm_column(runs: pd.DataFrame, group: list[str]) -> pd.Series:
 
 
 def budgets(scalars: pd.DataFrame) -> dict:
-    """Seed means of the budget records of one arm (a frame of metric -> value rows)."""
-    return {k: float(scalars[k].mean()) for k in BUDGET_KEYS if k in scalars}
+    """Seed means of the budget records of one arm (columns: metrics, rows: seeds); a budget
+    the arm's kind does not record (e.g. inverse RL's oracle queries) is left out."""
+    return {
+        k: float(scalars[k].mean())
+        for k in BUDGET_KEYS
+        if k in scalars and scalars[k].notna().any()
+    }
