@@ -14,10 +14,10 @@ from irlhf.algorithms.adversarial_irl import (
     train_airl,
     train_gail,
 )
-from irlhf.algorithms.maxent_irl import pair_counts, soft_policy_iteration
-from irlhf.algorithms.rlhf import kl_regularised_policy
+from irlhf.algorithms.maxent_irl import pair_counts
 from irlhf.metrics.exposure import exact_return
 from irlhf.metrics.recovered_reward import advantage_correlation
+from irlhf.planning import kl_regularised_policy, soft_policy_iteration
 from irlhf.policies import TabularPolicy
 from irlhf.worlds import Demonstrations, make_world
 

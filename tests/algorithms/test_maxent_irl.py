@@ -13,16 +13,14 @@ from irlhf.algorithms.maxent_irl import (
     feature_counts,
     maxent_irl,
     pair_counts,
-    soft_optimal_policy,
-    soft_policy_iteration,
     start_distribution,
     train_maxent_irl,
 )
 from irlhf.algorithms.sft import train_sft
 from irlhf.metrics.exposure import exposure_bias
+from irlhf.planning import soft_optimal_policy
 from irlhf.policies import TabularPolicy
 from irlhf.worlds import Demonstrations, make_world
-from irlhf.worlds.automaton import soft_value_iteration
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -36,23 +34,6 @@ def _one_thread():
 
 def small_world(**knobs):
     return make_world("absorbing", n_states=12, vocab_size=6, horizon=16, **knobs)
-
-
-@pytest.mark.parametrize("preset", ["tiny", "spread", "absorbing"])
-def test_soft_policy_iteration_matches_soft_value_iteration(preset):
-    world = make_world(preset)
-    s = world.spec
-    q, v = soft_policy_iteration(world.transition, world.reward_table, s.alpha, s.gamma)
-    assert torch.allclose(q, world.expert_q, atol=1e-8)
-    assert torch.allclose(v, world.expert_value, atol=1e-8)
-    # Any reward and a warm start reach the same fixed point.
-    reward = torch.randn(
-        world.n_states, world.vocab_size, generator=torch.Generator().manual_seed(0)
-    )
-    q_ref, _ = soft_value_iteration(world.transition, reward.double(), 0.3, 0.9)
-    q_warm, _ = soft_policy_iteration(world.transition, reward, 0.3, 0.9, init_logits=q_ref)
-    q_cold, _ = soft_policy_iteration(world.transition, reward, 0.3, 0.9)
-    assert torch.allclose(q_cold, q_ref, atol=1e-8) and torch.allclose(q_warm, q_ref, atol=1e-8)
 
 
 def test_feature_counts_equal_enumeration_over_every_sequence():

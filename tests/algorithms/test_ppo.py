@@ -1,6 +1,6 @@
-"""PPO: the value head and its clipped loss by hand, the first minibatch on-policy (clipfrac 0),
-learning a simple reward on every seed, the KL penalty holding the policy at the reference, and
-the target-KL early stop."""
+"""PPO: the value head, the first minibatch on-policy (clipfrac 0), learning a simple reward on
+every seed, the KL penalty holding the policy at the reference, and the target-KL early stop.
+(The clipped value loss and whitening by hand: tests/losses/test_policy_gradient.py.)"""
 
 from __future__ import annotations
 
@@ -10,14 +10,13 @@ from collections.abc import Iterator
 import pytest
 import torch
 
+from irlhf import losses
 from irlhf.algorithms import policy_gradient as pg
 from irlhf.algorithms.ppo import (
     PPOConfig,
     ValueHead,
-    clipped_value_loss,
     ppo_loss,
     train_ppo,
-    whiten,
 )
 from irlhf.policies.causal_lm import CausalLMPolicy
 from irlhf.types import Sequences
@@ -70,19 +69,6 @@ def config(**changes: object) -> PPOConfig:
     return PPOConfig(**{**base, **changes})
 
 
-def test_clipped_value_loss_and_whitening_by_hand() -> None:
-    values = torch.tensor([[0.0, 1.0, 0.5]])
-    old = torch.tensor([[0.0, 0.0, 0.4]])
-    returns = torch.tensor([[9.0, 0.0, 1.0]])
-    mask = torch.tensor([[False, True, True]])
-    loss, metrics = clipped_value_loss(values, old, returns, 0.2, mask)
-    # token 1: max((1 - 0)^2, (0.2 - 0)^2) = 1; token 2: max(0.5^2, (0.5 - 1)^2) = 0.25
-    assert loss.item() == pytest.approx(0.5 * (1.0 + 0.25) / 2)
-    assert metrics["value/clipfrac"] == pytest.approx(0.5)
-    white = whiten(torch.tensor([[5.0, 1.0, 3.0]]), mask)
-    assert white[0, 0] == 0 and white[0, 1:].tolist() == pytest.approx([-1.0, 1.0], abs=1e-6)
-
-
 def test_value_head_owns_only_its_linear_layer() -> None:
     policy = tiny_policy(0)
     head = ValueHead(policy)
@@ -104,7 +90,7 @@ def test_first_minibatch_of_the_first_epoch_is_on_policy() -> None:
         "sequences": batch.sequences,
         "old_log_probs": batch.log_probs,
         "old_values": torch.zeros_like(batch.rewards),
-        "advantages": whiten(torch.randn(batch.rewards.shape, generator=g), mask),
+        "advantages": losses.whiten(torch.randn(batch.rewards.shape, generator=g), mask),
         "returns": batch.rewards,
     }
     optimizer = torch.optim.AdamW([*policy.parameters(), *head.parameters()], lr=1e-2)

@@ -1,4 +1,5 @@
-"""RLHF with exact KL-regularised soft policy iteration: limits, Bellman equations, and gains."""
+"""RLHF with exact KL-regularised soft policy iteration: arguments, rounds and gains (the solver's
+limits and Bellman equations: tests/test_planning.py)."""
 
 from types import SimpleNamespace
 
@@ -7,70 +8,19 @@ import pytest
 import torch
 from scipy import stats
 
-from irlhf.algorithms.rlhf import RLHFConfig, kl_regularised_policy, train_rlhf
+from irlhf.algorithms.rlhf import RLHFConfig, train_rlhf
 from irlhf.algorithms.sft import train_sft
 from irlhf.metrics.exposure import exact_return
 from irlhf.metrics.reward import sequence_kl
+from irlhf.planning import kl_regularised_policy
 from irlhf.policies import TabularPolicy
 from irlhf.worlds import BudgetExceeded, Demonstrations, make_world
 from irlhf.worlds.annotator import Annotator
 
 
-def random_setup(seed: int = 0):
-    world = make_world("spread", seed=seed)
-    g = torch.Generator().manual_seed(seed)
-    reward = torch.randn(world.n_states, world.vocab_size, generator=g, dtype=torch.float64)
-    reference = TabularPolicy.from_logits(torch.randn(reward.shape, generator=g))
-    return world, reward, reference
-
-
-def test_a_huge_kl_coefficient_keeps_the_reference():
-    world, reward, reference = random_setup()
-    policy = kl_regularised_policy(world.dynamics(), reward, reference, kl_coef=1e6, gamma=0.9)
-    assert torch.allclose(policy.probs, reference.probs, atol=1e-5)
-
-
-def test_a_tiny_kl_coefficient_gives_the_reward_model_greedy_policy():
-    world, reward, reference = random_setup(1)
-    gamma = 0.9
-    q = torch.zeros_like(reward)  # hard (max) value iteration under the reward model
-    for _ in range(500):
-        q = reward + gamma * q.max(dim=1).values[world.transition]
-    policy = kl_regularised_policy(world.dynamics(), reward, reference, kl_coef=1e-4, gamma=gamma)
-    on_greedy = policy.probs.gather(1, q.argmax(dim=1, keepdim=True)).squeeze(1)
-    assert bool((on_greedy > 0.99).all()), on_greedy.min()
-
-
-def test_myopic_solution_is_the_reference_tilted_by_the_reward():
-    """gamma = 0: pi(a|s) = ref(a|s) exp(r(s, a) / kl) / Z(s), by hand."""
-    world, reward, reference = random_setup(2)
-    policy = kl_regularised_policy(world.dynamics(), reward, reference, kl_coef=0.5, gamma=0.0)
-    tilted = reference.probs * torch.exp(reward / 0.5)
-    assert torch.allclose(policy.probs, tilted / tilted.sum(dim=1, keepdim=True))
-
-
-def test_solution_satisfies_the_kl_regularised_soft_bellman_equations():
-    world, reward, reference = random_setup(3)
-    kl, gamma = 0.7, 0.9
-    policy = kl_regularised_policy(world.dynamics(), reward, reference, kl, gamma)
-    # V(s) = kl log sum_a ref exp(Q / kl) and Q = r + gamma V(delta): with V from the policy's
-    # log ratio, pi = ref exp((Q - V) / kl) must reproduce Q.
-    log_ratio = (policy.probs / reference.probs).log()  # = (Q - V) / kl
-    value = torch.zeros(world.n_states, dtype=torch.float64)
-    for _ in range(600):
-        value = kl * torch.logsumexp(
-            (reward + gamma * value[world.transition]) / kl + reference.probs.log(), dim=1
-        )
-    q = reward + gamma * value[world.transition]
-    assert torch.allclose(log_ratio, (q - value[:, None]) / kl, atol=1e-8)
-
-
 def test_bad_arguments():
-    world, reward, reference = random_setup()
-    with pytest.raises(ValueError, match="kl_coef"):
-        kl_regularised_policy(world.dynamics(), reward, reference, kl_coef=0.0, gamma=0.9)
-    with pytest.raises(ValueError, match=r"\[32, 16\]"):
-        kl_regularised_policy(world.dynamics(), reward[:5], reference, kl_coef=1.0, gamma=0.9)
+    world = make_world("spread")
+    reference = TabularPolicy.uniform(world.n_states, world.vocab_size)
     with pytest.raises(ValueError, match="tabular"):
         train_rlhf(
             reference,

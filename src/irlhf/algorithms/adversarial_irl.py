@@ -15,7 +15,7 @@ Only the discriminator differs:
          logit(s, a) = f(s, a) - log pi(a | s)              (`losses.airl_logits`),
          policy reward f - log pi; the recovered reward is g.
 
-The policy step is the RLHF step, `rlhf.kl_regularised_policy` (exact, tabular):
+The policy step is the RLHF step, `planning.kl_regularised_policy` (exact, tabular):
 
     pi_new = argmax_pi  E_pi[sum_t gamma^t r(s_t, a_t)] - kl_coef KL(pi || anchor),
     pi_new(a | s) ∝ anchor(a | s) exp(Q(s, a) / kl_coef),
@@ -40,7 +40,7 @@ from torch import Tensor
 
 from irlhf import losses
 from irlhf.algorithms.maxent_irl import TableAdam, pair_counts
-from irlhf.algorithms.rlhf import kl_regularised_policy
+from irlhf.planning import kl_regularised_policy
 from irlhf.policies.tabular import TabularPolicy
 from irlhf.worlds.base import Demonstrations
 
@@ -162,7 +162,7 @@ def adversarial_irl(
             loss, metrics = losses.gail_discriminator(
                 logits, logits, expert_mask=demo_counts, policy_mask=learner_counts
             )
-            penalty = config.disc_l2 * sum(p.square().sum() for p in params)
+            penalty, _ = losses.l2_penalty(params, config.disc_l2)
             grads = torch.autograd.grad(loss + penalty, params)
             discriminator.params = [
                 opt.step(p.detach(), g) for opt, p, g in zip(optimizers, params, grads, strict=True)

@@ -19,9 +19,9 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from irlhf.algorithms.optim import adamw
 from irlhf.algorithms.sft import (
     SFTConfig,
-    adamw,
     demonstration_labels,
     fit_neural,
     fit_tabular,

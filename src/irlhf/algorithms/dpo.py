@@ -22,12 +22,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from irlhf import losses
+from irlhf.algorithms.optim import adamw
 from irlhf.algorithms.reward_model import (
     select_comparisons,
     sequence_log_probs,
     state_action_counts,
 )
-from irlhf.algorithms.sft import adamw
 from irlhf.policies.tabular import TabularPolicy
 from irlhf.types import Comparisons, Sequences
 
@@ -127,12 +127,8 @@ def train_dpo(
         policy.train()
     ref_chosen = _reference_log_probs(reference, comparisons.chosen, dynamics)  # (N,)
     ref_rejected = _reference_log_probs(reference, comparisons.rejected, dynamics)
-    if tabular:
-        optimizer = torch.optim.AdamW(
-            scorer.parameters(), lr=config.lr, weight_decay=config.weight_decay
-        )
-    else:
-        optimizer = adamw(scorer.parameters(), config.lr, config.weight_decay)
+    # The logits table keeps torch's unfused update (as it always has); a neural policy fuses.
+    optimizer = adamw(scorer.parameters(), config.lr, config.weight_decay, fused=not tabular)
     n, records = len(comparisons), []
     for step in range(config.steps):
         full = config.batch_size is None or config.batch_size >= n

@@ -31,7 +31,8 @@ import math
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from irlhf.algorithms.sft import adamw, label_step
+from irlhf.algorithms.optim import adamw
+from irlhf.algorithms.sft import label_step
 from irlhf.policies.tabular import TabularPolicy
 from irlhf.types import ExpertLabels, Sequences
 from irlhf.worlds.base import Demonstrations, ExpertOracle

@@ -20,13 +20,13 @@ gradient of one likelihood; but any reward that makes pi_w equal the demonstrato
 true reward, when the demonstrator is the soft-optimal expert with the same alpha / gamma) is a
 fixed point, and the test checks that the counts are matched.
 
-The soft-optimal policy is computed by `worlds.automaton.soft_policy_iteration` (exact policy
-evaluation by a linear solve, then pi <- softmax(Q / alpha)): Newton's method on the soft Bellman
-equations. It reaches the fixed point of `soft_value_iteration` in a few steps instead of
-hundreds, and warm-starts from the previous reward's solution. The adversarial and IQ-Learn
-modules reuse the (state, token) counting helpers and `TableAdam` (Adam on one table without
-`torch.optim`, whose first use imports torch._dynamo: seconds per process, more than a whole
-tabular run).
+The soft-optimal policy is computed by `planning.soft_optimal_policy` (soft policy iteration:
+exact policy evaluation by a linear solve, then pi <- softmax(Q / alpha)): Newton's method on the
+soft Bellman equations. It reaches the fixed point of `soft_value_iteration` in a few steps
+instead of hundreds, and warm-starts from the previous reward's solution. The adversarial and
+IQ-Learn modules reuse the (state, token) counting helpers and `TableAdam` (Adam on one table
+without `torch.optim`, whose first use imports torch._dynamo: seconds per process, more than a
+whole tabular run).
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
+from irlhf.planning import soft_optimal_policy, state_transitions
 from irlhf.policies.tabular import TabularPolicy
 from irlhf.types import Sequences
-from irlhf.worlds.automaton import soft_policy_iteration, state_transitions
 from irlhf.worlds.base import Demonstrations
 
 
@@ -81,20 +81,6 @@ class TableAdam:
         self.v = (1 - b2) * grad**2 if self.v is None else b2 * self.v + (1 - b2) * grad**2
         m_hat, v_hat = self.m / (1 - b1**self.t), self.v / (1 - b2**self.t)
         return param - self.lr * m_hat / (v_hat.sqrt() + self.eps)
-
-
-# --- exact soft-optimal policies ----------------------------------------------------------------
-def soft_optimal_policy(
-    dynamics: Any,
-    reward: Tensor,
-    alpha: float,
-    gamma: float,
-    init: TabularPolicy | None = None,
-) -> TabularPolicy:
-    """pi(a|s) = softmax(Q(s, .) / alpha) for the soft-optimal Q of `reward` [S, V]."""
-    init_logits = None if init is None else init.probs.clamp_min(1e-300).log()
-    q, _ = soft_policy_iteration(dynamics.transition, reward, alpha, gamma, init_logits)
-    return TabularPolicy.from_logits(q / alpha)
 
 
 # --- (state, token) counts ----------------------------------------------------------------------

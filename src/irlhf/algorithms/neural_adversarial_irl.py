@@ -47,6 +47,7 @@ from torch import Tensor, nn
 
 from irlhf import losses
 from irlhf.algorithms import policy_gradient as pg
+from irlhf.algorithms.optim import adamw
 from irlhf.algorithms.ppo import PPOConfig, ValueHead, train_ppo
 from irlhf.policies.causal_lm import CausalLMPolicy
 from irlhf.types import Sequences
@@ -227,9 +228,7 @@ def train_adversarial(
     seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
     disc = TokenDiscriminator.build(dynamics, expert.length, config, kind, seed, policy)
     disc.to(policy.device)
-    optimizer = torch.optim.AdamW(
-        disc.parameters(), lr=config.disc_lr, weight_decay=config.disc_weight_decay
-    )
+    optimizer = adamw(disc.parameters(), config.disc_lr, config.disc_weight_decay, fused=False)
     reference = pg.frozen_reference(policy) if step.kl_coef > 0 else None
     value_head = ValueHead(policy)
     temperature = step.temperature

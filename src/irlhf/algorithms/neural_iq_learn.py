@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from irlhf import losses
+from irlhf.algorithms.optim import adamw
 from irlhf.policies.causal_lm import CausalLMPolicy
 from irlhf.types import Sequences
 from irlhf.worlds.base import Demonstrations
@@ -132,9 +133,7 @@ def train_neural_iq_learn(
     generator = generator or torch.Generator().manual_seed(0)
     expert = demos.sequences
     horizon = expert.length - expert.prompt_length
-    optimizer = torch.optim.AdamW(
-        policy.parameters(), lr=config.lr, weight_decay=config.weight_decay
-    )
+    optimizer = adamw(policy.parameters(), config.lr, config.weight_decay, fused=False)
     buffer: Sequences | None = None  # the learner's rollouts so far (online)
     records = []
     for round_ in range(1, config.rounds + 1):

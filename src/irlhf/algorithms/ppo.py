@@ -10,8 +10,9 @@ trunk), generalised advantage estimation (Schulman et al. 2016, `losses.gae`),
     delta_t = r_t + gamma V(s_{t+1}) - V(s_t),   A_t = delta_t + gamma lam A_{t+1},
     R_t = A_t + V_old(s_t)                        (value targets),
 
-optionally whitened advantages (as TRL and the original lm-human-preferences), and minibatch
-epochs of the clipped surrogate (`losses.ppo_clip`, per-token ratio) plus a clipped value loss
+optionally whitened advantages (`losses.whiten`, as TRL and the original lm-human-preferences),
+and minibatch epochs of the clipped surrogate (`losses.ppo_clip`, per-token ratio) plus a clipped
+value loss (`losses.clipped_value_loss`)
 
     L = L_clip + vf_coef * 0.5 mean_t max((V - R)^2, (V_old + clip(V - V_old, -c, c) - R)^2),
 
@@ -32,6 +33,7 @@ from torch import Tensor, nn
 
 from irlhf import losses
 from irlhf.algorithms import policy_gradient as pg
+from irlhf.algorithms.optim import adamw
 from irlhf.policies.causal_lm import CausalLMPolicy
 
 
@@ -73,33 +75,6 @@ class ValueHead(nn.Module):
         return self.linear(hidden).squeeze(-1)
 
 
-def whiten(x: Tensor, mask: Tensor) -> Tensor:
-    """(x - mean) / (std + 1e-8) over the masked positions; 0 elsewhere."""
-    weights = mask.to(x.dtype)
-    mean = (x * weights).sum() / weights.sum()
-    var = ((x - mean).square() * weights).sum() / weights.sum()
-    return (x - mean) / (var.sqrt() + 1e-8) * weights
-
-
-def clipped_value_loss(
-    values: Tensor, old_values: Tensor, returns: Tensor, clip_value: float, mask: Tensor
-) -> tuple[Tensor, pg.Metrics]:
-    """0.5 mean_M max((V - R)^2, (V_old + clip(V - V_old, -c, c) - R)^2) (cleanrl, TRL)."""
-    weights = mask.to(values.dtype)
-    clipped = old_values + (values - old_values).clamp(-clip_value, clip_value)
-    worst = torch.maximum((values - returns).square(), (clipped - returns).square())
-    loss = 0.5 * (worst * weights).sum() / weights.sum()
-    with torch.no_grad():
-        was_clipped = ((values - old_values).abs() > clip_value).to(values.dtype)
-        clipfrac = (was_clipped * weights).sum() / weights.sum()
-        mean = (values * weights).sum() / weights.sum()
-    return loss, {
-        "loss/value": loss.item(),
-        "value/clipfrac": clipfrac.item(),
-        "value/mean": mean.item(),
-    }
-
-
 def ppo_loss(
     value_head: ValueHead, config: PPOConfig, minibatch: dict[str, Any]
 ) -> tuple[Tensor, pg.Metrics]:
@@ -110,7 +85,7 @@ def ppo_loss(
     policy_loss, metrics = losses.ppo_clip(
         log_probs, minibatch["old_log_probs"], minibatch["advantages"], config.clip_eps, mask
     )
-    value_loss, value_metrics = clipped_value_loss(
+    value_loss, value_metrics = losses.clipped_value_loss(
         values, minibatch["old_values"], minibatch["returns"], config.clip_value, mask
     )
     loss = policy_loss + config.vf_coef * value_loss
@@ -136,10 +111,11 @@ def train_ppo(
     value_head = value_head or ValueHead(policy)
     if value_head.policy is not policy:
         raise ValueError("value_head was built on a different policy")
-    optimizer = torch.optim.AdamW(
+    optimizer = adamw(
         [*policy.parameters(), *value_head.parameters()],
-        lr=config.lr,
-        weight_decay=config.weight_decay,
+        config.lr,
+        config.weight_decay,
+        fused=False,  # torch's default update, as PPO has always used
     )
     loss_fn = partial(ppo_loss, value_head, config)
     policy.eval()  # dropout off: the sampler's log-probs are pi_old's
@@ -171,7 +147,7 @@ def train_ppo(
         )
         returns = advantages + old_values
         if config.whiten_advantages:
-            advantages = whiten(advantages, mask)
+            advantages = losses.whiten(advantages, mask)
         # 3. update: minibatch epochs of clipped surrogate + clipped value loss
         data = {
             "sequences": seqs,

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from irlhf import losses
-from irlhf.algorithms.sft import adamw
+from irlhf.algorithms.optim import adamw
 from irlhf.policies.tabular import TabularPolicy
 from irlhf.types import Comparisons, Sequences
 
@@ -186,7 +186,8 @@ class TabularRewardModel(_RewardEnsemble):
         def closure() -> Tensor:
             optimizer.zero_grad()
             loss, _ = losses.bradley_terry(chosen @ weights, rejected @ weights)
-            loss = loss + 0.5 * self.config.l2 * weights.square().sum()
+            penalty, _ = losses.l2_penalty([weights], 0.5 * self.config.l2)
+            loss = loss + penalty
             loss.backward()
             return loss
 

@@ -6,7 +6,8 @@ Llama 2, Touvron et al. 2023):
   1. sample comparison pairs from the current policy (two completions per prompt) and ask the
      `Annotator` which is better;
   2. refit the reward model on all comparisons so far (Bradley-Terry, `reward_model.py`);
-  3. set the policy to the KL-regularised optimum under that reward model,
+  3. set the policy to the KL-regularised optimum under that reward model
+     (`planning.kl_regularised_policy`),
 
          max_pi  E_pi[sum_t gamma^t r_phi(s_t, a_t)] - kl_coef * KL(pi || anchor),
 
@@ -35,7 +36,6 @@ from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
-from torch import Tensor
 
 from irlhf.algorithms.reward_model import (
     RewardModelConfig,
@@ -43,10 +43,10 @@ from irlhf.algorithms.reward_model import (
     make_reward_model,
 )
 from irlhf.metrics.reward import comparison_accuracy
+from irlhf.planning import kl_regularised_policy
 from irlhf.policies.tabular import TabularPolicy
 from irlhf.types import Comparisons
 from irlhf.worlds.annotator import Annotator, sample_pairs
-from irlhf.worlds.automaton import soft_policy_iteration
 
 
 class RLHFConfig(BaseModel):
@@ -66,35 +66,6 @@ class RLHFConfig(BaseModel):
     """KL to the reference (SFT) policy every round, or to the previous round's policy."""
     reward_model: RewardModelConfig = RewardModelConfig()
     """The reward model (must be tabular: the policy update needs r[s, a])."""
-
-
-def kl_regularised_policy(
-    dynamics: Any,
-    reward_table: Tensor,
-    reference: TabularPolicy,
-    kl_coef: float,
-    gamma: float,
-) -> TabularPolicy:
-    """The stationary soft-optimal policy pi(a|s) ∝ ref(a|s) exp(Q(s, a) / kl_coef) for
-    discounted reward `reward_table` [S, V] with a KL penalty to `reference` (see module doc).
-
-    Uses the identity  kl log sum_a ref exp(Q / kl) = kl log sum_a exp((Q + kl log ref) / kl):
-    it is the plain soft-optimal policy at temperature kl_coef for the reward r + kl_coef log ref,
-    solved by soft policy iteration (the fixed point of soft value iteration, in a few linear
-    solves) warm-started from the reference."""
-    if not kl_coef > 0:
-        raise ValueError(f"kl_coef must be > 0 (got {kl_coef})")
-    expected = (dynamics.n_states, dynamics.vocab_size)
-    if tuple(reward_table.shape) != expected or tuple(reference.probs.shape) != expected:
-        raise ValueError(
-            f"reward_table and reference must be {list(expected)}, got "
-            f"{list(reward_table.shape)} and {list(reference.probs.shape)}"
-        )
-    # Zero-probability tokens get a large finite penalty instead of -inf (they stay at ~0).
-    log_ref = reference.probs.clamp_min(1e-300).log()
-    shaped = reward_table.double() + kl_coef * log_ref  # (S, V)
-    q, _ = soft_policy_iteration(dynamics.transition, shaped, kl_coef, gamma, init_logits=log_ref)
-    return TabularPolicy.from_logits(q / kl_coef)
 
 
 PolicyStep = Callable[[Any, Any, Any], tuple[Any, list[dict]]]

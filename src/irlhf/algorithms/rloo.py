@@ -32,7 +32,7 @@ from torch import Tensor
 
 from irlhf import losses
 from irlhf.algorithms import policy_gradient as pg
-from irlhf.algorithms.sft import adamw
+from irlhf.algorithms.optim import adamw
 from irlhf.policies.causal_lm import CausalLMPolicy
 
 

@@ -12,6 +12,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from irlhf import losses
+from irlhf.algorithms.optim import adamw
 from irlhf.policies.tabular import TabularPolicy
 from irlhf.types import ExpertLabels, Sequences
 from irlhf.worlds.base import Demonstrations
@@ -78,14 +79,6 @@ def label_loss(policy, batch: ExpertLabels, jsd_beta: float) -> tuple[torch.Tens
         teacher = probs.clamp_min(1e-12).log_().to(logits.dtype)  # log_: one tensor less
         return losses.generalized_jsd(logits, teacher, jsd_beta, mask=mask)
     return losses.nll(logits, batch.actions[:, first:].to(policy.device), mask)
-
-
-def adamw(params, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW, with the fused single-kernel update (`fused=True`, as TRL/transformers use by
-    default) when every parameter is a floating-point tensor on the CPU or a GPU."""
-    params = list(params)
-    fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
 
 
 def fit_neural(

@@ -6,7 +6,7 @@ so rewards are compared through their soft-optimal advantages, which shaping lea
     Q_r(s, a) = r(s, a) + gamma V_r(delta(s, a)),   V_r(s) = alpha log sum_a exp(Q_r(s, a) / alpha),
     A_r(s, a) = Q_r(s, a) - V_r(s)                   (= alpha log pi_r(a | s))
 
-(solved exactly by `worlds.automaton.soft_policy_iteration`). The metric is the Pearson
+(solved exactly by `planning.soft_policy_iteration`). The metric is the Pearson
 correlation of A_r with the true A* (the world's reward at the world's alpha and gamma) over every
 token of a set of states, computed separately on
 
@@ -33,8 +33,9 @@ from torch import Tensor
 
 from irlhf.metrics.exposure import exact_return, occupancy
 from irlhf.metrics.undefined import UndefinedMetricWarning
+from irlhf.planning import soft_policy_iteration
 from irlhf.policies.tabular import TabularPolicy
-from irlhf.worlds.automaton import AutomatonWorld, soft_policy_iteration
+from irlhf.worlds.automaton import AutomatonWorld
 
 
 def soft_advantages(transition: Tensor, reward: Tensor, alpha: float, gamma: float) -> Tensor:

@@ -9,19 +9,19 @@ makes mistakes self-correcting (linear). Trap states cost `trap_cost` every step
 states carry reward `reward_spread * N(0, 1)`.
 
 The expert is the soft-optimal policy for the reward at temperature `alpha` (discounted soft value
-iteration with `gamma`), so the MaxEnt-IRL assumption holds exactly (Ziebart et al. 2008).
+iteration with `gamma`, `irlhf.planning.soft_value_iteration`), so the MaxEnt-IRL assumption holds
+exactly (Ziebart et al. 2008).
 A neural policy sees tokens only: the prompt is one token, `vocab_size + start_state`, and every
 later state is a function of the prefix (`states`).
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor
 
+from irlhf.planning import soft_value_iteration
 from irlhf.policies.tabular import TabularPolicy
 from irlhf.types import Sequences
 
@@ -120,67 +120,6 @@ PRESETS: dict[str, tuple[str, AutomatonSpec]] = {
         ),
     ),
 }
-
-
-def soft_value_iteration(
-    transition: Tensor, reward: Tensor, alpha: float, gamma: float, tol: float = 1e-12
-) -> tuple[Tensor, Tensor]:
-    """Discounted soft value iteration. Returns (Q [S, V], V [S]) with
-    Q(s, a) = r(s, a) + gamma V(delta(s, a)),  V(s) = alpha log sum_a exp(Q(s, a) / alpha)."""
-    value = torch.zeros(transition.shape[0], dtype=torch.float64)
-    max_iter = int(math.log(tol) / math.log(gamma)) + 10 if gamma > 0 else 1
-    for _ in range(max(max_iter, 1)):
-        q = reward + gamma * value[transition]
-        new_value = alpha * torch.logsumexp(q / alpha, dim=1)
-        done = bool((new_value - value).abs().max() < tol)
-        value = new_value
-        if done:
-            break
-    return reward + gamma * value[transition], value
-
-
-def state_transitions(transition: Tensor, probs: Tensor) -> Tensor:
-    """[S, S] float64 P[s, s'] = sum_a pi(a | s) [delta(s, a) = s'] for a policy table [S, V]."""
-    S = transition.shape[0]
-    flat = (torch.arange(S).unsqueeze(1) * S + transition).flatten()  # (S*V,) index of (s, s')
-    P = torch.zeros(S * S, dtype=torch.float64).index_add_(0, flat, probs.double().flatten())
-    return P.view(S, S)
-
-
-def soft_policy_iteration(
-    transition: Tensor,
-    reward: Tensor,
-    alpha: float,
-    gamma: float,
-    init_logits: Tensor | None = None,
-    tol: float = 1e-10,
-    max_iter: int = 500,
-) -> tuple[Tensor, Tensor]:
-    """The soft-optimal Q [S, V] and V [S] for `reward` [S, V]: the same fixed point as
-    `soft_value_iteration`, by soft policy iteration from the policy softmax(init_logits).
-
-    Each iteration evaluates the current policy exactly (a linear solve of the discounted
-    Bellman equation with the entropy bonus) and improves it, pi <- softmax(Q / alpha): Newton's
-    method on the soft Bellman equations, a few iterations instead of the hundreds value
-    iteration needs at gamma = 0.95 (Ziebart 2010; Haarnoja et al. 2017 for soft policy
-    iteration)."""
-    S, A = reward.shape
-    reward = reward.double()
-    logits = torch.zeros(S, A, dtype=torch.float64) if init_logits is None else init_logits.double()
-    eye = torch.eye(S, dtype=torch.float64)
-    q_prev = None
-    for _ in range(max_iter):
-        log_pi = torch.log_softmax(logits, dim=1)
-        pi = log_pi.exp()
-        P = state_transitions(transition, pi)
-        r_pi = (pi * (reward - alpha * log_pi)).sum(dim=1)  # (S,) reward + entropy bonus
-        value = torch.linalg.solve(eye - gamma * P, r_pi)  # V^pi exactly
-        q = reward + gamma * value[transition]
-        logits = q / alpha
-        if q_prev is not None and float((q - q_prev).abs().max()) < tol:
-            break
-        q_prev = q
-    return q, alpha * torch.logsumexp(q / alpha, dim=1)
 
 
 class AutomatonWorld:

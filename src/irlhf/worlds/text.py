@@ -49,6 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_valid
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from irlhf import losses
 from irlhf.data import Corpus, corpus_files, data_dir, shakespeare
 from irlhf.experiments.storage import exclusive_lock
 from irlhf.policies.causal_lm import CausalLMPolicy
@@ -244,15 +245,13 @@ def pretrain_lm(
         with torch.autocast(policy.device.type, dtype=torch.bfloat16, enabled=bf16):
             logits = policy.model(input_ids=inputs, use_cache=False).logits  # (B, C, V)
         logits = logits[..., : policy.action_vocab_size].float()
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+        loss, metrics = losses.next_token_cross_entropy(logits, targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
         optimizer.step()
         scheduler.step()
-        records.append(
-            {"step": step, "loss/lm": loss.item(), "optim/lr": scheduler.get_last_lr()[0]}
-        )
+        records.append({"step": step, **metrics, "optim/lr": scheduler.get_last_lr()[0]})
     policy.eval()
     return records
 
