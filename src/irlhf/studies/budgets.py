@@ -3,8 +3,9 @@
 Interactive imitation buys its edge with oracle queries (and, here, optimiser steps); a fair
 comparison also gives behaviour cloning that much: the `sft_equal` arm is BC on as many
 demonstration tokens as the interactive arm's demonstration tokens plus oracle queries, with as
-many optimiser steps. Studies state every arm's budget: demonstration tokens, oracle queries and
-optimiser steps (`BUDGET_KEYS`, seed means of what each run recorded).
+many optimiser steps. Studies state every arm's budget: demonstration tokens, oracle queries,
+annotator comparisons and optimiser steps (`BUDGET_KEYS`, seed means of what each run
+recorded; RLHF's optimiser steps are its SFT phase's).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pandas as pd
 from irlhf.algorithms.dagger import DAggerConfig
 from irlhf.algorithms.gkd import GKDConfig
 
-BUDGET_KEYS = ("demo_tokens", "oracle_queries", "optimizer_steps")
+BUDGET_KEYS = ("demo_tokens", "oracle_queries", "annotator_comparisons", "optimizer_steps")
 EQUAL_ARM = "sft_equal"
 EQUAL_LABEL = "BC, equal budget"
 
