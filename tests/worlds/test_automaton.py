@@ -5,6 +5,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from irlhf.policies import TabularPolicy
 from irlhf.worlds import PRESETS, AutomatonWorld, Demonstrations, ExpertOracle, make_world
 from irlhf.worlds.base import BudgetExceeded
 
@@ -158,3 +159,20 @@ def test_oracle_can_stand_for_the_demonstrator():
     mask = demos.sequences.completion_mask
     assert torch.allclose(labels.probs[mask], expected[mask])
     assert oracle.queries == 4 * world.horizon
+
+
+def test_state_actions_are_the_pairs_a_tabular_learner_counts():
+    """Counting the pairs gives exactly the unsmoothed behaviour-cloning table."""
+    from irlhf.algorithms.sft import SFTConfig, train_sft
+
+    world = make_world("tiny")
+    demos = Demonstrations.collect(world, 30, torch.Generator().manual_seed(3))
+    states, actions = demos.state_actions(world.dynamics())
+    assert states.shape == actions.shape == (30 * world.horizon,)
+    assert int(actions.max()) < world.vocab_size and int(states.max()) < world.n_states
+    counts = torch.zeros(world.n_states, world.vocab_size, dtype=torch.float64)
+    counts.index_put_((states, actions), torch.ones(len(states), dtype=torch.float64), True)
+    seen = counts.sum(1) > 0
+    bc, _ = train_sft(TabularPolicy.uniform(world.n_states, world.vocab_size), demos,
+                      world.dynamics(), SFTConfig(smoothing=0.0))  # fmt: skip
+    assert torch.allclose(bc.probs[seen], counts[seen] / counts[seen].sum(1, keepdim=True))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -16,12 +17,29 @@ from torch import Tensor
 class TabularPolicy:
     """pi(a | s) as a table.
 
-    probs: [n_states, vocab_size] float64, every row a probability distribution.
+    probs: [n_states, vocab_size] float64, every row a probability distribution (a numpy
+           array or nested list is converted; a tensor with gradients is refused).
     """
 
     probs: Tensor
 
     def __post_init__(self) -> None:
+        # accept what a user of another library holds: a numpy array or a list of rows becomes
+        # a float64 tensor; a table that carries gradients is refused here (exact metrics take
+        # no gradient, and it would fail deep inside the occupancy's sparse product instead)
+        if not isinstance(self.probs, Tensor):
+            try:
+                table = torch.as_tensor(np.asarray(self.probs, dtype=np.float64))
+            except (TypeError, ValueError) as error:
+                raise ValueError(
+                    f"probs must be a [n_states, vocab_size] tensor or array, got "
+                    f"{type(self.probs).__name__} ({error})"
+                ) from None
+            object.__setattr__(self, "probs", table)
+        if self.probs.requires_grad:
+            raise ValueError(
+                "probs carries gradients: pass probs.detach() (a tabular policy is a fixed table)"
+            )
         if self.probs.dim() != 2:
             raise ValueError(f"probs must be [n_states, vocab_size], got {tuple(self.probs.shape)}")
         if not self.probs.is_floating_point():

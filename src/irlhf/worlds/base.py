@@ -88,6 +88,16 @@ class Demonstrations:
     def n_tokens(self) -> int:
         return int(self.sequences.completion_mask.sum().item())
 
+    def state_actions(self, dynamics: Any) -> tuple[Tensor, Tensor]:
+        """The demonstrations as (state, action) pairs for tabular consumers (another
+        library's behaviour cloning or IRL): two [N] long tensors over every completion token,
+        the latent state it was chosen in (from the automaton's `dynamics.states`) and the
+        token. Tokens < dynamics.vocab_size are actions; the prompt token (vocab_size + start
+        state) is not a pair."""
+        seqs = self.sequences
+        mask = seqs.completion_mask
+        return dynamics.states(seqs)[mask], seqs.tokens[mask]
+
 
 @dataclass
 class ExpertOracle:
