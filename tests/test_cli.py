@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -14,9 +15,11 @@ sys.path.insert(0, str(Path(__file__).parent / "experiments"))  # the toy kind a
 import tomltools  # noqa: E402
 import toystudy  # noqa: E402
 from test_experiment_config import FUZZ, VALID, invalid_configs  # noqa: E402
+from toykind import MARKER_ENV  # noqa: E402
 
+from irlhf import cli  # noqa: E402
 from irlhf.cli import app  # noqa: E402
-from irlhf.experiments import kinds, read_results  # noqa: E402
+from irlhf.experiments import read_results  # noqa: E402
 from irlhf.studies import base  # noqa: E402
 
 runner = CliRunner()
@@ -25,7 +28,7 @@ runner = CliRunner()
 @pytest.fixture(autouse=True)
 def toy_platform(monkeypatch: pytest.MonkeyPatch) -> None:
     """Only the toy kind and study: the CLI is tested apart from the science modules."""
-    monkeypatch.setattr(kinds, "KIND_MODULES", [])
+    monkeypatch.setattr(cli, "_register_kinds", lambda: None)
     monkeypatch.setattr("irlhf.studies.STUDY_MODULES", [])
     monkeypatch.setattr(base, "STUDIES", {"toy": toystudy.STUDY})
 
@@ -81,6 +84,24 @@ def test_fuzzed_invalid_configs_exit_2_with_one_line_and_write_nothing(
             ["--profile: must be one of: quick, default, full"],
         ),
         (["study", "nope"], ["study: must be one of: toy (got 'nope')"]),
+        (["study", "toy", "--only", "seed"], ["--only: must be KEY=VALUE[,VALUE] (got 'seed')"]),
+        (["study", "toy", "--only", "=1"], ["--only: must be KEY=VALUE[,VALUE]"]),
+        (["study", "toy", "--only", "seed=1,"], ["--only: must be KEY=VALUE[,VALUE]"]),
+        (
+            ["study", "toy", "--only", "learner=tabular"],
+            [
+                "study toy (profile default): --only: no config of the grid has the field",
+                "'learner' (fields that vary: seed; fixed fields are allowed too)",
+            ],
+        ),
+        (
+            ["study", "toy", "--only", "seed=1,7,x"],
+            ["--only seed: no config has the value 7, x (values: 0, 1, 2)"],
+        ),
+        (
+            ["study", "toy", "--only", "seed=1", "--only", "steps=5"],
+            ["--only steps: no config has the value 5 (values: 6)"],
+        ),
         (["reproduce", "--profile", "fast"], ["--profile: must be one of"]),
         (["report", "{tmp}/nodir"], ["nodir: no such directory"]),
     ],
@@ -147,6 +168,49 @@ def test_study_command(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert "mean total" in result.stdout and (tmp_path / "toy" / "totals.png").exists()
+
+
+def test_study_only_runs_part_of_the_grid_into_the_same_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--only seed=0,2 runs two of the default grid's three runs and summarises those; the whole
+    grid then runs only the third (the others are read back from the same run directories)."""
+    monkeypatch.setenv(MARKER_ENV, str(tmp_path / "markers"))
+    out = tmp_path / "toy"
+    common = ["--profile", "default", "--out", out, "--executor", "inline"]
+    part = invoke("study", "toy", *common, "--only", "seed=0,2", "--only", "world.mode=sum")
+    assert part.exit_code == 0, part.output
+    assert sorted(read_results(out / "results.parquet")["seed"].unique()) == [0, 2]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_runs"] == 2 and [r["seed"] for r in summary["per_seed"]] == [0, 2]
+    record = json.loads((out / "study.json").read_text())
+    assert record["only"] == {"seed": ["0", "2"], "world.mode": ["sum"]}
+    assert len(list((tmp_path / "markers").iterdir())) == 2
+    whole = invoke("study", "toy", *common)
+    assert whole.exit_code == 0, whole.output
+    assert len(list((tmp_path / "markers").iterdir())) == 3  # only seed 1 ran
+    assert json.loads((out / "study.json").read_text())["only"] is None
+    assert json.loads((out / "summary.json").read_text())["n_runs"] == 3
+
+
+def test_a_part_the_summary_cannot_use_exits_1_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def needs_three(table, out: Path) -> dict:
+        if table["run_id"].nunique() < 3:
+            raise ValueError("needs every seed")
+        return toystudy.summarize(table, out)
+
+    study = base.Study("toy", "t", "d", toystudy.configs, needs_three)
+    monkeypatch.setattr(base, "STUDIES", {"toy": study})
+    out = tmp_path / "toy"
+    result = invoke("study", "toy", "--out", out, "--executor", "inline", "--only", "seed=1")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: study toy: summarize failed: ValueError: needs every seed (runs are in "
+        f"{out / 'runs'})"
+    )
+    assert read_results(out / "results.parquet")["seed"].unique().tolist() == [1]
 
 
 def test_worlds_prints_something() -> None:

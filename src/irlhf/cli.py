@@ -2,7 +2,8 @@
 
     irlhf run CONFIG.toml [--root DIR]
     irlhf sweep CONFIG.toml [--root DIR] [--executor local|ray|inline] [--address HOST:PORT]
-    irlhf study NAME --profile quick|default|full [--world automaton|oracle|text] --out DIR
+    irlhf study NAME --profile quick|default|full [--world automaton|oracle|text]
+                [--only KEY=VALUE[,VALUE] ...] --out DIR
     irlhf report DIR... --out report.html
     irlhf reproduce [--profile default] [--world W] [--out results]
     irlhf worlds
@@ -11,6 +12,7 @@ Bad input (a missing file, an invalid config, an unknown study, profile, world o
 reported as one line, ``error: <file>: <field>: <allowed values> (got ...)``, with exit code 2 and
 nothing written. A run or study that fails while running exits with code 1. Heavy modules (torch,
 the science code) are imported only by the commands that need them, so `--help` is quick.
+Commands that read configs import `irlhf.kinds`, whose import registers every experiment kind.
 """
 
 from __future__ import annotations
@@ -63,6 +65,18 @@ World = Annotated[
     ),
 ]
 
+Only = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--only",
+        help="Run only the part of the grid whose flattened config has KEY equal to one of the "
+        "VALUEs, e.g. --only policy.kind=tabular or --only seed=0,1; repeat it for more keys "
+        "(all must hold; a repeated KEY adds VALUEs). The runs land in the same cache as the "
+        "whole grid's; the summary, table and figures are made from the selected runs only.",
+        metavar="KEY=VALUE[,VALUE]",
+    ),
+]
+
 Teacher = Annotated[
     Path | None,
     typer.Option(
@@ -92,6 +106,23 @@ def _user_errors() -> Iterator[None]:
         _fail(str(err))
 
 
+def _register_kinds() -> None:
+    """Import the experiment kinds (importing `irlhf.kinds` registers them all)."""
+    import irlhf.kinds  # noqa: F401
+
+
+def _parse_only(options: list[str] | None) -> dict[str, list[str]]:
+    """--only KEY=VALUE[,VALUE] options as KEY -> VALUEs (a ConfigError if malformed)."""
+    only: dict[str, list[str]] = {}
+    for option in options or []:
+        key, sep, values = option.partition("=")
+        parts = [v.strip() for v in values.split(",")]
+        if not sep or not key.strip() or not all(parts):
+            raise ConfigError("--only", f"must be KEY=VALUE[,VALUE] (got {option!r})")
+        only.setdefault(key.strip(), []).extend(parts)
+    return only
+
+
 def _records_table(records: list[dict], title: str, limit: int = 30) -> Table:
     table = Table(title=title)
     columns = list(dict.fromkeys(k for r in records for k in r))
@@ -114,19 +145,13 @@ def run(
     root: Root = Path("runs"),
 ) -> None:
     """Run one experiment (resuming it if it was interrupted; instant if it already finished)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+    from irlhf.experiments import load_config, run_one
 
-    from irlhf.experiments import load_config, load_kinds, run_one
-
-    load_kinds()
+    _register_kinds()
     with _user_errors():
         cfg = load_config(config)
-    with Progress(
-        "{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=Console(stderr=True),
-    ) as bar:  # fmt: skip
-        task = bar.add_task(f"{cfg.kind}", total=None)
-        result = run_one(cfg, root, on_progress=lambda d, t: bar.update(task, completed=d, total=t))
+    with Console(stderr=True).status(f"running {cfg.kind}"):
+        result = run_one(cfg, root)
     _say(f"run {result.run_dir}" + (" (finished earlier)" if result.skipped else ""))
     if result.status != "done":
         _fail(f"run failed: {result.error} (see {result.run_dir / 'traceback.txt'})", code=1)
@@ -146,10 +171,10 @@ def sweep(
     ] = None,
 ) -> None:
     """Run every point of a sweep grid (finished points are skipped) and write the table."""
-    from irlhf.experiments import load_kinds, load_sweep, run_sweep, write_results
+    from irlhf.experiments import load_sweep, run_sweep, write_results
     from irlhf.experiments.sweep import check_executor
 
-    load_kinds()
+    _register_kinds()
     with _user_errors():
         check_executor(executor, address, workers)
         configs = load_sweep(config)
@@ -166,10 +191,9 @@ def sweep(
 
 
 def _load_studies() -> None:
-    from irlhf.experiments import load_kinds
     from irlhf.studies import load_studies
 
-    load_kinds()
+    _register_kinds()
     load_studies()
 
 
@@ -193,16 +217,24 @@ def study(
     workers: Workers = None,
     world: World = None,
     teacher: Teacher = None,
+    only: Only = None,
 ) -> None:
-    """Run one study's grid and write its table, summary and figures into OUT
-    (default results/NAME, or results/NAME-WORLD outside the study's default world)."""
+    """Run one study's grid (or, with --only, part of it) and write its table, summary and
+    figures into OUT (default results/NAME, or results/NAME-WORLD outside the study's default
+    world). With --only the summary is made from the selected runs only."""
     from irlhf.studies.base import check_world, get_study, run_study
 
     _load_studies()
     with _user_errors():
         check_world(get_study(name), world)
+        selection = _parse_only(only)
         out = out or Path("results") / _study_dir(name, world)
-        summary = run_study(name, profile, out, executor, address, True, workers, world, teacher)
+        summary = run_study(
+            name, profile, out, executor, address, True, workers, world, teacher, selection,
+            raise_errors=not selection,
+        )  # fmt: skip
+    if "error" in summary:  # a part of the grid the summary cannot be made from
+        _fail(f"study {name}: {summary['error']} (runs are in {out / 'runs'})", code=1)
     headline = summary.get("headline")
     if isinstance(headline, list) and headline:
         console.print(_records_table(headline, f"{name}: headline"))

@@ -13,8 +13,8 @@ HERE = Path(__file__).resolve().parent
 
 @pytest.fixture(autouse=True)
 def _counter_kind(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Workers (spawned, Ray, subprocesses) find the toy kind through $IRLHF_KIND_MODULES."""
-    monkeypatch.setenv("IRLHF_KIND_MODULES", "toykind")
+    """Workers (spawned, Ray, subprocesses) import the toy kind's module by the name it was
+    registered from ("toykind"), so they need this directory on $PYTHONPATH."""
     path = os.environ.get("PYTHONPATH", "")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(HERE), path) if p))
     if str(HERE) not in sys.path:

@@ -79,9 +79,9 @@ def test_sweep_creates_missing_tables_and_validates_every_point(tmp_path: Path) 
 def test_run_hash_ignores_key_order_and_defaults_but_not_values() -> None:
     a = parse_config({"kind": "counter", "seed": 1, "steps": 20})
     b = parse_config({"steps": 20, "seed": 1, "kind": "counter", "world": {"scale": 1.0}})
-    assert run_hash(a) == run_hash(b)
-    assert len(run_hash(a)) == 16 and all(c in string.hexdigits for c in run_hash(a))
-    assert run_hash(a) != run_hash(CounterConfig(seed=2))
+    assert run_hash(a, 1) == run_hash(b, 1)
+    assert len(run_hash(a, 1)) == 16 and all(c in string.hexdigits for c in run_hash(a, 1))
+    assert run_hash(a, 1) != run_hash(CounterConfig(seed=2), 1)
 
 
 def test_run_hash_is_the_sha256_of_the_canonical_json() -> None:
@@ -92,7 +92,7 @@ def test_run_hash_is_the_sha256_of_the_canonical_json() -> None:
         '"steps":20,"world":{"mode":"sum","scale":1.0}}'
     )
     assert canonical_json(config) == canonical
-    assert run_hash(config) == hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    assert run_hash(config, 1) == hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,8 @@ ray = pytest.importorskip("ray")
 
 @pytest.fixture
 def local_ray(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """A 2-CPU local Ray (workers inherit $PYTHONPATH and $IRLHF_KIND_MODULES from the test)."""
+    """A 2-CPU local Ray (workers inherit $PYTHONPATH from the test, and import the toy kind's
+    module by name)."""
     monkeypatch.setenv("RAY_AUTH_MODE", os.environ.get("RAY_AUTH_MODE", "disabled"))
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from toykind import MARKER_ENV, CounterConfig
 
-from irlhf.experiments import RunContext, register_kind, run_hash, run_one
+from irlhf.experiments import RunContext, register_kind, run_hash, run_id, run_one
 from irlhf.experiments.run import normalize_records
 from irlhf.experiments.storage import read_jsonl
 
@@ -16,7 +16,7 @@ from irlhf.experiments.storage import read_jsonl
 def test_run_directory_layout(tmp_path: Path) -> None:
     config = CounterConfig(seed=1, steps=12, checkpoint_every=5)
     result = run_one(config, tmp_path)
-    run_dir = tmp_path / "counter" / run_hash(config)
+    run_dir = tmp_path / "counter" / run_id(config)
     assert result.run_dir == run_dir and result.status == "done" and not result.skipped
     assert json.loads((run_dir / "config.json").read_text()) == config.model_dump(mode="json")
     status = json.loads((run_dir / "status.json").read_text())
@@ -70,7 +70,7 @@ def test_a_second_process_waits_for_the_run_then_reads_it_back(
         with pytest.raises(queues.Empty):  # it waits for the lock ...
             messages.get(timeout=3.0)
         assert not (tmp_path / "markers").exists()  # ... without running the run
-        mine = _run_unlocked(config, root, None)  # the first process runs it meanwhile
+        mine = _run_unlocked(config, root)  # the first process runs it meanwhile
     status, skipped, records = messages.get(timeout=120)
     child.join(timeout=60)
     assert child.exitcode == 0
@@ -105,17 +105,13 @@ def test_records_are_checked() -> None:
         normalize_records({"metric": "m", "value": 1.0})
 
 
-def test_samples_and_progress(tmp_path: Path) -> None:
-    seen: list[tuple[int, int]] = []
-    ctx = RunContext(tmp_path, CounterConfig(seed=0), on_progress=lambda d, t: seen.append((d, t)))
+def test_samples(tmp_path: Path) -> None:
+    ctx = RunContext(tmp_path, CounterConfig(seed=0))
     ctx.save_samples("greedy", [{"text": "a"}, {"text": "b"}])
     ctx.save_samples("greedy", [{"text": "c"}])
     assert read_jsonl(tmp_path / "samples" / "greedy.jsonl") == [{"text": "c"}]
     with pytest.raises(ValueError, match="sample name"):
         ctx.save_samples("../escape", [])
-    ctx.progress(3, 3)
-    assert seen == [(3, 3)]
-    assert json.loads((tmp_path / "progress.json").read_text()) == {"done": 3, "total": 3}
 
 
 def test_register_kind_checks_the_config_model() -> None:
@@ -136,6 +132,7 @@ def test_a_kinds_results_version_salts_the_run_id(monkeypatch: pytest.MonkeyPatc
     """Version 1 is the plain hash of the resolved config (ids from before versions stay valid);
     a bumped version gives every config of the kind a new id, so older cached runs are not
     reused; other kinds are untouched."""
+    import dataclasses
     import hashlib
 
     from irlhf.experiments import registry
@@ -143,14 +140,13 @@ def test_a_kinds_results_version_salts_the_run_id(monkeypatch: pytest.MonkeyPatc
 
     config = CounterConfig(seed=3)
     plain = hashlib.sha256(canonical_json(config).encode()).hexdigest()[:16]
-    assert run_hash(config) == plain
+    assert run_hash(config, 1) == run_id(config) == plain
     kind = registry.get_kind("counter")
-    monkeypatch.setitem(
-        registry._KINDS, "counter", registry.Kind(kind.name, kind.config_model, kind.run, 2)
-    )
-    bumped = run_hash(config)
-    assert bumped != plain and run_hash(config.model_dump()) == bumped
-    assert run_hash(CounterConfig(seed=4)) not in (bumped, plain)
+    assert kind.version == 1 and kind.module == "toykind"  # recorded by register_kind
+    monkeypatch.setitem(registry._KINDS, "counter", dataclasses.replace(kind, version=2))
+    bumped = run_id(config)
+    assert bumped != plain and run_hash(config.model_dump(), 2) == bumped
+    assert run_id(CounterConfig(seed=4)) not in (bumped, plain)
     with pytest.raises(ValueError, match="version"):
         register_kind("counter", CounterConfig, kind.run, version=0)
 

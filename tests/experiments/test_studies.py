@@ -11,7 +11,7 @@ from toykind import MARKER_ENV, CounterConfig
 
 from irlhf.experiments import ConfigError, read_results
 from irlhf.studies import base
-from irlhf.studies.base import Study, run_studies, run_study
+from irlhf.studies.base import Study, run_studies, run_study, select_configs
 
 
 @pytest.fixture(autouse=True)
@@ -30,6 +30,9 @@ def test_run_study_writes_table_summary_figures_and_record(tmp_path: Path) -> No
     assert record["title"] == "Counters add up" and record["profile"] == "quick"
     assert record["n_runs"] == 2 and record["n_failed"] == 0 and "torch" in record["versions"]
     assert len(json.loads((out / "configs.json").read_text())) == 2
+    # the run ids of configs.json's configs, the names of their run directories
+    assert record["run_ids"] == list(table["run_id"].unique()) and record["only"] is None
+    assert all((out / "runs" / "counter" / run_id).is_dir() for run_id in record["run_ids"])
     assert (out / "totals.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -80,3 +83,17 @@ def test_a_failing_summary_is_recorded(tmp_path: Path, monkeypatch: pytest.Monke
     assert json.loads((tmp_path / "study.json").read_text())["error"].endswith("no numbers")
     with pytest.raises(ValueError, match="no numbers"):
         run_study("toy", "quick", tmp_path, executor="inline", progress=False)
+
+
+def test_select_configs_keeps_the_configs_matching_every_key() -> None:
+    grid = [CounterConfig(seed=0, steps=6), CounterConfig(seed=1, steps=7, offset=0.5)]
+    assert select_configs(grid, {"seed": ["1", "0"]}) == grid
+    assert select_configs(grid, {"seed": ["1"], "steps": ["7"]}) == grid[1:]
+    assert select_configs(grid, {"offset": ["0.50"], "world.mode": ["sum"]}) == grid[1:]
+    assert select_configs(grid, {"fail_on_seed": ["null"]}) == grid
+    with pytest.raises(ConfigError, match=r"^--only: no config of the grid has seed=0 and st"):
+        select_configs(grid, {"seed": ["0"], "steps": ["7"]})
+    with pytest.raises(ConfigError, match=r"field 'L' \(fields that vary: offset, seed, steps;"):
+        select_configs(grid, {"L": ["1"]})
+    with pytest.raises(ConfigError, match=r"^--only world.mode: .* value max \(values: sum\)$"):
+        select_configs(grid, {"world.mode": ["max"]})

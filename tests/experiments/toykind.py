@@ -78,7 +78,6 @@ def run_counter(config: CounterConfig, ctx: RunContext) -> list[dict]:
         reduced = draws.sum() if config.world.mode == "sum" else draws.max()
         total = total + config.world.scale * reduced
         ctx.log({"step": step + 1, "total": float(total)})
-        ctx.progress(step + 1, config.steps)
         time.sleep(sleep)
         if (step + 1) % config.checkpoint_every == 0:
             ctx.save_checkpoint(

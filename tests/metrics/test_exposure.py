@@ -10,6 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from irlhf.kinds.common import exposure_records
 from irlhf.metrics.exposure import (
     NO_JACKKNIFE,
     NO_RESIDUAL,
@@ -23,7 +24,6 @@ from irlhf.metrics.exposure import (
 )
 from irlhf.metrics.undefined import UndefinedMetric
 from irlhf.policies import TabularPolicy
-from irlhf.studies.imitation import exposure_records
 from irlhf.types import Sequences
 from irlhf.worlds import AutomatonWorld, make_world
 

@@ -11,10 +11,11 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from irlhf.kinds.common import DemoSpec
+from irlhf.kinds.imitation import ImitationConfig, train
 from irlhf.metrics.exposure import exact_return
 from irlhf.studies import decomposition
 from irlhf.studies.base import STUDIES, run_study
-from irlhf.studies.imitation import DemoSpec, ImitationConfig, train
 from irlhf.worlds import AutomatonSpec, AutomatonWorld
 
 ROW_KEYS = {"demo_temperature", "method", "j_mean", "j_ci_low", "j_ci_high", "seeds"}

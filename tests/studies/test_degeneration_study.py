@@ -14,8 +14,8 @@ from irlhf.algorithms.reward_model import RewardModelConfig
 from irlhf.algorithms.rloo import RLOOConfig
 from irlhf.experiments import run_one
 from irlhf.experiments.results import results_table
+from irlhf.kinds.degeneration import EvalSpec, RLHFSpec, StudentSpec
 from irlhf.studies.degeneration import NAMES, configs, grid, summarize
-from irlhf.studies.degeneration_kind import EvalSpec, RLHFSpec, StudentSpec
 from irlhf.worlds.text import TeacherSpec, TextSpec
 
 LINES = [

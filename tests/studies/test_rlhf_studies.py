@@ -6,10 +6,10 @@ import json
 import pytest
 
 from irlhf.algorithms.rlhf import RLHFConfig
+from irlhf.kinds.common import DemoSpec
+from irlhf.kinds.rlhf import RLHFRunConfig
 from irlhf.studies import outperform, overoptimization, reward_shift
 from irlhf.studies.base import STUDIES, run_study
-from irlhf.studies.imitation import DemoSpec
-from irlhf.studies.preference import RLHFRunConfig
 from irlhf.worlds import AutomatonSpec
 
 

@@ -11,10 +11,10 @@ from typer.testing import CliRunner
 from irlhf.cli import app
 from irlhf.experiments import run_one
 from irlhf.experiments.errors import ConfigError
+from irlhf.kinds.degeneration import DegenerationConfig, EvalSpec, RLHFSpec, StudentSpec
+from irlhf.kinds.imitation import ImitationConfig
 from irlhf.studies.base import with_teacher
 from irlhf.studies.degeneration import grid
-from irlhf.studies.degeneration_kind import DegenerationConfig, EvalSpec, RLHFSpec, StudentSpec
-from irlhf.studies.imitation import ImitationConfig
 from irlhf.worlds.text import TextSpec
 
 
@@ -72,7 +72,7 @@ def test_a_bad_teacher_directory_or_a_study_without_text_is_a_one_line_error(tmp
 def test_a_model_replaced_in_the_same_directory_is_a_new_run(tmp_path) -> None:
     """Run ids follow the teacher's files, not its path: after the model in the directory is
     replaced, the same study config is a different run (before, the old results were reused)."""
-    from irlhf.experiments.config import resolved, run_hash
+    from irlhf.experiments.config import resolved, run_id
     from irlhf.policies.causal_lm import CausalLMPolicy
 
     save_tiny_hf_teacher(tmp_path / "hf")
@@ -80,9 +80,9 @@ def test_a_model_replaced_in_the_same_directory_is_a_new_run(tmp_path) -> None:
     config = DegenerationConfig(world=world)
     first = with_teacher([config], tmp_path / "hf", "study test")[0]
     assert first.world.teacher_digest is not None
-    assert run_hash(with_teacher([config], tmp_path / "hf", "study test")[0]) == run_hash(first)
+    assert run_id(with_teacher([config], tmp_path / "hf", "study test")[0]) == run_id(first)
     # a config read back from a run's config.json keeps its id
-    assert run_hash(DegenerationConfig.model_validate(resolved(first))) == run_hash(first)
+    assert run_id(DegenerationConfig.model_validate(resolved(first))) == run_id(first)
 
     vocab = CausalLMPolicy.from_pretrained(tmp_path / "hf").vocab_size
     other = CausalLMPolicy.tiny(vocab, n_layer=1, n_embd=16, n_head=2, max_length=64, seed=7)
@@ -90,4 +90,4 @@ def test_a_model_replaced_in_the_same_directory_is_a_new_run(tmp_path) -> None:
     second = with_teacher([config], tmp_path / "hf", "study test")[0]
     assert second.world.teacher_dir == first.world.teacher_dir
     assert second.world.teacher_digest != first.world.teacher_digest
-    assert run_hash(second) != run_hash(first)
+    assert run_id(second) != run_id(first)

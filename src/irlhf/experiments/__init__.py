@@ -1,7 +1,8 @@
 """The experiment platform: TOML configs, content-addressed runs with resume, sweeps, results.
 
-Science code registers an experiment kind (a pydantic config model and a run function) with
-`register_kind`, in a module listed in `irlhf.experiments.kinds.KIND_MODULES`. The platform then
+Science code registers an experiment kind (a pydantic config model, a run function and a
+results version) with `register_kind`, at import of its module; the platform imports no science
+module itself (worker processes import the module a kind was registered from, by name). It then
 loads and validates configs (`load_config`, `load_sweep`, `expand_sweep`), runs them in
 content-addressed directories that resume after any interruption (`run_one`), executes sweeps on
 a local process pool, Ray or inline (`run_sweep`) and stores the long results table as Parquet
@@ -16,9 +17,9 @@ from irlhf.experiments.config import (
     load_sweep,
     parse_config,
     run_hash,
+    run_id,
 )
 from irlhf.experiments.errors import ConfigError
-from irlhf.experiments.kinds import load_kinds
 from irlhf.experiments.registry import get_kind, register_kind, registered_kinds
 from irlhf.experiments.results import read_results, results_table, write_results
 from irlhf.experiments.run import RunContext, RunResult, run_one
@@ -36,7 +37,6 @@ __all__ = [
     "expand_sweep",
     "get_kind",
     "load_config",
-    "load_kinds",
     "load_sweep",
     "parse_config",
     "read_results",
@@ -44,6 +44,7 @@ __all__ = [
     "registered_kinds",
     "results_table",
     "run_hash",
+    "run_id",
     "run_one",
     "run_sweep",
     "write_results",

@@ -15,7 +15,8 @@ stands for the cartesian product of those values:
     "world.exit_prob" = [0.0, 0.5, 1.0]      # or, unquoted, world.exit_prob = [...]
 
 Runs are content-addressed: `run_hash` is the sha256 of the canonical JSON of the resolved
-config, so the same experiment always lands in the same run directory.
+config (salted by the kind's results version), so the same experiment always lands in the same
+run directory; `run_id` finds the version of a config's kind in the registry.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
 from irlhf.experiments.errors import ConfigError
-from irlhf.experiments.registry import allowed_kinds, get_kind
+from irlhf.experiments.registry import allowed_kinds, get_kind, kind_of
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -210,6 +211,7 @@ def _walk(model: type[BaseModel], loc: tuple[Any, ...]) -> _Walk:
             continue
         owner = next((m for m in models if step in m.model_fields), None)
         if owner is None and models and i < len(loc) - 1:
+            models = _tagged(models, step)
             continue
         walk.parts.append(str(step))
         if owner is None:
@@ -219,6 +221,21 @@ def _walk(model: type[BaseModel], loc: tuple[Any, ...]) -> _Walk:
         annotation = walk.info.annotation
         models = _models_in(annotation)
     return walk
+
+
+def _tagged(models: list[type[BaseModel]], tag: Any) -> list[type[BaseModel]]:
+    """The members of a union that a location's tag names (a `Literal[tag]` field, as in a
+    discriminated union), or all of them when none does."""
+    named = [
+        m
+        for m in models
+        if any(
+            typing.get_origin(f.annotation) is typing.Literal
+            and typing.get_args(f.annotation) == (tag,)
+            for f in m.model_fields.values()
+        )
+    ]
+    return named or models
 
 
 def _dotted_path(model: type[BaseModel], loc: tuple[Any, ...]) -> str:
@@ -331,18 +348,19 @@ def canonical_json(config: BaseModel | dict[str, Any]) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def run_hash(config: BaseModel | dict[str, Any]) -> str:
+def run_hash(config: BaseModel | dict[str, Any], version: int) -> str:
     """First 16 hex digits of the sha256 of `canonical_json(config)`, salted by the kind's
-    results version when it is above 1: the run's id. (A resolved config read back from
+    results `version` when it is above 1: the run's id. (A resolved config read back from
     config.json hashes to the same id; version-1 ids are the unsalted hash, as before versions.)"""
-    from irlhf.experiments.registry import results_version
-
-    kind = config.get("kind") if isinstance(config, dict) else getattr(config, "kind", None)
     text = canonical_json(config)
-    version = results_version(kind)
     if version > 1:
         text += f"\nresults version {version}"
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def run_id(config: BaseModel) -> str:
+    """The run id of a validated config: `run_hash` at its registered kind's results version."""
+    return run_hash(config, kind_of(config).version)
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

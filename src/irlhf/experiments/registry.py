@@ -2,12 +2,14 @@
 
 Science code registers each experiment kind once, at import of its module:
 
-    register_kind("counter", CounterConfig, run_counter)
+    register_kind("counter", CounterConfig, run_counter, version=1)
 
 `CounterConfig` is a pydantic model (``extra="forbid"``) of the whole experiment config with a
 field ``kind: Literal["counter"]`` and a field ``seed: int``; `run_counter(config, ctx)` returns
-metric records (dicts with "metric" and "value" plus coordinates). Worker processes re-import the
-registering module (recorded here) so that the registry is the same in every process.
+metric records (dicts with "metric" and "value" plus coordinates). The registry records, as data,
+the kind's results version (which salts its run ids) and the module that registered it: a worker
+process imports that module by name before it runs a config of the kind. The platform imports no
+science module itself; whoever loads configs imports the modules that register their kinds.
 """
 
 from __future__ import annotations
@@ -15,16 +17,15 @@ from __future__ import annotations
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel
 
 from irlhf.experiments.errors import ConfigError
 
-if TYPE_CHECKING:
-    from irlhf.experiments.run import RunContext
-
-RunFn = Callable[[Any, "RunContext"], list[dict]]
+RunFn = Callable[[Any, Any], list[dict]]
+"""run(config, ctx) -> metric records; ctx is an `irlhf.experiments.run.RunContext` (not
+imported here: the run module imports the registry)."""
 
 
 @dataclass(frozen=True)
@@ -37,11 +38,8 @@ class Kind:
     version: int = 1
     """Results version: bumped when the kind's code changes its numbers for an unchanged
     config, so that runs cached by an older version are not reused (it salts the run id)."""
-
-    @property
-    def module(self) -> str:
-        """The module that registered this kind; workers import it before running."""
-        return self.run.__module__
+    module: str = ""
+    """The module that registered this kind (its run function's); workers import it."""
 
 
 _KINDS: dict[str, Kind] = {}
@@ -78,7 +76,7 @@ def register_kind(name: str, config_model: type[BaseModel], run: RunFn, version:
         )
     if not isinstance(version, int) or version < 1:
         raise ValueError(f"kind {name!r}: version must be an integer >= 1 (got {version!r})")
-    _KINDS[name] = Kind(name=name, config_model=config_model, run=run, version=version)
+    _KINDS[name] = Kind(name, config_model, run, version, module=run.__module__)
 
 
 def registered_kinds() -> dict[str, Kind]:
@@ -95,7 +93,7 @@ def get_kind(name: object) -> Kind:
 
 def allowed_kinds() -> str:
     """The registered kind names, for error messages."""
-    return ", ".join(sorted(_KINDS)) or "none registered (see irlhf.experiments.kinds)"
+    return ", ".join(sorted(_KINDS)) or "none registered (import the modules that register them)"
 
 
 def kind_of(config: BaseModel) -> Kind:
@@ -104,16 +102,3 @@ def kind_of(config: BaseModel) -> Kind:
     if not isinstance(config, kind.config_model):
         raise TypeError(f"config is a {type(config).__name__}, not a {kind.config_model.__name__}")
     return kind
-
-
-def results_version(kind: object) -> int:
-    """The results version of the kind called `kind`, importing the kind modules if it is not
-    registered yet (so that every process computes the same run id); 1 for an unknown kind."""
-    if not isinstance(kind, str):
-        return 1
-    if kind not in _KINDS:
-        from irlhf.experiments.kinds import load_kinds
-
-        load_kinds()
-    registered = _KINDS.get(kind)
-    return registered.version if registered is not None else 1

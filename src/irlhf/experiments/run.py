@@ -1,6 +1,6 @@
 """One experiment run in its content-addressed directory, with resume after any interruption.
 
-Layout of ``<root>/<kind>/<run_hash>/``:
+Layout of ``<root>/<kind>/<run id>/``:
 
     config.json        the resolved config (every default filled in)
     status.json        {"state": "running"|"done"|"failed", "error", "seconds", "attempts", ...}
@@ -9,7 +9,6 @@ Layout of ``<root>/<kind>/<run_hash>/``:
     samples/NAME.jsonl samples saved by `RunContext.save_samples`
     checkpoints/       safetensors checkpoints (the newest two)
     traceback.txt      the full traceback of the last failure
-    progress.json      steps done / total, rewritten every few seconds while it runs
     .lock              held while the run runs (a second process given it waits for it)
 
 A run whose status is "done" is not run again: its records are read back. Any other run (never
@@ -21,14 +20,11 @@ uninterrupted one.
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import re
 import socket
 import time
 import traceback
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +32,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from irlhf.experiments.checkpoint import Checkpoint, load_latest, write_checkpoint
-from irlhf.experiments.config import resolved, run_hash
+from irlhf.experiments.config import resolved, run_id
 from irlhf.experiments.provenance import utc_now
 from irlhf.experiments.registry import kind_of
 from irlhf.experiments.storage import (
@@ -51,26 +47,21 @@ from irlhf.experiments.storage import (
 )
 
 CONFIG_FILE, STATUS_FILE, METRICS_FILE = "config.json", "status.json", "metrics.jsonl"
-LOG_FILE, TRACEBACK_FILE, PROGRESS_FILE = "metrics_log.jsonl", "traceback.txt", "progress.json"
+LOG_FILE, TRACEBACK_FILE = "metrics_log.jsonl", "traceback.txt"
 CHECKPOINT_DIR, SAMPLES_DIR, LOCK_FILE = "checkpoints", "samples", ".lock"
 RESERVED_KEYS = frozenset({"run_id", "kind", "status", "error", "seconds"})
 _SAMPLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_PROGRESS_INTERVAL = 2.0  # seconds between progress.json writes
-
-ProgressFn = Callable[[int, int], None]
 
 
 class RunContext:
     """What a run function gets besides its config: its directory and crash-safe helpers."""
 
-    def __init__(self, run_dir: Path, config: BaseModel, on_progress: ProgressFn | None = None):
+    def __init__(self, run_dir: Path, config: BaseModel):
         self.run_dir = Path(run_dir)
         self.config = config
-        self._on_progress = on_progress
         self._checkpoint: Checkpoint | None = None
         self._checkpoint_current = False
         self._log_lines = 0
-        self._last_progress_write = -math.inf
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -109,15 +100,6 @@ class RunContext:
             raise ValueError(f"sample name must match {_SAMPLE_NAME.pattern} (got {name!r})")
         write_jsonl(self.run_dir / SAMPLES_DIR / f"{name}.jsonl", rows)
 
-    def progress(self, done: int, total: int) -> None:
-        """Report progress (for progress bars); cheap enough to call every step."""
-        if self._on_progress is not None:
-            self._on_progress(done, total)
-        now = time.monotonic()
-        if now - self._last_progress_write >= _PROGRESS_INTERVAL or done >= total:
-            self._last_progress_write = now
-            atomic_write_json(self.run_dir / PROGRESS_FILE, {"done": done, "total": total})
-
 
 @dataclass
 class RunResult:
@@ -141,8 +123,8 @@ class RunResult:
 
 
 def run_dir_of(config: BaseModel, root: Path) -> Path:
-    """Where a config's run lives: root/<kind>/<run_hash>."""
-    return Path(root) / kind_of(config).name / run_hash(config)
+    """Where a config's run lives: root/<kind>/<run id>."""
+    return Path(root) / kind_of(config).name / run_id(config)
 
 
 def read_status(run_dir: Path) -> dict[str, Any] | None:
@@ -212,7 +194,7 @@ def _write_status(run_dir: Path, **status: Any) -> None:
     atomic_write_json(run_dir / STATUS_FILE, status)
 
 
-def run_one(config: BaseModel, root: Path, on_progress: ProgressFn | None = None) -> RunResult:
+def run_one(config: BaseModel, root: Path) -> RunResult:
     """Run one experiment in root/<kind>/<hash>/, or read it back if it already finished.
 
     The run function's exceptions are caught and recorded (status "failed", traceback.txt);
@@ -230,10 +212,10 @@ def run_one(config: BaseModel, root: Path, on_progress: ProgressFn | None = None
         done = finished_result(config, root)  # finished by another process while we waited
         if done is not None:
             return done
-        return _run_unlocked(config, root, on_progress)
+        return _run_unlocked(config, root)
 
 
-def _run_unlocked(config: BaseModel, root: Path, on_progress: ProgressFn | None) -> RunResult:
+def _run_unlocked(config: BaseModel, root: Path) -> RunResult:
     kind = kind_of(config)
     run_dir = run_dir_of(config, root)
     (run_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
@@ -251,7 +233,7 @@ def _run_unlocked(config: BaseModel, root: Path, on_progress: ProgressFn | None)
     result = RunResult(run_id=run_dir.name, kind=kind.name, run_dir=run_dir, status="done")
     start = time.perf_counter()
     try:
-        ctx = RunContext(run_dir, config, on_progress)
+        ctx = RunContext(run_dir, config)
         ctx.resume()
         result.records = normalize_records(kind.run(config, ctx))
     except Exception as exc:
@@ -264,8 +246,3 @@ def _run_unlocked(config: BaseModel, root: Path, on_progress: ProgressFn | None)
     state = {"state": result.status, "error": result.error, "seconds": result.seconds}
     _write_status(run_dir, **state, finished=utc_now(), **common)
     return result
-
-
-def load_run_config(run_dir: Path) -> dict[str, Any]:
-    """The resolved config stored in a run directory."""
-    return json.loads((Path(run_dir) / CONFIG_FILE).read_text(encoding="utf-8"))

@@ -1,8 +1,8 @@
 """Sweeps: run many configs on a local process pool, on Ray, or inline, and gather the table.
 
-Workers receive a `Job` — the kind's name, the module that registers it, the resolved config as
-JSON and the root directory — never a pickled model: each worker imports the kind modules
-(`load_kinds()` plus the registering module) and validates the JSON itself. Finished runs are
+Workers receive a `Job` — the kind's name, the module that registered it (recorded by
+`register_kind`), the resolved config as JSON and the root directory — never a pickled model:
+each worker imports that module by name and validates the JSON itself. Finished runs are
 read back in the parent without starting a worker, so re-running a finished sweep costs
 seconds. A run that raises is recorded as failed and the others go on; a worker that dies
 (segfault, out of memory) fails the runs it took down, which the next sweep retries.
@@ -39,9 +39,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from irlhf.experiments.config import canonical_json, run_hash
+from irlhf.experiments.config import canonical_json, run_id
 from irlhf.experiments.errors import ConfigError
-from irlhf.experiments.kinds import load_kinds
 from irlhf.experiments.registry import get_kind, kind_of, registered_kinds
 from irlhf.experiments.results import results_table
 from irlhf.experiments.run import RunResult, finished_result, one_line, run_dir_of, run_one
@@ -67,14 +66,11 @@ def make_job(config: BaseModel, root: Path) -> Job:
 
 
 def run_job(job: Job) -> dict[str, Any]:
-    """Worker entry point: register the kind, rebuild the config from JSON, run it.
-
-    The module that registered the kind is imported first; `load_kinds()` (every kind module)
-    only if that did not register it, so that a worker does not import unrelated science code.
-    """
+    """Worker entry point: import the module that registers the kind, rebuild the config from
+    JSON, run it."""
     importlib.import_module(job.module)
     if job.kind not in registered_kinds():
-        load_kinds()
+        raise RuntimeError(f"importing {job.module} did not register the kind {job.kind!r}")
     config = get_kind(job.kind).config_model.model_validate_json(job.config_json)
     return run_one(config, Path(job.root)).to_dict()
 
@@ -84,7 +80,7 @@ def _crashed(job: Job, exc: BaseException) -> dict[str, Any]:
     config = get_kind(job.kind).config_model.model_validate_json(job.config_json)
     run_dir = run_dir_of(config, Path(job.root))
     error = f"worker died: {one_line(exc)}"
-    return RunResult(run_hash(config), job.kind, run_dir, "failed", error=error).to_dict()
+    return RunResult(run_id(config), job.kind, run_dir, "failed", error=error).to_dict()
 
 
 # ---- executors --------------------------------------------------------------------------------
@@ -202,10 +198,10 @@ def execute_runs(
 ) -> list[RunResult]:
     """Run every (config, root) pair, finished ones read back, in the given order.
 
-    Duplicates (same root and run hash) run once and share the result.
+    Duplicates (same root and run id) run once and share the result.
     """
     check_executor(executor, address, max_workers)
-    keys = [(str(root), run_hash(config)) for config, root in runs]
+    keys = [(str(root), run_id(config)) for config, root in runs]
     unique = dict(zip(keys, runs, strict=True))
     results: dict[tuple[str, str], RunResult] = {}
     todo: list[tuple[tuple[str, str], Job]] = []
@@ -242,7 +238,7 @@ def run_sweep(
 ) -> pd.DataFrame:
     """Run every config under `root` and return the long results table (see `results`)."""
     root = Path(root)
-    unique = list({run_hash(c): c for c in configs}.values())
+    unique = list({run_id(c): c for c in configs}.values())
     results = execute_runs(
         [(config, root) for config in unique], executor, address, max_workers, progress, "sweep"
     )

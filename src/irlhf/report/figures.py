@@ -16,6 +16,7 @@ import re
 from io import BytesIO
 from pathlib import Path
 
+from matplotlib.artist import Artist
 from matplotlib.axes import Axes
 from matplotlib.collections import PathCollection
 from matplotlib.container import BarContainer, ErrorbarContainer
@@ -66,6 +67,15 @@ def new_grid(
     fig.suptitle(title)
     axes = fig.subplots(nrows, ncols, squeeze=False)
     return fig, [ax for row in axes for ax in row]
+
+
+def shared_legend(fig: Figure, axes: list[Axes]) -> None:
+    """One legend below the panels (every label once), so that no curve is hidden under it."""
+    entries: dict[str, Artist] = {}
+    for ax in axes:
+        handles, labels = ax.get_legend_handles_labels()
+        entries.update({lab: h for h, lab in zip(handles, labels, strict=True)})
+    fig.legend(entries.values(), entries.keys(), loc="outside lower center", ncol=4, fontsize=7)
 
 
 def _n_series(ax: Axes) -> int:

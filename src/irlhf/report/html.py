@@ -19,7 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from irlhf.experiments.config import flatten, run_hash
+from irlhf.experiments.config import flatten
 from irlhf.experiments.errors import ConfigError
 from irlhf.experiments.provenance import software_versions, utc_now
 from irlhf.experiments.storage import atomic_write_text, read_json
@@ -201,17 +201,23 @@ def config_grid(configs: Sequence[dict[str, Any]]) -> tuple[list[dict], list[dic
     return varying, fixed
 
 
-def _runs_table(configs: Sequence[dict[str, Any]], varying: list[dict]) -> str:
-    """One row per run: its id (the run directory's name) and the swept fields."""
+def _runs_table(
+    configs: Sequence[dict[str, Any]], varying: list[dict], run_ids: Sequence[str]
+) -> str:
+    """One row per run: its id (the run directory's name, listed in study.json beside
+    configs.json's configs; left out for a study directory that does not list them) and the
+    swept fields."""
     fields = [v["field"] for v in varying]
     listed = configs[:_MAX_CONFIGS_LISTED]
-    rows = [{"run_id": run_hash(c), **{f: flatten(c).get(f) for f in fields}} for c in listed]
+    rows = [{f: flatten(c).get(f) for f in fields} for c in listed]
+    if len(run_ids) == len(configs):
+        rows = [{"run_id": run_id, **row} for run_id, row in zip(run_ids, rows, strict=False)]
     more = len(configs) - len(listed)
     caption = f"Runs (first {len(listed)}; all in configs.json)" if more else "Runs"
     return html_table(rows, caption=caption)
 
 
-def _configs_html(configs: list[dict[str, Any]]) -> str:
+def _configs_html(configs: list[dict[str, Any]], run_ids: Sequence[str]) -> str:
     if not configs:
         return ""
     varying, fixed = config_grid(configs)
@@ -219,7 +225,7 @@ def _configs_html(configs: list[dict[str, Any]]) -> str:
         f"<details><summary>Configs used ({len(configs)} distinct runs)</summary>"
         + (html_table(varying, caption="Swept fields") if varying else "")
         + html_table(fixed, caption="Fixed fields")
-        + _runs_table(configs, varying)
+        + _runs_table(configs, varying, run_ids)
         + "</details>"
     )
 
@@ -245,6 +251,9 @@ def _meta_line(record: dict[str, Any]) -> str:
     bits = [f"study <code>{_esc(record.get('name', ''))}</code>"]
     if record.get("profile"):
         bits.append(f"profile {_esc(record['profile'])}")
+    if record.get("only"):
+        part = " ".join(f"{k}={','.join(map(str, v))}" for k, v in record["only"].items())
+        bits.append(f"part of the grid: <code>{_esc(part)}</code>")
     if "n_runs" in record:
         bits.append(f"{record['n_runs']} runs ({record.get('n_failed', 0)} failed)")
     if record.get("run_seconds") is not None:
@@ -266,7 +275,7 @@ def render_section(section: StudySection) -> str:
         + _summary_html(section.summary)
         + "".join(_figure_html(p) for p in section.figures)
         + _failures_html(section)
-        + _configs_html(section.configs)
+        + _configs_html(section.configs, section.record.get("run_ids", []))
         + _versions_html(section.record.get("versions", {}), "Software versions of this study")
         + "</section>"
     )

@@ -10,12 +10,15 @@ grid on the experiment platform (so it caches, resumes and runs on Ray) and writ
     OUT/runs/            the run directories
     OUT/results.parquet  one row per run x metric record
     OUT/summary.json     what `summarize` returned (headline numbers, documented keys)
-    OUT/study.json       title, description, profile, world, versions, date, run counts
+    OUT/study.json       title, description, profile, world, the part of the grid run
+                         (`only`), versions, date, run counts, the run ids of configs.json
     OUT/configs.json     the distinct resolved configs of the grid
     OUT/*.png            the figures `summarize` wrote
 
-Everything is validated (study names, profile, world, executor, every config) before anything is
-written; `run_studies` runs several studies' grids in one pool.
+Everything is validated (study names, profile, world, executor, every config, `only`) before
+anything is written; `run_studies` runs several studies' grids in one pool. `only` runs part of
+a grid (`select_configs`: the configs whose flattened field KEY has one of the given values),
+into the same run directories; the summary is then made from that part only.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Any
 import pandas as pd
 from pydantic import BaseModel, ValidationError
 
-from irlhf.experiments.config import resolved, run_hash, validation_error
+from irlhf.experiments.config import flatten, resolved, run_id, validation_error
 from irlhf.experiments.errors import ConfigError
 from irlhf.experiments.provenance import software_versions, utc_now
 from irlhf.experiments.registry import kind_of, registered_kinds
@@ -140,6 +143,60 @@ def _model_named(name: str) -> type[BaseModel]:
     return models.get(name, BaseModel)
 
 
+Only = Mapping[str, Sequence[str]]
+"""A part of a grid: flattened config field (e.g. "policy.kind") -> the values to keep."""
+
+
+def _shown(value: str) -> str:
+    """A config value (canonical JSON) as one would type it: strings without quotes."""
+    loaded = json.loads(value)
+    return loaded if isinstance(loaded, str) else value
+
+
+def _as_json(text: str) -> str:
+    """A command-line value in the canonical JSON form of config values ("0.50" -> "0.5",
+    "tabular" -> '"tabular"')."""
+    try:
+        return json.dumps(json.loads(text))
+    except ValueError:
+        return json.dumps(text)
+
+
+def select_configs(configs: Sequence[BaseModel], only: Only) -> list[BaseModel]:
+    """The configs whose flattened field KEY equals one of its VALUES, for every KEY of `only`
+    (values as typed on a command line: JSON numbers, booleans and null, or plain strings).
+    A KEY no config has, or a VALUE no config has, is a ConfigError naming the allowed ones."""
+    flat = [
+        {k: json.dumps(v, sort_keys=True) for k, v in flatten(resolved(c)).items()} for c in configs
+    ]
+    keep = [True] * len(configs)
+    for key, values in only.items():
+        seen = list(dict.fromkeys(f[key] for f in flat if key in f))
+        if not seen:
+            varying = sorted(
+                {k for f in flat for k in f if len({g[k] for g in flat if k in g}) > 1}
+            )
+            raise ConfigError(
+                "--only",
+                f"no config of the grid has the field {key!r} (fields that vary: "
+                f"{', '.join(varying) or 'none'}; fixed fields are allowed too)",
+            )
+        wanted = {_as_json(v) for v in values}
+        missing = [v for v in values if _as_json(v) not in seen]
+        if missing:
+            raise ConfigError(
+                f"--only {key}",
+                f"no config has the value {', '.join(missing)} "
+                f"(values: {', '.join(_shown(v) for v in seen)})",
+            )
+        keep = [k and f.get(key) in wanted for k, f in zip(keep, flat, strict=True)]
+    chosen = [c for c, k in zip(configs, keep, strict=True) if k]
+    if not chosen:
+        parts = " and ".join(f"{k}={','.join(v)}" for k, v in only.items())
+        raise ConfigError("--only", f"no config of the grid has {parts}")
+    return chosen
+
+
 @dataclass(frozen=True)
 class StudyPlan:
     """A validated study run: what to run and where to write it."""
@@ -149,6 +206,8 @@ class StudyPlan:
     configs: list[BaseModel]
     world: str | None = None
     """The world it runs in (None: the study's one fixed world)."""
+    only: Only | None = None
+    """The part of the grid it runs (None: all of it)."""
 
 
 def plan_studies(
@@ -156,10 +215,12 @@ def plan_studies(
     profile: str,
     world: str | None = None,
     teacher: str | Path | None = None,
+    only: Only | None = None,
 ) -> list[StudyPlan]:
     """Validate study names, profile, world and every config; writes nothing. `world` applies
     to every study (None: each study's default); `teacher`, a local Hugging Face model
-    directory, replaces the teacher of every text-world run."""
+    directory, replaces the teacher of every text-world run; `only` keeps part of each grid
+    (`select_configs`)."""
     check_profile(profile)
     plans = []
     for name, out in targets.items():
@@ -168,7 +229,12 @@ def plan_studies(
         configs = study_configs(study, profile, chosen)
         if teacher is not None:
             configs = with_teacher(configs, teacher, f"study {name}")
-        plans.append(StudyPlan(study, Path(out), configs, chosen))
+        if only:
+            try:
+                configs = select_configs(configs, only)
+            except ConfigError as err:
+                raise err.with_source(f"study {name} (profile {profile})") from None
+        plans.append(StudyPlan(study, Path(out), configs, chosen, dict(only) if only else None))
     return plans
 
 
@@ -222,6 +288,7 @@ def _study_record(plan: StudyPlan, profile: str, results: Sequence[RunResult]) -
         "description": study.descriptions.get(world, study.description),
         "profile": profile,
         "world": plan.world,
+        "only": {k: list(v) for k, v in plan.only.items()} if plan.only else None,
         "date": utc_now(),
         "versions": software_versions(),
         "n_runs": len({r.run_id for r in results}),
@@ -238,9 +305,9 @@ def finish_study(
     out = plan.out
     table = results_table(zip(plan.configs, results, strict=True))
     write_results(table, out / RESULTS_FILE)
-    distinct = {run_hash(c): resolved(c) for c in plan.configs}
+    distinct = {run_id(c): resolved(c) for c in plan.configs}
     atomic_write_json(out / CONFIGS_FILE, list(distinct.values()))
-    record = _study_record(plan, profile, results)
+    record = _study_record(plan, profile, results) | {"run_ids": list(distinct)}
     try:
         summary = plan.study.summarize(table, out)
         json.dumps(summary)  # JSON-able, or fail here rather than half-way through the write
@@ -266,14 +333,16 @@ def run_studies(
     raise_errors: bool = True,
     world: str | None = None,
     teacher: str | Path | None = None,
+    only: Only | None = None,
 ) -> dict[str, dict]:
     """Run several studies (name -> out dir) with all their runs in one pool; name -> summary.
 
     With raise_errors=False a study whose summarize fails gives {"error": ...} and the others
-    still finish (`irlhf reproduce`). `world` applies to every study (None: their defaults).
+    still finish (`irlhf reproduce`). `world` applies to every study (None: their defaults);
+    `only` keeps part of every grid (`select_configs`).
     """
     check_executor(executor, address, max_workers)
-    plans = plan_studies(targets, profile, world, teacher)
+    plans = plan_studies(targets, profile, world, teacher, only)
     runs = [(config, plan.out / "runs") for plan in plans for config in plan.configs]
     label = plans[0].study.name if len(plans) == 1 else f"{len(plans)} studies"
     results = execute_runs(runs, executor, address, max_workers, progress, label)
@@ -296,11 +365,14 @@ def run_study(
     max_workers: int | None = None,
     world: str | None = None,
     teacher: str | Path | None = None,
+    only: Only | None = None,
+    raise_errors: bool = True,
 ) -> dict:
     """Run one study's grid (in `world`, default: the study's own; text-world runs with
-    `teacher` as their teacher when given) into `out`; its summary."""
+    `teacher` as their teacher when given; only the part `only` selects) into `out`; its
+    summary ({"error": ...} if summarize fails and not `raise_errors`)."""
     summaries = run_studies(
-        {name: Path(out)}, profile, executor, address, max_workers, progress, world=world,
-        teacher=teacher,
+        {name: Path(out)}, profile, executor, address, max_workers, progress, raise_errors,
+        world=world, teacher=teacher, only=only,
     )  # fmt: skip
     return summaries[name]

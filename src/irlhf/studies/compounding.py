@@ -23,35 +23,26 @@ import pandas as pd
 from irlhf.algorithms.dagger import DAggerConfig
 from irlhf.algorithms.gkd import GKDConfig
 from irlhf.algorithms.sft import SFTConfig
+from irlhf.kinds.common import DemoSpec, PolicySpec
+from irlhf.kinds.imitation import ImitationConfig
+from irlhf.kinds.irl import METHODS, IRLConfig
 from irlhf.metrics.exposure import fit_power_law
-from irlhf.report.figures import label, new_grid, save_figure, style_axes
+from irlhf.report.figures import label, new_grid, save_figure, shared_legend, style_axes
 from irlhf.studies import compounding_lm
 from irlhf.studies.base import Study, register_study
 from irlhf.studies.budgets import (
     EQUAL_ARM,
-    EQUAL_LABEL,
     arm_column,
     budgets,
     dagger_matching_gkd,
     equal_budget_demos,
 )
-from irlhf.studies.compounding_lm import shared_legend
-from irlhf.studies.imitation import DemoSpec, ImitationConfig, PolicySpec
-from irlhf.studies.irl import METHODS, IRLConfig
+from irlhf.studies.common import LEARNER_NAMES
 from irlhf.worlds import AutomatonSpec
 
 WORLDS = ("absorbing", "recoverable")
 IRL_ALGORITHMS = tuple(METHODS)
-LABELS = {
-    "sft": "BC (SFT)",
-    EQUAL_ARM: EQUAL_LABEL,
-    "dagger": "DAgger",
-    "gkd": "GKD (on-policy distillation)",
-    "maxent_irl": "MaxEnt IRL",
-    "gail": "GAIL",
-    "airl": "AIRL",
-    "iq_learn": "IQ-Learn",
-}
+LABELS = LEARNER_NAMES
 COLORS = {name: f"C{i}" for i, name in enumerate(LABELS)}
 NO_POWER_LAW = "mean regret <= 0 at a fitted length (as good as the expert there): no power law"
 

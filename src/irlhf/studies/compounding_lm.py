@@ -33,14 +33,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib.artist import Artist
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
 
 from irlhf.algorithms.gkd import GKDConfig
 from irlhf.algorithms.sft import SFTConfig
+from irlhf.kinds.common import DemoSpec, PolicySpec
+from irlhf.kinds.imitation import ImitationConfig
+from irlhf.kinds.world_spec import OracleWorldSpec, TextWorldSpec
 from irlhf.metrics.exposure import fit_power_law
-from irlhf.report.figures import label, new_grid, save_figure, style_axes
+from irlhf.report.figures import label, new_grid, save_figure, shared_legend, style_axes
 from irlhf.studies.budgets import (
     EQUAL_ARM,
     EQUAL_LABEL,
@@ -49,9 +49,8 @@ from irlhf.studies.budgets import (
     dagger_matching_gkd,
     equal_budget_demos,
 )
-from irlhf.studies.imitation import DemoSpec, ImitationConfig, PolicySpec
+from irlhf.studies.common import ORACLE_KNOBS
 from irlhf.studies.intervals import t_interval
-from irlhf.studies.world_spec import OracleWorldSpec, TextWorldSpec
 
 DESCRIPTION = __doc__.split("\n\n", 1)[1].strip()
 """The claim as measured here (the report's text for the oracle and text worlds)."""
@@ -80,13 +79,6 @@ PROFILES = {
 }
 STUDENT = PolicySpec(kind="causal_lm", n_layer=2, n_embd=64)
 """Every student: a 2-layer, 64-wide GPT-2 (larger than the oracle, smaller than the teacher)."""
-ORACLE_KNOBS = {"vocab_size": 32, "n_layer": 1, "n_embd": 16, "n_head": 2, "init_std": 1.0}
-"""A small, sharp oracle (~1.0 nat of entropy per token of its own samples, 3.5 uniform) that
-the student can learn in CPU minutes: with the default oracle (V = 256, 2 x 64, init_std 0.3) a
-2 x 64 student SFT'd on 512 samples stays ~1.7 nats of KL away at every step, and with a sharper
-one of that size (init_std 0.6) it ends worse than uniform, so neither shows anything but an
-unlearnt expert. With these knobs SFT reached ~0.4-1.0 nats of KL, soft-label distillation
-~0.03-0.1."""
 DEFINITIONS = {
     "learners": "one row per learner: the quantities below at L = max_L (seed means), most "
     "with *_ci_low / *_ci_high",
@@ -252,15 +244,6 @@ def _headline(name: str, row: dict, key: str) -> dict:
         "ci_low": row[f"{key}_ci_low"],
         "ci_high": row[f"{key}_ci_high"],
     }
-
-
-def shared_legend(fig: Figure, axes: list[Axes]) -> None:
-    """One legend below the panels (every label once), so that no curve is hidden under it."""
-    entries: dict[str, Artist] = {}
-    for ax in axes:
-        handles, labels = ax.get_legend_handles_labels()
-        entries.update({lab: h for h, lab in zip(handles, labels, strict=True)})
-    fig.legend(entries.values(), entries.keys(), loc="outside lower center", ncol=4, fontsize=7)
 
 
 def _figure(tables: dict[str, dict[str, pd.DataFrame]], world: str, path: Path) -> None:

@@ -34,15 +34,16 @@ from matplotlib.axes import Axes
 
 from irlhf.algorithms.dagger import DAggerConfig
 from irlhf.algorithms.rlhf import RLHFConfig
+from irlhf.kinds.common import DemoSpec
+from irlhf.kinds.imitation import ImitationConfig
+from irlhf.kinds.irl import METHODS as IRL_METHODS
+from irlhf.kinds.irl import IRLConfig
+from irlhf.kinds.rlhf import RLHFRunConfig
 from irlhf.report.figures import label, new_grid, save_figure, style_axes
 from irlhf.studies.base import Study, register_study
 from irlhf.studies.budgets import EQUAL_ARM, equal_budget_demos
-from irlhf.studies.compounding import LABELS as IMITATION_LABELS
-from irlhf.studies.imitation import DemoSpec, ImitationConfig
+from irlhf.studies.common import LEARNER_NAMES
 from irlhf.studies.intervals import t_interval
-from irlhf.studies.irl import METHODS as IRL_METHODS
-from irlhf.studies.irl import IRLConfig
-from irlhf.studies.preference import RLHFRunConfig
 from irlhf.worlds import AutomatonSpec
 
 # profile -> (seeds, demonstrator temperatures)
@@ -62,7 +63,7 @@ EXPOSURE_ONLY = ("dagger", *IRL_METHODS)
 METHODS = ("sft", EQUAL_ARM, *EXPOSURE_ONLY, "rlhf")
 REFERENCES = ("demonstrator", "expert", "optimum")
 LABELS = {
-    **IMITATION_LABELS,
+    **LEARNER_NAMES,
     EQUAL_ARM: "BC at DAgger's budget",
     "dagger": "DAgger (demonstrator oracle)",
     "rlhf": "RLHF from SFT",

@@ -30,16 +30,16 @@ from irlhf.algorithms.gkd import GKDConfig
 from irlhf.algorithms.reward_model import RewardModelConfig
 from irlhf.algorithms.rloo import RLOOConfig
 from irlhf.algorithms.sft import SFTConfig
-from irlhf.report.figures import label, new_figure, new_grid, save_figure, style_axes
-from irlhf.studies.base import Study, register_study
-from irlhf.studies.budgets import BUDGET_KEYS, equal_budget_demos
-from irlhf.studies.degeneration_kind import (
+from irlhf.kinds.degeneration import (
     METHODS,
     DegenerationConfig,
     EvalSpec,
     RLHFSpec,
     StudentSpec,
 )
+from irlhf.report.figures import label, new_figure, new_grid, save_figure, style_axes
+from irlhf.studies.base import Study, register_study
+from irlhf.studies.budgets import BUDGET_KEYS, equal_budget_demos
 from irlhf.studies.intervals import t_interval
 from irlhf.worlds.text import TextSpec
 

@@ -27,13 +27,13 @@ from irlhf.algorithms.reward_model import RewardModelConfig
 from irlhf.algorithms.rlhf import RLHFConfig
 from irlhf.algorithms.rloo import RLOOConfig
 from irlhf.algorithms.sft import SFTConfig
+from irlhf.kinds.common import AnnotatorSpec, DemoSpec, PolicySpec
+from irlhf.kinds.rlhf import RLHFRunConfig
+from irlhf.kinds.world_spec import OracleWorldSpec
 from irlhf.report.figures import label, new_figure, save_figure
 from irlhf.studies.base import Study, register_study
-from irlhf.studies.compounding_lm import ORACLE_KNOBS
-from irlhf.studies.imitation import DemoSpec, PolicySpec
+from irlhf.studies.common import ORACLE_KNOBS
 from irlhf.studies.intervals import t_interval
-from irlhf.studies.preference import AnnotatorSpec, RLHFRunConfig
-from irlhf.studies.world_spec import OracleWorldSpec
 from irlhf.worlds import AutomatonSpec
 
 # profile -> (seeds, temperatures, epsilons, comparison budgets, label noise levels)
@@ -110,8 +110,8 @@ ORACLE_HORIZON = 16
 
 
 def oracle_configs(profile: str) -> list[RLHFRunConfig]:
-    """SFT on 256 demonstrations of the small oracle of `compounding_lm.ORACLE_KNOBS`, then one
-    RLHF round by RLOO against a neural reward model that sums a per-token head over the
+    """SFT on 256 demonstrations of the small oracle of `irlhf.studies.common.ORACLE_KNOBS`, then
+    one RLHF round by RLOO against a neural reward model that sums a per-token head over the
     completion (the gold reward is a sum over tokens). kl_coef 0.3: at TRL's 0.05 the policy
     ran ~60 nats from SFT at every budget (a probe at T=0.5, seed 0); at 0.3, 13 nats with 512
     comparisons (gain +3.6) and still ~58 with 64 (gain -1.7: an inaccurate reward model)."""

@@ -17,10 +17,10 @@ import pandas as pd
 from scipy import stats
 
 from irlhf.algorithms.rlhf import RLHFConfig
+from irlhf.kinds.common import DemoSpec
+from irlhf.kinds.rlhf import RLHFRunConfig
 from irlhf.report.figures import label, new_figure, save_figure
 from irlhf.studies.base import Study, register_study
-from irlhf.studies.imitation import DemoSpec
-from irlhf.studies.preference import RLHFRunConfig
 from irlhf.worlds import AutomatonSpec
 
 PROFILES = {"quick": (2, 500), "default": (5, 2000), "full": (10, 4000)}

@@ -10,8 +10,7 @@ A config's world is one of
   cached under data/teachers, or a local Hugging Face model).
 
 `WorldSpec` is the tagged union (the tag is the table's `kind`, absent = automaton) and
-`make_world` builds the world a spec describes. Neural worlds are imported on first use, so the
-automaton kinds do not pay for transformers.
+`make_world` builds the world a spec describes.
 """
 
 from __future__ import annotations
@@ -21,8 +20,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Discriminator, Tag
 
 from irlhf.worlds.automaton import AutomatonSpec, AutomatonWorld
-from irlhf.worlds.oracle import OracleSpec
-from irlhf.worlds.text import TextSpec
+from irlhf.worlds.oracle import OracleSpec, OracleWorld
+from irlhf.worlds.text import TextSpec, make_text_world
 
 WORLDS = ("automaton", "oracle", "text")
 """World names, as `--world` and a `[world]` table's `kind` spell them."""
@@ -92,9 +91,5 @@ def make_world(spec: Any) -> Any:
     if name == "automaton":
         return AutomatonWorld(spec)
     if name == "oracle":
-        from irlhf.worlds.oracle import OracleWorld
-
         return OracleWorld(spec)
-    from irlhf.worlds.text import make_text_world
-
     return make_text_world(spec)

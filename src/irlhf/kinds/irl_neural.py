@@ -1,5 +1,6 @@
-"""The neural half of the `irl` kind: a causal-LM learner (tokens only) trained by neural GAIL,
-AIRL or IQ-Learn in an automaton world, scored like the neural `imitation` kind.
+"""The neural half of the `irl` kind (`irlhf.kinds.irl` runs it for a neural learner): a causal-LM
+learner (tokens only) trained by neural GAIL, AIRL or IQ-Learn in an automaton world, scored like
+the neural `imitation` kind.
 
 A run: world -> Demonstrations -> optional behaviour-cloning warm start (`pretrain`, 0 steps =
 the random network, the neural analogue of the tabular methods' uniform start) -> the method ->
@@ -27,7 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,14 +46,18 @@ from irlhf.algorithms.neural_iq_learn import (
 )
 from irlhf.algorithms.sft import train_sft
 from irlhf.experiments import RunContext
+from irlhf.kinds.common import (
+    build_policy,
+    collect_demonstrations,
+    exposure_records,
+    log_training,
+    model_state,
+)
+from irlhf.kinds.irl_config import IRLConfig, feedback_of
 from irlhf.metrics.exposure import exact_return, exposure_bias_mc
-from irlhf.studies.imitation import build_policy, exposure_records, log_training
+from irlhf.policies.causal_lm import CausalLMPolicy
 from irlhf.types import Sequences
 from irlhf.worlds import AutomatonWorld
-
-if TYPE_CHECKING:
-    from irlhf.policies.causal_lm import CausalLMPolicy
-    from irlhf.studies.irl import IRLConfig
 
 RewardFn = Callable[[Sequences], Tensor]
 """seqs -> [B, T] recovered reward per completion token."""
@@ -98,8 +103,6 @@ def train(
 ) -> tuple[CausalLMPolicy, RewardFn, dict[str, float]]:
     """Demonstrations -> BC warm start -> the method. Returns (policy, recovered reward,
     feedback)."""
-    from irlhf.studies.irl import collect_demonstrations, feedback_of  # irl imports this module
-
     generator = torch.Generator().manual_seed(config.seed)
     demos = collect_demonstrations(config, world, generator)
     policy = build_policy(config, world)
@@ -109,11 +112,11 @@ def train(
         if ctx is not None:
             log_training(ctx, [{"phase": "pretrain", **r} for r in bc_records], limit=50)
     method = NEURAL_METHODS[config.algorithm]
-    policy, records, reward = method.train(policy, demos, dynamics, config.method_config, generator)
+    policy, records, reward = method.train(policy, demos, dynamics, config.method, generator)
     policy.eval()
     if ctx is not None:
         log_training(ctx, records)
-    return policy, reward, feedback_of(config, method, demos)
+    return policy, reward, feedback_of(demos, method.rollouts(config.method))
 
 
 def _pearson(x: Tensor, y: Tensor) -> float:
@@ -161,8 +164,7 @@ def run(config: IRLConfig, ctx: RunContext) -> list[dict]:
     else:
         policy, reward, feedback = train(config, world, ctx)
         scalars = {**feedback, **reward_metrics(config, world, policy, reward)}
-        state = {k: v.detach().cpu().contiguous() for k, v in policy.model.state_dict().items()}
-        ctx.save_checkpoint(1, state, scalars)
+        ctx.save_checkpoint(1, model_state(policy), scalars)
     train_seconds = time.perf_counter() - started
 
     generator = torch.Generator().manual_seed(config.seed + 10_000)

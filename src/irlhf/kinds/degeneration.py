@@ -31,7 +31,7 @@ import time
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from irlhf.algorithms.gkd import GKDConfig, train_gkd
 from irlhf.algorithms.reward_model import NeuralRewardModel, RewardModelConfig
@@ -39,6 +39,7 @@ from irlhf.algorithms.rlhf import rl_policy_step
 from irlhf.algorithms.rloo import RLOOConfig
 from irlhf.algorithms.sft import SFTConfig, train_sft
 from irlhf.experiments import RunContext, register_kind
+from irlhf.kinds.common import FROZEN, model_state
 from irlhf.metrics import degeneration as deg
 from irlhf.metrics.exposure import exposure_bias_mc
 from irlhf.metrics.reward import comparison_accuracy
@@ -48,14 +49,13 @@ from irlhf.worlds.annotator import Annotator, sample_pairs
 from irlhf.worlds.base import Demonstrations, ExpertOracle
 from irlhf.worlds.text import TextSpec, TextWorld, encode, make_text_world, pretrain_lm
 
-_FROZEN = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 METHODS = ("teacher", "sft", "sft_equal", "gkd", "rlhf", "real_text")
 
 
 class StudentSpec(BaseModel):
     """The student: a GPT-2 smaller than the teacher, with the teacher's tokenizer."""
 
-    model_config = _FROZEN
+    model_config = FROZEN
     n_layer: int = Field(2, ge=1)
     """Transformer blocks."""
     n_embd: int = Field(96, ge=8)
@@ -67,7 +67,7 @@ class StudentSpec(BaseModel):
 class RLHFSpec(BaseModel):
     """One RLHF round from the SFT student."""
 
-    model_config = _FROZEN
+    model_config = FROZEN
     comparisons: int = Field(128, ge=1)
     """Annotator comparisons (pairs of SFT samples of the same prompt)."""
     annotator_beta: float = Field(10.0, ge=0.0)
@@ -85,7 +85,7 @@ class RLHFSpec(BaseModel):
 class EvalSpec(BaseModel):
     """How the trained model is scored."""
 
-    model_config = _FROZEN
+    model_config = FROZEN
     n_prompts: int = Field(48, ge=1)
     """Held-out prompts, each continued greedily and by sampling at temperature 1."""
     mc_samples: int = Field(48, ge=2)
@@ -105,7 +105,7 @@ class EvalSpec(BaseModel):
 class DegenerationConfig(BaseModel):
     """One degeneration run (`kind = "degeneration"`)."""
 
-    model_config = _FROZEN
+    model_config = FROZEN
     kind: Literal["degeneration"] = "degeneration"
     seed: int = 0
     """Seed of the student, its data and the evaluation prompts."""
@@ -310,8 +310,7 @@ def run(config: DegenerationConfig, ctx: RunContext) -> list[dict]:
         else:
             generator = torch.Generator().manual_seed(config.seed)
             policy, feedback = train(config, world, generator, ctx)
-            state = {k: v.detach().cpu().contiguous() for k, v in policy.model.state_dict().items()}
-            ctx.save_checkpoint(1, state, feedback)
+            ctx.save_checkpoint(1, model_state(policy), feedback)
     train_seconds = time.perf_counter() - started
     policy.eval()
     records += evaluate(policy, world, config, ctx)

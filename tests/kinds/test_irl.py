@@ -1,12 +1,10 @@
-"""The `irl` experiment kind (runs, records, validation, reproducibility) and inverse RL in the
-`compounding` study's summary (exponent rows, nan with a note when the regret is <= 0)."""
+"""The `irl` experiment kind: runs, records, validation (one `[method]` table, the chosen
+method's), reproducibility and resume."""
 
-import dataclasses
 import json
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
 from pydantic import ValidationError
 
@@ -17,13 +15,14 @@ from irlhf.algorithms.neural_adversarial_irl import NeuralAdversarialIRLConfig, 
 from irlhf.algorithms.neural_iq_learn import NeuralIQLearnConfig
 from irlhf.algorithms.ppo import PPOConfig
 from irlhf.algorithms.sft import SFTConfig
+from irlhf.experiments.config import parse_config, resolved, run_id
+from irlhf.experiments.errors import ConfigError
 from irlhf.experiments.run import run_one
-from irlhf.studies import compounding
-from irlhf.studies.base import STUDIES, run_study
-from irlhf.studies.imitation import DemoSpec, ImitationConfig, PolicySpec
-from irlhf.studies.irl import METHODS, IRLConfig
-from irlhf.studies.irl_neural import NEURAL_METHODS
-from irlhf.worlds import AutomatonSpec
+from irlhf.kinds.common import DemoSpec, PolicySpec, build_policy
+from irlhf.kinds.irl import METHODS, IRLConfig
+from irlhf.kinds.irl_config import METHOD_TABLES
+from irlhf.kinds.irl_neural import NEURAL_METHODS, reward_metrics
+from irlhf.worlds import AutomatonSpec, AutomatonWorld
 
 HORIZON = 12
 # Small method configs: the kind's plumbing is under test here, not the methods' quality.
@@ -42,7 +41,7 @@ def small_config(algorithm: str, seed: int = 0) -> IRLConfig:
         algorithm=algorithm,
         world=AutomatonSpec(preset="spread", horizon=HORIZON, seed=seed),
         demonstrations=DemoSpec(n=10, temperature=0.5),
-        **{algorithm: SMALL[algorithm]},
+        method=SMALL[algorithm],
     )
 
 
@@ -104,9 +103,38 @@ def test_maxent_irl_is_tabular_only_and_the_error_names_the_field():
         IRLConfig(algorithm="maxent_irl", policy=PolicySpec(kind="causal_lm"))
     with pytest.raises(ValidationError, match="algorithm"):
         IRLConfig(algorithm="bc")
-    for algorithm in ("gail", "airl", "iq_learn"):  # the neural methods
-        config = IRLConfig(algorithm=algorithm, policy=PolicySpec(kind="causal_lm"))
-        assert config.method_config is getattr(config, f"neural_{algorithm}")
+
+
+@pytest.mark.parametrize("learner", ["tabular", "causal_lm"])
+def test_the_method_table_is_the_chosen_methods_and_only_it_is_in_the_run_id(learner):
+    """`[method]` holds the settings of the method `algorithm` and `policy.kind` choose (its
+    defaults when absent; `name` filled in); the resolved config has no other method's table,
+    so changing another method's defaults cannot change a run's id."""
+    algorithms = list(METHODS) if learner == "tabular" else list(NEURAL_METHODS)
+    for algorithm in algorithms:
+        name = algorithm if learner == "tabular" else f"neural_{algorithm}"
+        config = IRLConfig(algorithm=algorithm, policy=PolicySpec(kind=learner))
+        assert type(config.method) is METHOD_TABLES[name] and config.method.name == name
+        assert config.method == METHOD_TABLES[name]()  # the method's defaults
+        data = resolved(config)
+        assert data["method"]["name"] == name and not set(data) & set(METHOD_TABLES)
+        back = IRLConfig.model_validate(data)  # a run's config.json reads back to the same run
+        assert back == config and run_id(back) == run_id(config)
+    assert run_id(IRLConfig(algorithm="gail")) != run_id(IRLConfig(algorithm="airl"))
+
+
+def test_the_method_table_takes_a_table_or_the_methods_own_config_and_checks_its_name():
+    tagged = IRLConfig.model_validate(
+        {"algorithm": "gail", "method": {"rounds": 3}}, strict=True
+    )  # as a TOML table arrives
+    untagged = IRLConfig(algorithm="gail", method=GAILConfig(rounds=3))
+    assert tagged == untagged and tagged.method.rounds == 3 and tagged.method.name == "gail"
+    with pytest.raises(ValidationError, match='method.name must be "airl" for algorithm "airl"'):
+        IRLConfig.model_validate({"algorithm": "airl", "method": {"name": "gail"}})
+    with pytest.raises(ConfigError) as error:  # MaxEnt's field in GAIL's table
+        parse_config({"kind": "irl", "algorithm": "gail", "method": {"alpha": 0.1}})
+    assert str(error.value).startswith("method.alpha: unknown field (allowed: anchor, disc_l2,")
+    assert "reward" in str(error.value) and "alpha" not in str(error.value).split("allowed")[1]
 
 
 _STEP = PPOConfig(iterations=1, prompts_per_iteration=8, kl_coef=0.0)
@@ -129,7 +157,7 @@ def neural_config(algorithm: str, seed: int = 0) -> IRLConfig:
         demonstrations=DemoSpec(n=20),
         pretrain=SFTConfig(steps=5),
         mc_samples=64,
-        **{f"neural_{algorithm}": NEURAL_SMALL[algorithm]},
+        method=NEURAL_SMALL[algorithm],
     )
 
 
@@ -163,10 +191,6 @@ def test_neural_irl_run_records_monte_carlo_exposure_returns_and_reward_correlat
 def test_reward_correlation_is_one_for_the_true_reward_and_minus_one_for_its_negative():
     """The metric behind irl/reward_corr_*: the truth (or any positive affine map of it)
     correlates perfectly, its negative perfectly badly."""
-    from irlhf.studies.imitation import build_policy
-    from irlhf.studies.irl_neural import reward_metrics
-    from irlhf.worlds import AutomatonWorld
-
     config = neural_config("gail")
     world = AutomatonWorld(config.world)
     policy = build_policy(config, world)
@@ -199,77 +223,3 @@ def test_neural_irl_run_is_reproducible_and_resumes_from_its_checkpoint(tmp_path
     resumed = run_one(config, tmp_path / "a")
     assert not resumed.skipped and numbers(resumed) == numbers(first)
     assert len((first.run_dir / "metrics_log.jsonl").read_text().splitlines()) == log_lines
-
-
-def _regret_rows(world: str, algorithm: str, scale: float, exponent: float) -> list[dict]:
-    """Synthetic long-table rows: regret = scale * L^exponent (3 seeds, +-5% noise)."""
-    rng = np.random.default_rng(len(algorithm))
-    rows = []
-    for seed in range(3):
-        for L in (8, 16, 32, 64):
-            for metric in ("regret", "pct_ex_acc_err"):
-                value = scale * L**exponent * (1 + 0.05 * rng.standard_normal())
-                rows.append(
-                    {
-                        "status": "done",
-                        "metric": metric,
-                        "L": L,
-                        "value": value,
-                        "seed": seed,
-                        "world.preset": world,
-                        "policy.kind": "tabular",
-                        "algorithm": algorithm,
-                    }
-                )
-    return rows
-
-
-def test_compounding_summary_reports_irl_exponents_and_nan_with_a_note(tmp_path):
-    """Summarize on a synthetic table: BC ~ L^2, MaxEnt ~ L, IQ-Learn's regret below 0 (better
-    than the expert) gives exponent nan with a note instead of a crash."""
-    rows = []
-    for world in compounding.WORLDS:
-        rows += _regret_rows(world, "sft", 1e-3, 2.0)
-        rows += _regret_rows(world, "maxent_irl", 1e-4, 1.0)
-        rows += _regret_rows(world, "iq_learn", -1e-6, 1.0)
-    summary = compounding.summarize(pd.DataFrame(rows), tmp_path)
-    found = {(r["world"], r["algorithm"]): r for r in summary["exponents"]}
-    assert abs(found[("absorbing", "sft")]["exponent"] - 2.0) < 0.1
-    assert abs(found[("absorbing", "maxent_irl")]["exponent"] - 1.0) < 0.1
-    assert found[("absorbing", "maxent_irl")]["note"] is None
-    iq = found[("absorbing", "iq_learn")]
-    assert math.isnan(iq["exponent"]) and "regret <= 0" in iq["note"]
-    claim = summary["irl_claim"]
-    assert claim["holds"] and claim["irl_at_most_1_3"] == ["maxent_irl"]
-    assert (tmp_path / "compounding_regret.png").stat().st_size > 10_000
-
-
-@pytest.mark.slow
-def test_compounding_study_runs_irl_beside_bc_and_dagger(tmp_path, monkeypatch):
-    """The real grid, small: every IRL method gets an exponent row in both worlds, and in the
-    absorbing world (horizon 32, 2 seeds) MaxEnt IRL's regret at L = 32 is below a tenth of
-    BC's (measured on these seeds: BC 3.5, MaxEnt < 1e-5)."""
-
-    def small(profile, world=None):  # the compounding study's signature (it takes --world)
-        out = []
-        for preset in compounding.WORLDS:
-            for seed in range(2):
-                world = AutomatonSpec(preset=preset, horizon=32, seed=seed)
-                out.append(ImitationConfig(seed=seed, world=world, algorithm="sft"))
-                out += [
-                    IRLConfig(seed=seed, world=world, algorithm=name, **{name: SMALL[name]})
-                    for name in METHODS
-                ]
-        return out
-
-    monkeypatch.setitem(
-        STUDIES, "compounding", dataclasses.replace(compounding.STUDY, configs=small)
-    )
-    summary = run_study("compounding", "quick", tmp_path, executor="inline", progress=False)
-    rows = {(r["world"], r["algorithm"]): r for r in summary["exponents"]}
-    assert set(rows) == {(w, a) for w in compounding.WORLDS for a in ("sft", *METHODS)}
-    for row in rows.values():
-        assert row["seeds"] == 2
-        assert math.isnan(row["exponent"]) == (row["note"] is not None)
-    bc, maxent = rows[("absorbing", "sft")], rows[("absorbing", "maxent_irl")]
-    assert maxent["regret_at_max_L"] < 0.1 * bc["regret_at_max_L"]

@@ -7,7 +7,7 @@ round) is scored exactly (true return J, KL to SFT) and, when `return_samples > 
 its true-return distribution (the Llama 2 Figure 20 analogue). The reward model is scored against
 the true ranking on held-out pairs from the SFT policy and from the final policy.
 
-In the neural oracle world (`world.kind = "oracle"`, `irlhf.studies.world_spec`) the policy is a
+In the neural oracle world (`world.kind = "oracle"`, `irlhf.kinds.world_spec`) the policy is a
 causal LM, the annotator is Bradley-Terry on the gold reward model, the reward model is a neural
 Bradley-Terry model and each round's policy step is RLOO or PPO; every J (SFT, RLHF rounds, the
 demonstrator, the expert) is a Monte-Carlo estimate, and there is no base policy and no exact
@@ -19,44 +19,35 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from irlhf.algorithms.ppo import PPOConfig
 from irlhf.algorithms.rlhf import RLHFConfig, rl_policy_step, train_rlhf
 from irlhf.algorithms.rloo import RLOOConfig
 from irlhf.algorithms.sft import SFTConfig, train_sft
 from irlhf.experiments import RunContext, register_kind
-from irlhf.metrics.exposure import exact_return, optimal_return
-from irlhf.metrics.reward import sequence_kl
-from irlhf.policies.tabular import TabularPolicy
-from irlhf.studies.imitation import (
+from irlhf.kinds.common import (
+    FROZEN,
+    AnnotatorSpec,
     DemoSpec,
     PolicySpec,
     build_policy,
     check_neural_world,
+    collect_demonstrations,
     mc_return,
 )
-from irlhf.studies.world_spec import WorldSpec, is_neural, make_world, world_name
+from irlhf.kinds.world_spec import WorldSpec, is_neural, make_world, world_name
+from irlhf.metrics.exposure import exact_return, optimal_return
+from irlhf.metrics.reward import sequence_kl
+from irlhf.policies.tabular import TabularPolicy
 from irlhf.worlds import AutomatonSpec, AutomatonWorld, Demonstrations, rollout
 from irlhf.worlds.annotator import Annotator, sample_pairs
 
-_FROZEN = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
-
-
-class AnnotatorSpec(BaseModel):
-    """The human stand-in: Bradley-Terry on the true return, plus label flips."""
-
-    model_config = _FROZEN
-    beta: float = Field(1.0, ge=0.0)
-    """Rationality (per reward unit); 0 = coin flips."""
-    flip_prob: float = Field(0.0, ge=0.0, le=1.0)
-    """Probability that a label is flipped (label noise)."""
-
 
 class RLHFRunConfig(BaseModel):
-    """One RLHF run (`kind = "rlhf"`), tabular policies."""
+    """One RLHF run (`kind = "rlhf"`): tabular policies, or neural ones in the oracle world."""
 
-    model_config = _FROZEN
+    model_config = FROZEN
     kind: Literal["rlhf"] = "rlhf"
     seed: int = 0
     """Seed of demonstrations, comparisons and evaluation samples."""
@@ -160,8 +151,7 @@ def run(config: RLHFRunConfig, ctx: RunContext) -> list[dict]:
     dynamics = world.dynamics()
     generator = torch.Generator().manual_seed(config.seed)
     neural = config.policy.kind != "tabular"
-    d = config.demonstrations
-    demos = Demonstrations.collect(world, d.n, generator, d.temperature, d.epsilon)
+    demos = collect_demonstrations(config, world, generator)
     blank = build_policy(config, world)
     sft, sft_records = train_sft(blank, demos, dynamics, config.sft, generator)
     for record in sft_records[:: max(1, len(sft_records) // 50)]:
@@ -193,6 +183,7 @@ def run(config: RLHFRunConfig, ctx: RunContext) -> list[dict]:
     for record in records:
         ctx.log({"phase": "rlhf", **record})
 
+    d = config.demonstrations
     demonstrator = world.demonstrator(d.temperature, d.epsilon)
     heldout = config.heldout_pairs
     if exact:

@@ -13,9 +13,10 @@ it should approach the demonstrator but not beat it. The tabular methods (exact 
   iq_learn    IQ-Learn (Garg et al. 2021; Wulfmeier et al. 2024): the policy's logits are Q.
 
 Neural learners (`policy.kind = "causal_lm"`, a tiny transformer that sees tokens only) are trained
-by the neural GAIL, AIRL and IQ-Learn (`irlhf.studies.irl_neural`, configured by the
-`neural_<algorithm>` table, with an optional behaviour-cloning warm start `pretrain`) and scored
-by Monte Carlo like the neural `imitation` kind; MaxEnt IRL is tabular only.
+by the neural GAIL, AIRL and IQ-Learn (`irlhf.kinds.irl_neural`, with an optional
+behaviour-cloning warm start `pretrain`) and scored by Monte Carlo like the neural `imitation`
+kind; MaxEnt IRL is tabular only. The `[method]` table configures the chosen method
+(`irlhf.kinds.irl_config`).
 
 A tabular run: world -> Demonstrations -> method -> (policy, recovered reward) -> the `imitation`
 kind's exposure records (regret, eps, R, AccErr, %ExAccErr per L), the exact returns of the learner,
@@ -35,33 +36,23 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor
 
-from irlhf.algorithms.adversarial_irl import (
-    AdversarialIRLConfig,
-    GAILConfig,
-    train_airl,
-    train_gail,
-)
-from irlhf.algorithms.iq_learn import IQLearnConfig, train_iq_learn
-from irlhf.algorithms.maxent_irl import MaxEntIRLConfig, train_maxent_irl
-from irlhf.algorithms.neural_adversarial_irl import NeuralAdversarialIRLConfig, NeuralGAILConfig
-from irlhf.algorithms.neural_iq_learn import NeuralIQLearnConfig
-from irlhf.algorithms.sft import SFTConfig
+from irlhf.algorithms.adversarial_irl import AdversarialIRLConfig, train_airl, train_gail
+from irlhf.algorithms.iq_learn import train_iq_learn
+from irlhf.algorithms.maxent_irl import train_maxent_irl
 from irlhf.experiments import RunContext, register_kind
+from irlhf.kinds import irl_neural
+from irlhf.kinds.common import collect_demonstrations, exposure_records, log_training
+from irlhf.kinds.irl_config import IRLConfig, feedback_of
 from irlhf.metrics.exposure import exact_return, exposure_bias
 from irlhf.metrics.recovered_reward import advantage_correlation, reward_transfer
 from irlhf.metrics.undefined import UndefinedMetricWarning
 from irlhf.policies.tabular import TabularPolicy
-from irlhf.studies import irl_neural
-from irlhf.studies.imitation import DemoSpec, PolicySpec, exposure_records, log_training
-from irlhf.worlds import AutomatonSpec, AutomatonWorld, Demonstrations
-
-_FROZEN = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+from irlhf.worlds import AutomatonWorld
 
 Trainer = Callable[..., tuple[TabularPolicy, list[dict], Tensor]]
 
@@ -92,58 +83,6 @@ METHODS: dict[str, IRLMethod] = {
         lambda c: c.rounds * c.rollouts_per_round if c.online else 0,
     ),
 }
-IRLAlgorithm = Literal["maxent_irl", "gail", "airl", "iq_learn"]
-
-
-class IRLConfig(BaseModel):
-    """One inverse-RL run (`kind = "irl"`). The table named by `algorithm` configures a tabular
-    learner's method, `neural_<algorithm>` a neural learner's; the others are ignored (but are
-    part of the run's identity)."""
-
-    model_config = _FROZEN
-    kind: Literal["irl"] = "irl"
-    seed: int = 0
-    """Seed of the demonstrations and of the learner's rollouts (the world has its own seed)."""
-    world: AutomatonSpec = AutomatonSpec(preset="absorbing")
-    """The automaton world (`preset = "absorbing"` plus any knob overrides)."""
-    algorithm: IRLAlgorithm = "maxent_irl"
-    """"maxent_irl", "gail", "airl" or "iq_learn"."""
-    policy: PolicySpec = PolicySpec()
-    """The learner: "tabular" (exact) or "causal_lm" (gail, airl, iq_learn; Monte Carlo)."""
-    demonstrations: DemoSpec = DemoSpec()
-    maxent_irl: MaxEntIRLConfig = MaxEntIRLConfig()
-    gail: GAILConfig = GAILConfig()
-    airl: AdversarialIRLConfig = AdversarialIRLConfig()
-    iq_learn: IQLearnConfig = IQLearnConfig()
-    neural_gail: NeuralGAILConfig = NeuralGAILConfig()
-    """Neural GAIL (policy.kind = "causal_lm")."""
-    neural_airl: NeuralAdversarialIRLConfig = NeuralAdversarialIRLConfig()
-    """Neural AIRL (policy.kind = "causal_lm")."""
-    neural_iq_learn: NeuralIQLearnConfig = NeuralIQLearnConfig()
-    """Neural IQ-Learn (policy.kind = "causal_lm")."""
-    pretrain: SFTConfig = SFTConfig(steps=0)
-    """Neural: behaviour cloning on the same demonstrations before the method (steps = 0: start
-    from the random network)."""
-    mc_samples: int = Field(512, ge=2)
-    """Neural: sampled sequences per Monte-Carlo exposure estimate."""
-
-    @model_validator(mode="after")
-    def _maxent_is_tabular_only(self) -> IRLConfig:
-        if self.policy.kind != "tabular" and self.algorithm not in irl_neural.NEURAL_METHODS:
-            raise ValueError(
-                f'policy.kind = "{self.policy.kind}" needs algorithm "gail", "airl" or '
-                f'"iq_learn" (got "{self.algorithm}": an exact tabular solver)'
-            )
-        return self
-
-    @property
-    def neural(self) -> bool:
-        return self.policy.kind != "tabular"
-
-    @property
-    def method_config(self) -> BaseModel:
-        """The config table of the chosen method (`neural_<algorithm>` for a neural learner)."""
-        return getattr(self, f"neural_{self.algorithm}" if self.neural else self.algorithm)
 
 
 def train(
@@ -154,29 +93,10 @@ def train(
     demos = collect_demonstrations(config, world, generator)
     blank = TabularPolicy.uniform(world.n_states, world.vocab_size)
     method = METHODS[config.algorithm]
-    policy, records, reward = method.train(
-        blank, demos, world.dynamics(), config.method_config, generator
-    )
+    policy, records, reward = method.train(blank, demos, world.dynamics(), config.method, generator)
     if ctx is not None:
         log_training(ctx, records)
-    return policy, reward, feedback_of(config, method, demos)
-
-
-def collect_demonstrations(
-    config: IRLConfig, world: AutomatonWorld, generator: torch.Generator
-) -> Demonstrations:
-    """The run's demonstrations (the `[demonstrations]` table), the first draws of `generator`."""
-    d = config.demonstrations
-    return Demonstrations.collect(world, d.n, generator, d.temperature, d.epsilon)
-
-
-def feedback_of(config: IRLConfig, method: Any, demos: Demonstrations) -> dict[str, float]:
-    """The feedback an IRL run used: demonstration tokens and learner rollouts (`method`: an
-    `IRLMethod` or a neural one, anything with `rollouts(config) -> int`)."""
-    return {
-        "demo_tokens": float(demos.n_tokens),
-        "learner_rollouts": float(method.rollouts(config.method_config)),
-    }
+    return policy, reward, feedback_of(demos, method.rollouts(config.method))
 
 
 def recovered_reward_records(
@@ -184,9 +104,8 @@ def recovered_reward_records(
 ) -> list[dict]:
     """Advantage correlations on and off the demonstrator's states and reward transfer, at the
     method's own temperature and discount (metric-side: reads the truth)."""
-    method_config = config.method_config
-    temperature = METHODS[config.algorithm].temperature(method_config)
-    gamma = method_config.gamma
+    temperature = METHODS[config.algorithm].temperature(config.method)
+    gamma = config.method.gamma
     d = config.demonstrations
     demonstrator = world.demonstrator(d.temperature, d.epsilon)
     with warnings.catch_warnings(record=True) as caught:
@@ -229,4 +148,6 @@ def run(config: IRLConfig, ctx: RunContext) -> list[dict]:
 
 
 # version 2: an undefined advantage correlation is a note record (was a nan value)
-register_kind("irl", IRLConfig, run, version=2)
+# version 3: one `[method]` table, the chosen method's (was all seven method tables, hashed into
+# every run id); the numbers of a run are unchanged, its id is new
+register_kind("irl", IRLConfig, run, version=3)

@@ -4,9 +4,9 @@ automaton world or a neural LM world, then scored by the exposure metrics at eve
 A run: world -> Demonstrations (+ ExpertOracle for DAgger: the expert, or the demonstrator
 itself) -> algorithm -> policy -> exposure metrics (exact for tables, Monte Carlo for neural
 policies). Neural runs checkpoint the trained policy, so an interrupted run resumes after training
-and ends with the same numbers. Inverse RL has its own kind, `irl` (`irlhf.studies.irl`).
+and ends with the same numbers. Inverse RL has its own kind, `irl` (`irlhf.kinds.irl`).
 
-In a neural LM world (`world.kind = "oracle"` or `"text"`, `irlhf.studies.world_spec`) the
+In a neural LM world (`world.kind = "oracle"` or `"text"`, `irlhf.kinds.world_spec`) the
 learner is a causal LM, the ExpertOracle is the expert LM itself (DAgger with hard labels, or
 on-policy distillation with `dagger.labels = "soft"`), and the exposure metrics are those of
 Arora et al. (2022) with the expert as the oracle; `regret` is the gold-reward regret
@@ -21,53 +21,33 @@ import time
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from irlhf.algorithms.dagger import DAggerConfig, train_dagger
 from irlhf.algorithms.gkd import GKDConfig, train_gkd
 from irlhf.algorithms.sft import SFTConfig, train_sft
 from irlhf.experiments import RunContext, register_kind
-from irlhf.metrics.exposure import ExposureBias, exact_return, exposure_bias, exposure_bias_mc
-from irlhf.policies.tabular import TabularPolicy
-from irlhf.studies.world_spec import WorldSpec, is_neural, make_world, world_name
-from irlhf.types import Sequences
-from irlhf.worlds import AutomatonSpec, AutomatonWorld, Demonstrations, ExpertOracle, rollout
-
-_FROZEN = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
-
-
-class PolicySpec(BaseModel):
-    """The learner: a table over latent states, or a tiny causal LM that sees tokens only."""
-
-    model_config = _FROZEN
-    kind: Literal["tabular", "causal_lm"] = "tabular"
-    """"tabular" (exact metrics) or "causal_lm" (a tiny transformer, Monte-Carlo metrics)."""
-    arch: Literal["gpt2", "llama"] = "gpt2"
-    """Neural architecture."""
-    n_layer: int = Field(2, ge=1)
-    """Neural: transformer blocks."""
-    n_embd: int = Field(64, ge=8)
-    """Neural: width."""
-    n_head: int = Field(4, ge=1)
-    """Neural: attention heads (must divide n_embd)."""
-
-
-class DemoSpec(BaseModel):
-    """The demonstrations: how many, and how suboptimal the demonstrator is."""
-
-    model_config = _FROZEN
-    n: int = Field(50, ge=1)
-    """Number of demonstration sequences (each `world.horizon` tokens long)."""
-    temperature: float = Field(1.0, ge=0.0)
-    """Demonstrator = expert at this sampling temperature (0 = greedy)."""
-    epsilon: float = Field(0.0, ge=0.0, le=1.0)
-    """... mixed with uniform noise with this weight."""
+from irlhf.kinds.common import (
+    FROZEN,
+    DemoSpec,
+    PolicySpec,
+    build_policy,
+    check_neural_world,
+    collect_demonstrations,
+    exposure_records,
+    log_training,
+    mc_return,
+    model_state,
+)
+from irlhf.kinds.world_spec import WorldSpec, make_world
+from irlhf.metrics.exposure import exact_return, exposure_bias, exposure_bias_mc
+from irlhf.worlds import AutomatonSpec, AutomatonWorld, ExpertOracle
 
 
 class ImitationConfig(BaseModel):
     """One imitation run (`kind = "imitation"`)."""
 
-    model_config = _FROZEN
+    model_config = FROZEN
     kind: Literal["imitation"] = "imitation"
     seed: int = 0
     """Seed of the demonstrations, training and evaluation (the world has its own seed)."""
@@ -102,43 +82,12 @@ class ImitationConfig(BaseModel):
         return self
 
 
-def check_neural_world(config: BaseModel) -> None:
-    """A neural LM world has no latent states: its learner must be a causal LM."""
-    if is_neural(config.world) and config.policy.kind == "tabular":
-        raise ValueError(
-            f'policy.kind must be "causal_lm" in the {world_name(config.world)} world '
-            "(a table needs the automaton's latent states)"
-        )
-
-
-def build_policy(config: BaseModel, world):
-    """A blank learner of the configured kind (`config.policy`) for `world`."""
-    if config.policy.kind == "tabular":
-        return TabularPolicy.uniform(world.n_states, world.vocab_size)
-    from irlhf.policies.causal_lm import CausalLMPolicy, default_device
-
-    p = config.policy
-    if p.n_embd % p.n_head:
-        raise ValueError(f"policy.n_head ({p.n_head}) must divide policy.n_embd ({p.n_embd})")
-    policy = CausalLMPolicy.tiny(
-        world.token_vocab_size,
-        action_vocab_size=world.vocab_size,
-        n_layer=p.n_layer,
-        n_embd=p.n_embd,
-        n_head=p.n_head,
-        max_length=getattr(world, "prompt_length", 1) + world.horizon,  # automaton: 1 token
-        arch=p.arch,
-        seed=config.seed,
-    )
-    return policy.to(default_device())
-
-
 def train(config: ImitationConfig, world, ctx: RunContext | None = None):
     """Demonstrations -> SFT or DAgger. Returns (policy, feedback used)."""
     generator = torch.Generator().manual_seed(config.seed)
-    d = config.demonstrations
-    demos = Demonstrations.collect(world, d.n, generator, d.temperature, d.epsilon)
+    demos = collect_demonstrations(config, world, generator)
     policy = build_policy(config, world)
+    d = config.demonstrations
     if config.oracle == "expert":
         oracle = ExpertOracle(world)
     else:
@@ -180,8 +129,7 @@ def run(config: ImitationConfig, ctx: RunContext) -> list[dict]:
     else:
         policy, feedback = train(config, world, ctx)
         if neural:
-            state = {k: v.detach().cpu().contiguous() for k, v in policy.model.state_dict().items()}
-            ctx.save_checkpoint(1, state, feedback)
+            ctx.save_checkpoint(1, model_state(policy), feedback)
     train_seconds = time.perf_counter() - started
 
     if neural:
@@ -204,14 +152,6 @@ def run(config: ImitationConfig, ctx: RunContext) -> list[dict]:
     return records
 
 
-def mc_return(world, policy, n: int, generator: torch.Generator) -> tuple[float, float, Sequences]:
-    """Monte-Carlo true return of `policy` in `world` (metric side: reads the truth): the mean
-    and its standard error over `n` fresh samples, and the samples."""
-    seqs = rollout(world, policy, n, generator).to("cpu")
-    returns = world.true_return(seqs)
-    return float(returns.mean()), float(returns.std() / n**0.5), seqs
-
-
 def lm_world_records(world, policy, n: int, generator: torch.Generator) -> list[dict]:
     """Monte-Carlo scores in a neural world: the true return of the expert and of the model
     (with standard errors) and the NLL-oracle of the model's samples (Yu et al. 2017)."""
@@ -223,35 +163,6 @@ def lm_world_records(world, policy, n: int, generator: torch.Generator) -> list[
             {"metric": f"j_{name}_se", "value": se},
         ]
     records.append({"metric": "oracle_nll", "value": float(world.oracle_nll(seqs).mean())})
-    return records
-
-
-def log_training(ctx: RunContext, records: list[dict], limit: int = 200) -> None:
-    """Log about `limit` of a training loop's records, evenly spaced (the last one included)."""
-    step = max(1, len(records) // limit)
-    picked = records[::step]
-    if records and (len(records) - 1) % step:
-        picked.append(records[-1])
-    for record in picked:
-        ctx.log(record)
-
-
-def exposure_records(exposure: ExposureBias) -> list[dict]:
-    """One record per metric and prefix length L where the metric is defined: eps, R (and R_se)
-    may be +inf (the model gives probability 0 to a token the expert emits); acc_err and
-    pct_ex_acc_err only where 0 < eps_<=L < inf. Then one `exposure_note` record per note
-    (value 1, the text in `note`) saying what is infinite or undefined, and where."""
-    names = ["regret", "eps", "R", "acc_err", "pct_ex_acc_err"]
-    if exposure.regret_se is not None:
-        names += ["regret_se", "R_se"]
-    records = []
-    for name in names:
-        lengths, values = exposure.defined(name)
-        records += [
-            {"metric": name, "L": int(L), "value": float(v)}
-            for L, v in zip(lengths, values, strict=True)
-        ]
-    records += [{"metric": "exposure_note", "value": 1.0, "note": note} for note in exposure.notes]
     return records
 
 
