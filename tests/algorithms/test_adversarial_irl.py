@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from scipy import stats
+from tabular_helpers import blank, spread_outcome
 
 from irlhf.algorithms.adversarial_irl import (
     AdversarialIRLConfig,
@@ -15,23 +16,11 @@ from irlhf.algorithms.adversarial_irl import (
     train_gail,
 )
 from irlhf.algorithms.maxent_irl import pair_counts
-from irlhf.metrics.exposure import exact_return
-from irlhf.metrics.recovered_reward import advantage_correlation
 from irlhf.planning import kl_regularised_policy, soft_policy_iteration
 from irlhf.policies import TabularPolicy
 from irlhf.worlds import Demonstrations, make_world
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def blank(world):
-    return TabularPolicy.uniform(world.n_states, world.vocab_size)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_airl_discriminator_is_one_half_at_the_true_reward_and_value():
@@ -112,14 +101,9 @@ def test_adversarial_learner_beats_uniform_and_its_reward_ranks_demonstrator_tok
     positively with the true ones on demonstrator states (t-test, p < 0.05)."""
     scores, correlations = [], []
     for seed in range(4):
-        world = make_world("spread", seed=seed, horizon=16)
-        demos = Demonstrations.collect(world, 50, torch.Generator().manual_seed(seed))
-        g = torch.Generator().manual_seed(seed)
-        policy, records, reward = train(blank(world), demos, world.dynamics(), config, g)
-        j_uniform, j_expert = exact_return(world, blank(world)), exact_return(world, world.expert)
-        scores.append((exact_return(world, policy) - j_uniform) / (j_expert - j_uniform))
-        corr = advantage_correlation(world, reward, world.expert, alpha=alpha)
-        correlations.append(corr["irl/adv_corr_demo"])
+        score, correlation, records = spread_outcome(train, config, seed, alpha)
+        scores.append(score)
+        correlations.append(correlation)
         assert len(records) == config.rounds
         assert 0.0 <= records[-1]["disc/accuracy"] <= 1.0
         assert not any("true" in key for key in records[-1])

@@ -4,16 +4,12 @@ import numpy as np
 import pytest
 import torch
 from scipy import stats
+from tabular_helpers import blank
 
 from irlhf.algorithms.dagger import DAggerConfig, train_dagger
 from irlhf.algorithms.sft import SFTConfig, train_sft
 from irlhf.metrics.exposure import exact_return, exposure_bias, occupancy
-from irlhf.policies import TabularPolicy
 from irlhf.worlds import Demonstrations, ExpertOracle, make_world
-
-
-def blank(world):
-    return TabularPolicy.uniform(world.n_states, world.vocab_size)
 
 
 def test_bc_on_plentiful_expert_data_recovers_the_expert():

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 from scipy import stats
+from tabular_helpers import blank, spread_outcome
 
 from irlhf import losses
 from irlhf.algorithms.iq_learn import (
@@ -17,21 +18,9 @@ from irlhf.algorithms.iq_learn import (
 from irlhf.algorithms.maxent_irl import pair_counts
 from irlhf.algorithms.sft import SFTConfig, train_sft
 from irlhf.metrics.exposure import exact_return
-from irlhf.metrics.recovered_reward import advantage_correlation
-from irlhf.policies import TabularPolicy
 from irlhf.worlds import Demonstrations, make_world
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def blank(world):
-    return TabularPolicy.uniform(world.n_states, world.vocab_size)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_the_expert_q_implies_the_true_reward():
@@ -93,14 +82,9 @@ def test_iq_learner_beats_uniform_and_its_reward_ranks_demonstrator_tokens(onlin
     config = IQLearnConfig(online=online, rounds=4, steps_per_round=50, rollouts_per_round=20)
     scores, correlations = [], []
     for seed in range(3):
-        world = make_world("spread", seed=seed, horizon=16)
-        demos = Demonstrations.collect(world, 50, torch.Generator().manual_seed(seed))
-        g = torch.Generator().manual_seed(seed)
-        policy, records, reward = train_iq_learn(blank(world), demos, world.dynamics(), config, g)
-        j_uniform, j_expert = exact_return(world, blank(world)), exact_return(world, world.expert)
-        scores.append((exact_return(world, policy) - j_uniform) / (j_expert - j_uniform))
-        corr = advantage_correlation(world, reward, world.expert, alpha=config.alpha)
-        correlations.append(corr["irl/adv_corr_demo"])
+        score, correlation, records = spread_outcome(train_iq_learn, config, seed, config.alpha)
+        scores.append(score)
+        correlations.append(correlation)
         assert len(records) == config.rounds
         if not online:  # online, the objective changes as learner transitions arrive
             assert records[-1]["loss/iq"] < records[0]["loss/iq"]

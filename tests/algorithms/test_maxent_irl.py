@@ -22,14 +22,7 @@ from irlhf.planning import soft_optimal_policy
 from irlhf.policies import TabularPolicy
 from irlhf.worlds import Demonstrations, make_world
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tables this small are faster on one thread, and the machine's cores are shared.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_world(**knobs):

@@ -4,10 +4,9 @@ where scores land, the KL-shaped reward, and the minibatch update with its targe
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
+from rl_helpers import V, contains_three, prompts, tiny_policy
 from torch import nn
 
 from irlhf import losses
@@ -15,29 +14,7 @@ from irlhf.algorithms import policy_gradient as pg
 from irlhf.policies.causal_lm import CausalLMPolicy
 from irlhf.types import Sequences
 
-V = 16  # action tokens; id V is the prompt
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models gain nothing from intra-op threads, and on a shared, oversubscribed CPU two
-    threads ran these tests ~7x slower than one; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def tiny_policy(seed: int = 0) -> CausalLMPolicy:
-    return CausalLMPolicy.tiny(V + 1, V, n_layer=2, n_embd=32, n_head=2, max_length=32, seed=seed)
-
-
-def prompts(n: int, generator: torch.Generator) -> torch.Tensor:
-    return torch.full((n, 1), V, dtype=torch.long)
-
-
-def contains_three(seqs: Sequences) -> torch.Tensor:
-    return ((seqs.tokens == 3) & seqs.completion_mask).any(1).float()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def sharpened(seed: int) -> CausalLMPolicy:

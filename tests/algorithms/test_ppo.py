@@ -4,11 +4,17 @@ every seed, the KL penalty holding the policy at the reference, and the target-K
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Iterator
-
 import pytest
 import torch
+from rl_helpers import (
+    LENGTH,
+    contains_three,
+    kl_drift_stay_and_pull,
+    prompts,
+    reward_before_and_after,
+    tiny_policy,
+    zero,
+)
 
 from irlhf import losses
 from irlhf.algorithms import policy_gradient as pg
@@ -18,50 +24,8 @@ from irlhf.algorithms.ppo import (
     ppo_loss,
     train_ppo,
 )
-from irlhf.policies.causal_lm import CausalLMPolicy
-from irlhf.types import Sequences
 
-V, LENGTH = 16, 4  # action tokens (id V is the prompt), completion length
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models gain nothing from intra-op threads, and on a shared, oversubscribed CPU two
-    threads ran these tests ~7x slower than one; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def tiny_policy(seed: int = 0) -> CausalLMPolicy:
-    return CausalLMPolicy.tiny(V + 1, V, n_layer=2, n_embd=32, n_head=2, max_length=32, seed=seed)
-
-
-def prompts(n: int, generator: torch.Generator) -> torch.Tensor:
-    return torch.full((n, 1), V, dtype=torch.long)
-
-
-def contains_three(seqs: Sequences) -> torch.Tensor:
-    """+1 when the completion contains token 3 (about 1 - (15/16)^4 = 0.23 for a uniform policy)."""
-    return ((seqs.tokens == 3) & seqs.completion_mask).any(1).float()
-
-
-def zero(seqs: Sequences) -> torch.Tensor:
-    return torch.zeros(seqs.batch_size)
-
-
-def mean_reward(policy: CausalLMPolicy, n: int = 512) -> float:
-    g = torch.Generator().manual_seed(123)
-    return contains_three(policy.sample(prompts(n, g), LENGTH, g)).mean().item()
-
-
-def sequence_kl(policy: CausalLMPolicy, reference: CausalLMPolicy, n: int = 512) -> float:
-    """Monte-Carlo KL(policy || reference) per sequence (summed k1 over sampled tokens)."""
-    g = torch.Generator().manual_seed(7)
-    seqs = policy.sample(prompts(n, g), LENGTH, g)
-    with torch.inference_mode():
-        return (pg.forward(policy, seqs)[0] - pg.forward(reference, seqs)[0]).sum(1).mean().item()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def config(**changes: object) -> PPOConfig:
@@ -102,30 +66,19 @@ def test_first_minibatch_of_the_first_epoch_is_on_policy() -> None:
 @pytest.mark.slow
 def test_ppo_raises_the_reward_on_every_seed() -> None:
     for seed in range(3):
-        policy = tiny_policy(seed)
-        before = mean_reward(policy)
-        policy, records = train_ppo(
-            policy, contains_three, prompts, config(), generator=torch.Generator().manual_seed(seed)
-        )
-        after = mean_reward(policy)
+        before, after, records = reward_before_and_after(train_ppo, config(), seed)
         # observed ~0.22 -> ~0.9; the margin asked for is +0.4 (SE of each mean < 0.022)
         assert after > before + 0.4, (seed, before, after)
         assert records[-1]["value/mean"] != 0.0  # the value head learned something
 
 
 def test_large_kl_with_zero_reward_keeps_and_pulls_the_policy_to_the_reference() -> None:
-    policy = tiny_policy(0)
-    reference = pg.frozen_reference(policy)
-    # drift: the reward alone (kl_coef 0) moves the policy away from the reference
-    policy, _ = train_ppo(policy, contains_three, prompts, config(iterations=6, kl_coef=0.0))
-    drifted = sequence_kl(policy, reference)
-    assert drifted > 0.2
+    drift, anchor = config(iterations=6, kl_coef=0.0), config(iterations=20, kl_coef=1.0)
+    drifted, stayed, pulled = kl_drift_stay_and_pull(train_ppo, drift, anchor)
+    assert drifted > 0.2  # the reward alone (kl_coef 0) moves the policy away from the reference
     # zero reward, large KL: from the reference it stays there; from the drift it comes back
-    cfg = config(iterations=20, kl_coef=1.0)
-    stayed, _ = train_ppo(tiny_policy(0), zero, prompts, cfg, reference)
-    pulled, _ = train_ppo(copy.deepcopy(policy), zero, prompts, cfg, reference)
-    assert sequence_kl(stayed, reference) < 0.1
-    assert sequence_kl(pulled, reference) < 0.3 * drifted
+    assert stayed < 0.1
+    assert pulled < 0.3 * drifted
 
 
 def test_target_kl_stops_the_epochs_early() -> None:

@@ -4,63 +4,26 @@ SFT start in the automaton world."""
 
 from __future__ import annotations
 
-import copy
 import math
 import time
-from collections.abc import Iterator
 
 import pytest
 import torch
+from rl_helpers import (
+    LENGTH,
+    kl_drift_stay_and_pull,
+    prompts,
+    reward_before_and_after,
+    tiny_policy,
+)
 
-from irlhf.algorithms import policy_gradient as pg
 from irlhf.algorithms.rloo import RLOOConfig, rloo_loss, train_rloo
 from irlhf.algorithms.sft import SFTConfig, train_sft
 from irlhf.policies.causal_lm import CausalLMPolicy
-from irlhf.types import Sequences
 from irlhf.worlds.automaton import make_world
 from irlhf.worlds.base import Demonstrations
 
-V, LENGTH = 16, 4  # action tokens (id V is the prompt), completion length
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models gain nothing from intra-op threads, and on a shared, oversubscribed CPU two
-    threads ran these tests ~7x slower than one; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def tiny_policy(seed: int = 0) -> CausalLMPolicy:
-    return CausalLMPolicy.tiny(V + 1, V, n_layer=2, n_embd=32, n_head=2, max_length=32, seed=seed)
-
-
-def prompts(n: int, generator: torch.Generator) -> torch.Tensor:
-    return torch.full((n, 1), V, dtype=torch.long)
-
-
-def contains_three(seqs: Sequences) -> torch.Tensor:
-    """+1 when the completion contains token 3 (about 1 - (15/16)^4 = 0.23 for a uniform policy)."""
-    return ((seqs.tokens == 3) & seqs.completion_mask).any(1).float()
-
-
-def zero(seqs: Sequences) -> torch.Tensor:
-    return torch.zeros(seqs.batch_size)
-
-
-def mean_reward(policy: CausalLMPolicy, n: int = 512) -> float:
-    g = torch.Generator().manual_seed(123)
-    return contains_three(policy.sample(prompts(n, g), LENGTH, g)).mean().item()
-
-
-def sequence_kl(policy: CausalLMPolicy, reference: CausalLMPolicy, n: int = 512) -> float:
-    """Monte-Carlo KL(policy || reference) per sequence (summed k1 over sampled tokens)."""
-    g = torch.Generator().manual_seed(7)
-    seqs = policy.sample(prompts(n, g), LENGTH, g)
-    with torch.inference_mode():
-        return (pg.forward(policy, seqs)[0] - pg.forward(reference, seqs)[0]).sum(1).mean().item()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def config(**changes: object) -> RLOOConfig:
@@ -85,29 +48,19 @@ def test_one_epoch_gradient_is_reinforce_with_the_leave_one_out_baseline() -> No
 @pytest.mark.slow
 def test_rloo_raises_the_reward_on_every_seed() -> None:
     for seed in range(3):
-        policy = tiny_policy(seed)
-        before = mean_reward(policy)
-        policy, records = train_rloo(
-            policy, contains_three, prompts, config(), generator=torch.Generator().manual_seed(seed)
-        )
-        after = mean_reward(policy)
+        before, after, records = reward_before_and_after(train_rloo, config(), seed)
         # observed ~0.22 -> ~0.9; the margin asked for is +0.4 (SE of each mean < 0.022)
         assert after > before + 0.4, (seed, before, after)
         assert records[-1]["reward/mean"] > records[0]["reward/mean"]
 
 
 def test_large_kl_with_zero_reward_keeps_and_pulls_the_policy_to_the_reference() -> None:
-    policy = tiny_policy(0)
-    reference = pg.frozen_reference(policy)
-    # drift: the reward alone (kl_coef 0) moves the policy away from the reference
-    policy, _ = train_rloo(policy, contains_three, prompts, config(iterations=8, kl_coef=0.0))
-    drifted = sequence_kl(policy, reference)
-    assert drifted > 0.2
+    drift, anchor = config(iterations=8, kl_coef=0.0), config(kl_coef=1.0)
+    drifted, stayed, pulled = kl_drift_stay_and_pull(train_rloo, drift, anchor)
+    assert drifted > 0.2  # the reward alone (kl_coef 0) moves the policy away from the reference
     # zero reward, large KL: from the reference it stays there; from the drift it comes back
-    stayed, _ = train_rloo(tiny_policy(0), zero, prompts, config(kl_coef=1.0), reference)
-    pulled, _ = train_rloo(copy.deepcopy(policy), zero, prompts, config(kl_coef=1.0), reference)
-    assert sequence_kl(stayed, reference) < 0.05
-    assert sequence_kl(pulled, reference) < 0.3 * drifted
+    assert stayed < 0.05
+    assert pulled < 0.3 * drifted
 
 
 def test_samples_per_prompt_below_two_is_rejected() -> None:

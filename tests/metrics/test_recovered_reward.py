@@ -19,13 +19,7 @@ from irlhf.metrics.undefined import UndefinedMetricWarning
 from irlhf.policies import TabularPolicy
 from irlhf.worlds import make_world
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_the_true_reward_scores_perfectly():

@@ -26,7 +26,7 @@ reward.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -36,6 +36,17 @@ from irlhf import losses
 from irlhf.algorithms.maxent_irl import TableAdam, pair_counts
 from irlhf.policies.tabular import TabularPolicy
 from irlhf.worlds.base import Demonstrations
+
+
+class IQObjectiveConfig(Protocol):
+    """What `iq_objective` reads of a tabular or neural IQ-Learn config."""
+
+    @property
+    def gamma(self) -> float: ...
+    @property
+    def divergence(self) -> str: ...
+    @property
+    def chi2_alpha(self) -> float: ...
 
 
 class IQLearnConfig(BaseModel):
@@ -73,6 +84,32 @@ def implied_reward(q: Tensor, transition: Tensor, alpha: float, gamma: float) ->
     return q - gamma * soft_value(q, alpha)[transition]
 
 
+def iq_objective(
+    q: Tensor,
+    v: Tensor,
+    v_next: Tensor,
+    expert_weights: Tensor,
+    learner: tuple[Tensor, Tensor, Tensor] | None,
+    config: IQObjectiveConfig,
+) -> tuple[Tensor, dict]:
+    """`losses.iq_learn` at the config's gamma, divergence and chi2_alpha, the one call of the
+    tabular and the neural IQ-Learn: Q(s, a), V(s), V(s') and the weights of the demonstrator's
+    transitions and, online, the learner's (V(s), V(s'), weights), pooled into the value term."""
+    v_policy, v_next_policy, mask_policy = (None, None, None) if learner is None else learner
+    return losses.iq_learn(
+        q,
+        v,
+        v_next,
+        v_policy,
+        v_next_policy,
+        gamma=config.gamma,
+        mask_expert=expert_weights,
+        mask_policy=mask_policy,
+        divergence=config.divergence,
+        alpha=config.chi2_alpha,
+    )
+
+
 def iq_loss(
     q: Tensor,
     transition: Tensor,
@@ -86,24 +123,11 @@ def iq_loss(
     value = soft_value(q, config.alpha)  # (S,)
     v_here = value.unsqueeze(1).expand_as(q)  # (S, V): V(s) for every (s, a)
     v_next = value[transition]  # (S, V): V(delta(s, a))
-    policy_args: dict[str, Any] = {"v_policy": None, "v_next_policy": None}
+    learner_terms = None
     if learner_counts is not None:
         scale = demo_counts.sum() / learner_counts.sum()
-        policy_args = {
-            "v_policy": v_here,
-            "v_next_policy": v_next,
-            "mask_policy": learner_counts * scale,
-        }
-    return losses.iq_learn(
-        q,
-        v_here,
-        v_next,
-        gamma=config.gamma,
-        mask_expert=demo_counts,
-        divergence=config.divergence,
-        alpha=config.chi2_alpha,
-        **policy_args,
-    )
+        learner_terms = (v_here, v_next, learner_counts * scale)
+    return iq_objective(q, v_here, v_next, demo_counts, learner_terms, config)
 
 
 def train_iq_learn(

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from irlhf import losses
+from irlhf.algorithms.iq_learn import iq_objective
 from irlhf.algorithms.optim import adamw
 from irlhf.policies.causal_lm import CausalLMPolicy
 from irlhf.types import Sequences
@@ -98,27 +98,16 @@ def iq_loss(
     learner: Sequences | None,
     config: NeuralIQLearnConfig,
 ) -> tuple[Tensor, dict]:
-    """`losses.iq_learn` on a demonstrator minibatch (and a learner one, online)."""
-    P = expert.prompt_length
+    """`losses.iq_learn` (through the tabular module's `iq_objective`) on a demonstrator
+    minibatch (and a learner one, online)."""
     q, v, v_next = soft_q_and_values(policy, expert, config.alpha)
-    policy_args: dict[str, Any] = {"v_policy": None, "v_next_policy": None}
+    learner_terms = None
     if learner is not None:
         _, v_learner, v_next_learner = soft_q_and_values(policy, learner, config.alpha)
-        policy_args = {
-            "v_policy": v_learner,
-            "v_next_policy": v_next_learner,
-            "mask_policy": learner.completion_mask[:, learner.prompt_length :].to(q.device),
-        }
-    return losses.iq_learn(
-        q,
-        v,
-        v_next,
-        gamma=config.gamma,
-        mask_expert=expert.completion_mask[:, P:].to(q.device),
-        divergence=config.divergence,
-        alpha=config.chi2_alpha,
-        **policy_args,
-    )
+        mask = learner.completion_mask[:, learner.prompt_length :].to(q.device)
+        learner_terms = (v_learner, v_next_learner, mask)
+    expert_mask = expert.completion_mask[:, expert.prompt_length :].to(q.device)
+    return iq_objective(q, v, v_next, expert_mask, learner_terms, config)
 
 
 def train_neural_iq_learn(

@@ -1,5 +1,6 @@
 """The one policy-gradient path every RL method here shares: rollout -> scores -> advantages ->
-minibatch update. RLOO, PPO (and GAIL/AIRL, which only bring their own `score`) call it.
+minibatch update (`train`). RLOO and PPO call it with their own advantages and loss; GAIL/AIRL
+only bring their own `score`.
 
 RLHF maximises a given reward under a KL penalty to a frozen reference pi_ref, the SFT policy
 (Ziegler et al. 2019, "Fine-Tuning LMs from Human Preferences"; Stiennon et al. 2020; Ouyang et
@@ -30,6 +31,7 @@ policy being trained and the first minibatch's ratio is 1.
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -49,6 +51,8 @@ ScoreFn = Callable[[Sequences], Tensor]
 PromptSampler = Callable[[int, torch.Generator], Tensor]
 """prompts(n, generator) -> [n, P] long, e.g. `world.dynamics().sample_prompts`."""
 LossFn = Callable[[dict[str, Any]], tuple[Tensor, Metrics]]
+BatchFn = Callable[["Rollout"], tuple[dict[str, Any], Metrics]]
+"""make_batch(rollout) -> (the update's batch, with the advantages; their metrics)."""
 
 
 class PolicyGradientConfig(BaseModel):
@@ -251,3 +255,67 @@ def sample_prompt_groups(
 ) -> Tensor:
     """[n_prompts * k, P]: each prompt repeated k times in a row (rows i*k .. i*k + k-1)."""
     return prompts(n_prompts, generator).repeat_interleave(samples_per_prompt, dim=0)
+
+
+def train(
+    policy: CausalLMPolicy,
+    score: ScoreFn,
+    prompts: PromptSampler,
+    config: PolicyGradientConfig,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: LossFn,
+    make_batch: BatchFn,
+    reference: CausalLMPolicy | None = None,
+    generator: torch.Generator | None = None,
+) -> list[Metrics]:
+    """The loop RLOO and PPO share, `config.iterations` times: rollout -> the algorithm's
+    `make_batch` (its advantages) -> minibatch epochs of its `loss_fn` with `optimizer`, which
+    trains `policy` in place. `reference` defaults to a frozen copy of the starting policy (none
+    when kl_coef = 0), `generator` to one seeded 0. Returns one record per iteration:
+    "iteration", the rollout's metrics, the advantages', the update's means (`summarize`) and
+    "time/iteration_s"."""
+    generator = generator or torch.Generator().manual_seed(0)
+    if reference is None and config.kl_coef > 0:
+        reference = frozen_reference(policy)
+    policy.eval()  # dropout off: the sampler's log-probs are pi_old's
+    records = []
+    for iteration in range(config.iterations):
+        start = time.perf_counter()
+        # 1. rollout: samples_per_prompt completions of each prompt, scored, KL-shaped
+        prompt_batch = sample_prompt_groups(
+            prompts, config.prompts_per_iteration, config.samples_per_prompt, generator
+        )  # (n * k, P)
+        batch, rollout_metrics = rollout(
+            policy,
+            reference,
+            score,
+            prompt_batch,
+            config.max_new_tokens,
+            generator,
+            config.kl_coef,
+            config.kl_estimator,
+            config.temperature,
+        )
+        # 2. advantages, and the batch the update iterates over
+        data, advantage_metrics = make_batch(batch)
+        # 3. update: minibatch epochs of the algorithm's loss
+        steps, stopped = update(
+            optimizer,
+            data,
+            loss_fn,
+            config.epochs,
+            config.minibatch_size,
+            generator,
+            config.max_grad_norm,
+            config.target_kl,
+        )
+        records.append(
+            {
+                "iteration": iteration,
+                **rollout_metrics,
+                **advantage_metrics,
+                **summarize(steps, stopped),
+                "time/iteration_s": time.perf_counter() - start,
+            }
+        )
+    return records

@@ -16,14 +16,14 @@ value loss (`losses.clipped_value_loss`)
 
     L = L_clip + vf_coef * 0.5 mean_t max((V - R)^2, (V_old + clip(V - V_old, -c, c) - R)^2),
 
-with approx-KL and clip-fraction diagnostics and a target-KL early stop. Rollout and update are
-`policy_gradient`'s, shared with RLOO. The old values cost one extra inference forward per
-iteration (the sampler does not return hidden states).
+with approx-KL and clip-fraction diagnostics and a target-KL early stop. The loop (rollout,
+update) is `policy_gradient.train`, shared with RLOO; PPO brings `ppo_batch` (old values, GAE)
+and `ppo_loss`. The old values cost one extra inference forward per iteration (the sampler does
+not return hidden states).
 """
 
 from __future__ import annotations
 
-import time
 from functools import partial
 from typing import Any
 
@@ -92,6 +92,30 @@ def ppo_loss(
     return loss, {**metrics, **value_metrics, "loss/total": loss.item()}
 
 
+def ppo_batch(
+    value_head: ValueHead, config: PPOConfig, batch: pg.Rollout
+) -> tuple[dict[str, Any], pg.Metrics]:
+    """The old values (one inference forward), GAE over tokens (each sequence ends at the
+    horizon: no bootstrap), value targets R = A + V_old and, optionally, whitened advantages:
+    the update's batch and GAE's metrics."""
+    seqs, mask = batch.sequences, batch.sequences.completion_mask
+    with torch.inference_mode():
+        _, old_values = pg.forward(value_head.policy, seqs, config.temperature, value_head)
+    old_values = old_values.clone()  # a normal tensor, usable in the backward pass
+    advantages, gae_metrics = losses.gae(batch.rewards, old_values, config.gamma, config.lam, mask)
+    returns = advantages + old_values
+    if config.whiten_advantages:
+        advantages = losses.whiten(advantages, mask)
+    data = {
+        "sequences": seqs,
+        "old_log_probs": batch.log_probs,
+        "old_values": old_values,
+        "advantages": advantages,
+        "returns": returns,
+    }
+    return data, gae_metrics
+
+
 def train_ppo(
     policy: CausalLMPolicy,
     score: pg.ScoreFn,
@@ -105,9 +129,6 @@ def train_ppo(
     frozen copy of the starting policy; none when kl_coef = 0). Pass `value_head` to continue
     from an earlier run (iterated RLHF); else a fresh one. Returns (policy, one record per
     iteration)."""
-    generator = generator or torch.Generator().manual_seed(0)
-    if reference is None and config.kl_coef > 0:
-        reference = pg.frozen_reference(policy)
     value_head = value_head or ValueHead(policy)
     if value_head.policy is not policy:
         raise ValueError("value_head was built on a different policy")
@@ -118,61 +139,8 @@ def train_ppo(
         fused=False,  # torch's default update, as PPO has always used
     )
     loss_fn = partial(ppo_loss, value_head, config)
-    policy.eval()  # dropout off: the sampler's log-probs are pi_old's
-    records = []
-    for iteration in range(config.iterations):
-        start = time.perf_counter()
-        # 1. rollout: per-token rewards (KL on every token, the score on the last)
-        prompt_batch = pg.sample_prompt_groups(
-            prompts, config.prompts_per_iteration, config.samples_per_prompt, generator
-        )
-        batch, rollout_metrics = pg.rollout(
-            policy,
-            reference,
-            score,
-            prompt_batch,
-            config.max_new_tokens,
-            generator,
-            config.kl_coef,
-            config.kl_estimator,
-            config.temperature,
-        )
-        seqs, mask = batch.sequences, batch.sequences.completion_mask
-        with torch.inference_mode():
-            _, old_values = pg.forward(policy, seqs, config.temperature, value_head)
-        old_values = old_values.clone()  # a normal tensor, usable in the backward pass
-        # 2. advantages: GAE over tokens; each sequence ends at the horizon (no bootstrap)
-        advantages, gae_metrics = losses.gae(
-            batch.rewards, old_values, config.gamma, config.lam, mask
-        )
-        returns = advantages + old_values
-        if config.whiten_advantages:
-            advantages = losses.whiten(advantages, mask)
-        # 3. update: minibatch epochs of clipped surrogate + clipped value loss
-        data = {
-            "sequences": seqs,
-            "old_log_probs": batch.log_probs,
-            "old_values": old_values,
-            "advantages": advantages,
-            "returns": returns,
-        }
-        steps, stopped = pg.update(
-            optimizer,
-            data,
-            loss_fn,
-            config.epochs,
-            config.minibatch_size,
-            generator,
-            config.max_grad_norm,
-            config.target_kl,
-        )
-        records.append(
-            {
-                "iteration": iteration,
-                **rollout_metrics,
-                **gae_metrics,
-                **pg.summarize(steps, stopped),
-                "time/iteration_s": time.perf_counter() - start,
-            }
-        )
+    make_batch = partial(ppo_batch, value_head, config)
+    records = pg.train(
+        policy, score, prompts, config, optimizer, loss_fn, make_batch, reference, generator
+    )
     return policy, records

@@ -17,12 +17,12 @@ averaged over sequences, exactly TRL's RLOO:
 With the default single epoch and one minibatch rho = 1, and the gradient is the REINFORCE
 estimator with the leave-one-out baseline, -mean_ij A_ij grad log pi(y_ij | x_i), the RLOO of
 the paper; more epochs or minibatches give the clipped multi-step variant (TRL's
-`num_iterations` > 1). Advantages are not normalised (TRL's default).
+`num_iterations` > 1). Advantages are not normalised (TRL's default). The loop (rollout, update)
+is `policy_gradient.train`, shared with PPO; RLOO brings `rloo_batch` and `rloo_loss`.
 """
 
 from __future__ import annotations
 
-import time
 from functools import partial
 from typing import Any
 
@@ -53,6 +53,19 @@ def rloo_loss(
     )
 
 
+def rloo_batch(config: RLOOConfig, batch: pg.Rollout) -> tuple[dict[str, Any], pg.Metrics]:
+    """Sequence rewards (summed over tokens) minus the leave-one-out baseline among the k samples
+    of each prompt: the update's batch of sequence log-probs and advantages, and the metrics."""
+    n, k = config.prompts_per_iteration, config.samples_per_prompt
+    advantages, metrics = losses.rloo_advantages(batch.rewards.sum(1).view(n, k))
+    data = {
+        "sequences": batch.sequences,
+        "old_log_probs": batch.log_probs.sum(1),  # (n * k,)
+        "advantages": advantages.flatten(),  # (n * k,), row i*k + j = prompt i, sample j
+    }
+    return data, metrics
+
+
 def train_rloo(
     policy: CausalLMPolicy,
     score: pg.ScoreFn,
@@ -65,54 +78,10 @@ def train_rloo(
     frozen copy of the starting policy; none when kl_coef = 0). `prompts(n, generator)` draws
     prompts, e.g. `world.dynamics().sample_prompts`. Returns (policy, one record per iteration).
     """
-    generator = generator or torch.Generator().manual_seed(0)
-    if reference is None and config.kl_coef > 0:
-        reference = pg.frozen_reference(policy)
     optimizer = adamw(policy.parameters(), config.lr, config.weight_decay)  # fused update
     loss_fn = partial(rloo_loss, policy, config)
-    n, k = config.prompts_per_iteration, config.samples_per_prompt
-    policy.eval()  # dropout off: the sampler's log-probs are pi_old's
-    records = []
-    for iteration in range(config.iterations):
-        start = time.perf_counter()
-        # 1. rollout: k completions per prompt, scored, KL-shaped
-        prompt_batch = pg.sample_prompt_groups(prompts, n, k, generator)  # (n * k, P)
-        batch, rollout_metrics = pg.rollout(
-            policy,
-            reference,
-            score,
-            prompt_batch,
-            config.max_new_tokens,
-            generator,
-            config.kl_coef,
-            config.kl_estimator,
-            config.temperature,
-        )
-        # 2. advantages: leave-one-out baseline among the k samples of each prompt
-        advantages, advantage_metrics = losses.rloo_advantages(batch.rewards.sum(1).view(n, k))
-        # 3. update: minibatch epochs of the sequence-level clipped surrogate
-        data = {
-            "sequences": batch.sequences,
-            "old_log_probs": batch.log_probs.sum(1),  # (n * k,)
-            "advantages": advantages.flatten(),  # (n * k,), row i*k + j = prompt i, sample j
-        }
-        steps, stopped = pg.update(
-            optimizer,
-            data,
-            loss_fn,
-            config.epochs,
-            config.minibatch_size,
-            generator,
-            config.max_grad_norm,
-            config.target_kl,
-        )
-        records.append(
-            {
-                "iteration": iteration,
-                **rollout_metrics,
-                **advantage_metrics,
-                **pg.summarize(steps, stopped),
-                "time/iteration_s": time.perf_counter() - start,
-            }
-        )
+    make_batch = partial(rloo_batch, config)
+    records = pg.train(
+        policy, score, prompts, config, optimizer, loss_fn, make_batch, reference, generator
+    )
     return policy, records
