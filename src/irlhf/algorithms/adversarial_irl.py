@@ -31,7 +31,7 @@ Training sees the demonstrations, the dynamics and the learner's own rollouts; n
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +42,7 @@ from irlhf import losses
 from irlhf.algorithms.maxent_irl import TableAdam, pair_counts
 from irlhf.planning import kl_regularised_policy
 from irlhf.policies.tabular import TabularPolicy
+from irlhf.protocols import TabularDynamics
 from irlhf.worlds.base import Demonstrations
 
 
@@ -138,7 +139,7 @@ class AIRLDiscriminator:
 def adversarial_irl(
     policy: TabularPolicy,
     demos: Demonstrations,
-    dynamics: Any,
+    dynamics: TabularDynamics,
     discriminator: Discriminator,
     config: AdversarialIRLConfig,
     generator: torch.Generator,
@@ -202,7 +203,7 @@ def _mean_kl(old: TabularPolicy, new: TabularPolicy, counts: Tensor) -> float:
 def train_gail(
     policy: TabularPolicy,
     demos: Demonstrations,
-    dynamics: Any,
+    dynamics: TabularDynamics,
     config: GAILConfig = GAILConfig(),
     generator: torch.Generator | None = None,
 ) -> tuple[TabularPolicy, list[dict], Tensor]:
@@ -218,7 +219,7 @@ def train_gail(
 def train_airl(
     policy: TabularPolicy,
     demos: Demonstrations,
-    dynamics: Any,
+    dynamics: TabularDynamics,
     config: AdversarialIRLConfig = AdversarialIRLConfig(),
     generator: torch.Generator | None = None,
 ) -> tuple[TabularPolicy, list[dict], Tensor]:

@@ -16,15 +16,19 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from irlhf.algorithms.reward_model import sequence_log_probs
 from irlhf.policies.tabular import TabularPolicy
+from irlhf.protocols import Dynamics, Policy, RewardModel
 from irlhf.types import Sequences
 from irlhf.worlds.annotator import sample_completions
+
+if TYPE_CHECKING:
+    from irlhf.worlds.automaton import AutomatonWorld
 
 
 def best_of_n_kl(n: int) -> float:
@@ -35,9 +39,9 @@ def best_of_n_kl(n: int) -> float:
 
 
 def best_of_n_sample(
-    dynamics: Any,
-    reference: Any,
-    reward_model: Any,
+    dynamics: Dynamics,
+    reference: TabularPolicy | Policy,
+    reward_model: RewardModel,
     n: int,
     n_samples: int,
     generator: torch.Generator,
@@ -82,7 +86,7 @@ def best_of_n_probs(reference_probs: Tensor, scores: Tensor, n: int) -> Tensor:
 
 
 def enumerate_sequences(
-    world: Any, policy: TabularPolicy, horizon: int | None = None
+    world: AutomatonWorld, policy: TabularPolicy, horizon: int | None = None
 ) -> tuple[Sequences, Tensor]:
     """Every (start state, completion) of a tiny automaton world with its probability under
     `policy`: (Sequences [M, 1 + horizon], probs [M]), M = starts * V^horizon. Uses the world's

@@ -15,7 +15,8 @@ policy with `log_probs(seqs)` -> [B, T] and `parameters()` is trained in place. 
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator
+from typing import cast
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -29,6 +30,7 @@ from irlhf.algorithms.reward_model import (
     state_action_counts,
 )
 from irlhf.policies.tabular import TabularPolicy
+from irlhf.protocols import Dynamics, NeuralPolicy, TabularDynamics
 from irlhf.types import Comparisons, Sequences
 
 
@@ -58,7 +60,9 @@ class _TabularScorer:
     """Sequence log-probs of a trainable logits table theta [S, V] on fixed comparisons:
     log pi(y) = counts(y) . log_softmax(theta), with the (state, token) counts computed once."""
 
-    def __init__(self, dynamics: Any, init: TabularPolicy, comparisons: Comparisons) -> None:
+    def __init__(
+        self, dynamics: TabularDynamics, init: TabularPolicy, comparisons: Comparisons
+    ) -> None:
         # log(0) would be -inf; a finite floor keeps the gradient defined (the token stays ~0).
         self.logits = nn.Parameter(init.probs.clamp_min(1e-30).log().clone())  # (S, V)
         self.chosen = state_action_counts(dynamics, comparisons.chosen)  # (N, S * V)
@@ -78,10 +82,10 @@ class _TabularScorer:
 class _NeuralScorer:
     """Sequence log-probs of a neural policy (trained in place) on fixed comparisons."""
 
-    def __init__(self, policy: Any, comparisons: Comparisons) -> None:
+    def __init__(self, policy: NeuralPolicy, comparisons: Comparisons) -> None:
         self.policy_, self.comparisons = policy, comparisons
 
-    def parameters(self) -> Any:
+    def parameters(self) -> Iterator[nn.Parameter]:
         return self.policy_.parameters()
 
     def __call__(self, rows: Tensor) -> tuple[Tensor, Tensor]:
@@ -90,12 +94,15 @@ class _NeuralScorer:
         both = Sequences.concat([batch.chosen, batch.rejected])
         return sequence_log_probs(self.policy_, both, None).split(len(rows))
 
-    def policy(self) -> Any:
+    def policy(self) -> NeuralPolicy:
         return self.policy_
 
 
 def _reference_log_probs(
-    reference: Any, seqs: Sequences, dynamics: Any, batch_size: int = 256
+    reference: TabularPolicy | NeuralPolicy,
+    seqs: Sequences,
+    dynamics: Dynamics,
+    batch_size: int = 256,
 ) -> Tensor:
     """[N] log pi_ref of each sequence, without gradients, in chunks."""
     with torch.no_grad():
@@ -107,21 +114,22 @@ def _reference_log_probs(
 
 
 def train_dpo(
-    policy: Any,
-    reference: Any,
+    policy: TabularPolicy | NeuralPolicy,
+    reference: TabularPolicy | NeuralPolicy,
     comparisons: Comparisons,
-    dynamics: Any,
+    dynamics: Dynamics,
     config: DPOConfig = DPOConfig(),
     generator: torch.Generator | None = None,
-) -> tuple[Any, list[dict]]:
+) -> tuple[TabularPolicy | NeuralPolicy, list[dict]]:
     """DPO from `policy` (a TabularPolicy to start from, or a neural policy trained in place)
     against `reference`. Returns (policy, one metric record per step)."""
     if len(comparisons) == 0:
         raise ValueError("DPO needs at least one comparison")
     generator = generator or torch.Generator().manual_seed(0)
     tabular = isinstance(policy, TabularPolicy)
-    if tabular:
-        scorer = _TabularScorer(dynamics, policy, comparisons)
+    scorer: _TabularScorer | _NeuralScorer
+    if isinstance(policy, TabularPolicy):
+        scorer = _TabularScorer(cast(TabularDynamics, dynamics), policy, comparisons)
     else:
         scorer = _NeuralScorer(policy, comparisons)
         policy.train()
@@ -133,7 +141,9 @@ def train_dpo(
     for step in range(config.steps):
         full = config.batch_size is None or config.batch_size >= n
         rows = (
-            torch.arange(n) if full else torch.randint(n, (config.batch_size,), generator=generator)
+            torch.arange(n)
+            if full or config.batch_size is None  # (full when None)
+            else torch.randint(n, (config.batch_size,), generator=generator)
         )
         chosen, rejected = scorer(rows)  # (B,) sequence log-probs under the learner
         loss, metrics = losses.dpo(
@@ -150,6 +160,6 @@ def train_dpo(
             nn.utils.clip_grad_norm_(scorer.parameters(), config.max_grad_norm)
         optimizer.step()
         records.append({"step": step, **metrics})
-    if not tabular:
+    if not isinstance(policy, TabularPolicy):
         policy.eval()
     return scorer.policy(), records

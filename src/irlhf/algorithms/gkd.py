@@ -156,11 +156,13 @@ class _LabelledOnFirstUse:
     def rows(self, picks: torch.Tensor) -> ExpertLabels:
         new = picks[~self.labelled[picks]].unique()
         if len(new):
-            labels = self.oracle.label(self.seqs[new], soft=True)
+            probs = self.oracle.label(self.seqs[new], soft=True).probs
+            assert probs is not None  # soft labels
             if self.probs is None:
-                shape = (self.seqs.batch_size, *labels.probs.shape[1:])
-                self.probs = labels.probs.new_zeros(shape)
-            self.probs[new] = labels.probs
+                shape = (self.seqs.batch_size, *probs.shape[1:])
+                self.probs = probs.new_zeros(shape)
+            self.probs[new] = probs
             self.labelled[new] = True
+        assert self.probs is not None  # every pick is labelled
         seqs = self.seqs[picks]
         return ExpertLabels(seqs, seqs.completion_mask, probs=self.probs[picks])

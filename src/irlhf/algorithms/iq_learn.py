@@ -26,7 +26,7 @@ reward.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -35,6 +35,7 @@ from torch import Tensor
 from irlhf import losses
 from irlhf.algorithms.maxent_irl import TableAdam, pair_counts
 from irlhf.policies.tabular import TabularPolicy
+from irlhf.protocols import TabularDynamics
 from irlhf.worlds.base import Demonstrations
 
 
@@ -44,7 +45,7 @@ class IQObjectiveConfig(Protocol):
     @property
     def gamma(self) -> float: ...
     @property
-    def divergence(self) -> str: ...
+    def divergence(self) -> Literal["chi2", "none"]: ...
     @property
     def chi2_alpha(self) -> float: ...
 
@@ -133,7 +134,7 @@ def iq_loss(
 def train_iq_learn(
     policy: TabularPolicy,
     demos: Demonstrations,
-    dynamics: Any,
+    dynamics: TabularDynamics,
     config: IQLearnConfig = IQLearnConfig(),
     generator: torch.Generator | None = None,
 ) -> tuple[TabularPolicy, list[dict], Tensor]:

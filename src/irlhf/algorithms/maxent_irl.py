@@ -31,7 +31,7 @@ whole tabular run).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -40,6 +40,7 @@ from torch import Tensor
 
 from irlhf.planning import soft_optimal_policy, state_transitions
 from irlhf.policies.tabular import TabularPolicy
+from irlhf.protocols import TabularDynamics
 from irlhf.types import Sequences
 from irlhf.worlds.base import Demonstrations
 
@@ -84,7 +85,7 @@ class TableAdam:
 
 
 # --- (state, token) counts ----------------------------------------------------------------------
-def pair_counts(seqs: Sequences, dynamics: Any) -> Tensor:
+def pair_counts(seqs: Sequences, dynamics: TabularDynamics) -> Tensor:
     """[S, V] float64: how often each (state, token) pair occurs among the completion tokens."""
     states = dynamics.states(seqs)[seqs.completion_mask]  # (N,)
     actions = seqs.tokens[seqs.completion_mask]
@@ -93,13 +94,15 @@ def pair_counts(seqs: Sequences, dynamics: Any) -> Tensor:
     return counts.view(dynamics.n_states, dynamics.vocab_size)
 
 
-def start_distribution(seqs: Sequences, dynamics: Any) -> Tensor:
+def start_distribution(seqs: Sequences, dynamics: TabularDynamics) -> Tensor:
     """[S] float64: the empirical distribution of the sequences' start states."""
     starts = dynamics.states(seqs)[:, 0]
     return torch.bincount(starts, minlength=dynamics.n_states).double() / len(starts)
 
 
-def feature_counts(policy: TabularPolicy, dynamics: Any, start: Tensor, horizon: int) -> Tensor:
+def feature_counts(
+    policy: TabularPolicy, dynamics: TabularDynamics, start: Tensor, horizon: int
+) -> Tensor:
     """[S, V] float64: sum_{t<horizon} d_t(s) pi(a|s), exact, from the start distribution.
 
     d_{t+1} = d_t P with the dense state-to-state matrix P of the policy, in numpy: MaxEnt IRL
@@ -118,7 +121,7 @@ def feature_counts(policy: TabularPolicy, dynamics: Any, start: Tensor, horizon:
 def maxent_irl(
     demonstrator_counts: Tensor,
     start: Tensor,
-    dynamics: Any,
+    dynamics: TabularDynamics,
     config: MaxEntIRLConfig = MaxEntIRLConfig(),
     horizon: int | None = None,
 ) -> tuple[TabularPolicy, list[dict], Tensor]:
@@ -132,7 +135,8 @@ def maxent_irl(
     target = demonstrator_counts.double() / horizon  # per-step (state, token) frequencies
     reward = torch.zeros(shape, dtype=torch.float64)
     adam = TableAdam(config.lr)
-    policy, records = None, []
+    policy: TabularPolicy | None = None
+    records: list[dict] = []
     for step in range(config.steps + 1):
         # Learner = soft-optimal policy for the current reward, warm-started from the last one.
         policy = soft_optimal_policy(dynamics, reward, config.alpha, config.gamma, policy)
@@ -154,13 +158,14 @@ def maxent_irl(
             if config.optimizer == "adam"
             else reward + config.lr * ascent
         )
+    assert policy is not None  # the loop runs at least once
     return policy, records, reward
 
 
 def train_maxent_irl(
     policy: TabularPolicy,
     demos: Demonstrations,
-    dynamics: Any,
+    dynamics: TabularDynamics,
     config: MaxEntIRLConfig = MaxEntIRLConfig(),
     generator: torch.Generator | None = None,
 ) -> tuple[TabularPolicy, list[dict], Tensor]:

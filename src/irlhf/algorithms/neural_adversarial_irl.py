@@ -38,7 +38,7 @@ Training sees the demonstrations, the dynamics (prompts) and the learner's own r
 from __future__ import annotations
 
 import copy
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +50,7 @@ from irlhf.algorithms import policy_gradient as pg
 from irlhf.algorithms.optim import adamw
 from irlhf.algorithms.ppo import PPOConfig, ValueHead, train_ppo
 from irlhf.policies.causal_lm import CausalLMPolicy
+from irlhf.protocols import Dynamics
 from irlhf.types import Sequences
 from irlhf.worlds.base import Demonstrations
 
@@ -137,7 +138,7 @@ class TokenDiscriminator(nn.Module):
 
     @staticmethod
     def build(
-        dynamics: Any,
+        dynamics: Dynamics,
         max_length: int,
         config: NeuralAdversarialIRLConfig,
         kind: Literal["gail", "airl"],
@@ -211,7 +212,7 @@ class TokenDiscriminator(nn.Module):
 def train_adversarial(
     policy: CausalLMPolicy,
     demos: Demonstrations,
-    dynamics: Any,
+    dynamics: Dynamics,
     config: NeuralAdversarialIRLConfig,
     kind: Literal["gail", "airl"],
     generator: torch.Generator,
@@ -286,7 +287,7 @@ def train_adversarial(
 def train_neural_gail(
     policy: CausalLMPolicy,
     demos: Demonstrations,
-    dynamics: Any,
+    dynamics: Dynamics,
     config: NeuralGAILConfig = NeuralGAILConfig(),
     generator: torch.Generator | None = None,
 ) -> tuple[CausalLMPolicy, list[dict], TokenDiscriminator]:
@@ -299,7 +300,7 @@ def train_neural_gail(
 def train_neural_airl(
     policy: CausalLMPolicy,
     demos: Demonstrations,
-    dynamics: Any,
+    dynamics: Dynamics,
     config: NeuralAdversarialIRLConfig = NeuralAdversarialIRLConfig(),
     generator: torch.Generator | None = None,
 ) -> tuple[CausalLMPolicy, list[dict], TokenDiscriminator]:

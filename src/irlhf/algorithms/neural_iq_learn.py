@@ -21,7 +21,7 @@ Bellman-consistent reward. alpha only rescales Q against the chi^2 term (pi does
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from irlhf.algorithms.iq_learn import iq_objective
 from irlhf.algorithms.optim import adamw
 from irlhf.policies.causal_lm import CausalLMPolicy
+from irlhf.protocols import Dynamics
 from irlhf.types import Sequences
 from irlhf.worlds.base import Demonstrations
 
@@ -113,7 +114,7 @@ def iq_loss(
 def train_neural_iq_learn(
     policy: CausalLMPolicy,
     demos: Demonstrations,
-    dynamics: Any,
+    dynamics: Dynamics,
     config: NeuralIQLearnConfig = NeuralIQLearnConfig(),
     generator: torch.Generator | None = None,
 ) -> tuple[CausalLMPolicy, list[dict]]:

@@ -82,6 +82,7 @@ def ppo_loss(
     seqs = minibatch["sequences"]
     mask = seqs.completion_mask
     log_probs, values = pg.forward(value_head.policy, seqs, config.temperature, value_head)
+    assert values is not None  # forward with a value head
     policy_loss, metrics = losses.ppo_clip(
         log_probs, minibatch["old_log_probs"], minibatch["advantages"], config.clip_eps, mask
     )
@@ -101,6 +102,7 @@ def ppo_batch(
     seqs, mask = batch.sequences, batch.sequences.completion_mask
     with torch.inference_mode():
         _, old_values = pg.forward(value_head.policy, seqs, config.temperature, value_head)
+    assert old_values is not None  # forward with a value head
     old_values = old_values.clone()  # a normal tensor, usable in the backward pass
     advantages, gae_metrics = losses.gae(batch.rewards, old_values, config.gamma, config.lam, mask)
     returns = advantages + old_values

@@ -21,7 +21,7 @@ reward model, DPO and best-of-n share.
 from __future__ import annotations
 
 import copy
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from irlhf import losses
 from irlhf.algorithms.optim import adamw
 from irlhf.policies.tabular import TabularPolicy
+from irlhf.protocols import Dynamics, NeuralPolicy, TabularDynamics
 from irlhf.types import Comparisons, Sequences
 
 
@@ -70,7 +71,7 @@ class RewardModelConfig(BaseModel):
 # --- tabular sequence features ----------------------------------------------------------------
 
 
-def state_action_counts(dynamics: Any, seqs: Sequences) -> Tensor:
+def state_action_counts(dynamics: TabularDynamics, seqs: Sequences) -> Tensor:
     """[B, S * V] float64: how often each (state, token) pair occurs in each completion."""
     S, V = dynamics.n_states, dynamics.vocab_size
     states = dynamics.states(seqs)  # (B, T)
@@ -79,14 +80,16 @@ def state_action_counts(dynamics: Any, seqs: Sequences) -> Tensor:
     return torch.zeros(seqs.batch_size, S * V, dtype=torch.float64).scatter_add_(1, flat, weights)
 
 
-def sequence_log_probs(policy: Any, seqs: Sequences, dynamics: Any) -> Tensor:
+def sequence_log_probs(
+    policy: TabularPolicy | NeuralPolicy, seqs: Sequences, dynamics: Dynamics | None
+) -> Tensor:
     """[B] log pi(completion | prompt): sum over completion tokens of log pi(a_t | s_t).
 
     A TabularPolicy is scored through `dynamics`; any other policy through its
     `log_probs(seqs)` -> [B, T] (which may carry gradients)."""
     if isinstance(policy, TabularPolicy):
         log_table = policy.probs.clamp_min(1e-300).log().flatten()  # (S * V,)
-        return state_action_counts(dynamics, seqs) @ log_table
+        return state_action_counts(cast(TabularDynamics, dynamics), seqs) @ log_table
     return policy.log_probs(seqs.to(policy.device)).sum(dim=1)
 
 
@@ -154,7 +157,9 @@ class _RewardEnsemble:
 class TabularRewardModel(_RewardEnsemble):
     """r[s, a] tables, one per member; sequence reward = sum of r along the completion."""
 
-    def __init__(self, dynamics: Any, config: RewardModelConfig = RewardModelConfig()) -> None:
+    def __init__(
+        self, dynamics: TabularDynamics, config: RewardModelConfig = RewardModelConfig()
+    ) -> None:
         self.dynamics = dynamics
         self.config = config
         shape = (config.ensemble_size, dynamics.n_states, dynamics.vocab_size)
@@ -240,7 +245,7 @@ class NeuralRewardModel(_RewardEnsemble):
 
     def __init__(
         self,
-        dynamics: Any,
+        dynamics: Dynamics,
         config: RewardModelConfig = RewardModelConfig(kind="neural"),
         backbones: list[Any] | None = None,
     ) -> None:
@@ -312,6 +317,6 @@ class NeuralRewardModel(_RewardEnsemble):
 REWARD_MODELS = {"tabular": TabularRewardModel, "neural": NeuralRewardModel}
 
 
-def make_reward_model(dynamics: Any, config: RewardModelConfig) -> _RewardEnsemble:
+def make_reward_model(dynamics: Dynamics, config: RewardModelConfig) -> _RewardEnsemble:
     """A fresh reward model of `config.kind`."""
     return REWARD_MODELS[config.kind](dynamics, config)

@@ -32,21 +32,29 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor
 
 from irlhf.algorithms.reward_model import (
     RewardModelConfig,
+    TabularRewardModel,
     concat_comparisons,
     make_reward_model,
 )
 from irlhf.metrics.reward import comparison_accuracy
 from irlhf.planning import kl_regularised_policy
 from irlhf.policies.tabular import TabularPolicy
-from irlhf.types import Comparisons
+from irlhf.protocols import Dynamics, NeuralPolicy, RewardModel, TabularDynamics
+from irlhf.types import Comparisons, Sequences
 from irlhf.worlds.annotator import Annotator, sample_pairs
+
+if TYPE_CHECKING:
+    from irlhf.algorithms.ppo import PPOConfig, ValueHead
+    from irlhf.algorithms.rloo import RLOOConfig
+    from irlhf.policies.causal_lm import CausalLMPolicy
 
 
 class RLHFConfig(BaseModel):
@@ -72,10 +80,12 @@ PolicyStep = Callable[[Any, Any, Any], tuple[Any, list[dict]]]
 """(policy, reward_model, anchor) -> (next policy, training records): one round's optimisation."""
 
 
-def exact_policy_step(dynamics: Any, config: RLHFConfig) -> PolicyStep:
+def exact_policy_step(dynamics: TabularDynamics, config: RLHFConfig) -> PolicyStep:
     """The tabular step: the exact KL-regularised optimum under the reward model's table."""
 
-    def step(policy: TabularPolicy, reward_model: Any, anchor: TabularPolicy):
+    def step(
+        policy: TabularPolicy, reward_model: TabularRewardModel, anchor: TabularPolicy
+    ) -> tuple[TabularPolicy, list[dict]]:
         return kl_regularised_policy(
             dynamics, reward_model.table, anchor, config.kl_coef, config.gamma
         ), []
@@ -84,7 +94,10 @@ def exact_policy_step(dynamics: Any, config: RLHFConfig) -> PolicyStep:
 
 
 def rl_policy_step(
-    dynamics: Any, algorithm: str, rl_config: Any, generator: torch.Generator | None = None
+    dynamics: Dynamics,
+    algorithm: str,
+    rl_config: RLOOConfig | PPOConfig,
+    generator: torch.Generator | None = None,
 ) -> PolicyStep:
     """The neural step: RLOO or PPO (the shared policy-gradient path) against the reward model,
     continuing from the current policy, with the KL penalty to a frozen copy of the anchor.
@@ -100,33 +113,37 @@ def rl_policy_step(
         raise ValueError(f'rl algorithm must be "rloo" or "ppo" (got {algorithm!r})')
     rl_config = rl_config.model_copy(update={"max_new_tokens": dynamics.horizon})
     generator = generator or torch.Generator().manual_seed(0)
-    value_heads: list[Any] = []  # PPO: the last round's value head
+    value_heads: list[ValueHead] = []  # PPO: the last round's value head
 
-    def score(reward_model: Any):
+    def score(reward_model: RewardModel) -> Callable[[Sequences], Tensor]:
         return lambda seqs: reward_model.score(seqs.to("cpu")).float()
 
-    def value_head_for(policy: Any) -> Any:
+    def value_head_for(policy: CausalLMPolicy) -> ValueHead:
         head = ValueHead(policy)
         if value_heads:
             head.linear.load_state_dict(value_heads[-1].linear.state_dict())
         value_heads[:] = [head]
         return head
 
-    def step(policy: Any, reward_model: Any, anchor: Any):
+    def step(
+        policy: CausalLMPolicy, reward_model: RewardModel, anchor: CausalLMPolicy
+    ) -> tuple[CausalLMPolicy, list[dict]]:
         reference = pg.frozen_reference(anchor)
         if policy is anchor:  # never train the anchor (the SFT policy) in place
             policy = copy.deepcopy(anchor)
-        args = (policy, score(reward_model), dynamics.sample_prompts, rl_config, reference)
+        args = (policy, score(reward_model), dynamics.sample_prompts)
         if algorithm == "rloo":
-            return train_rloo(*args, generator=generator)
-        return train_ppo(*args, generator=generator, value_head=value_head_for(policy))
+            return train_rloo(*args, cast("RLOOConfig", rl_config), reference, generator=generator)
+        ppo_config = cast("PPOConfig", rl_config)
+        head = value_head_for(policy)
+        return train_ppo(*args, ppo_config, reference, generator=generator, value_head=head)
 
     return step
 
 
 def train_rlhf(
-    reference: Any,
-    dynamics: Any,
+    reference: TabularPolicy | NeuralPolicy,
+    dynamics: Dynamics,
     annotator: Annotator,
     config: RLHFConfig = RLHFConfig(),
     generator: torch.Generator | None = None,
@@ -147,7 +164,7 @@ def train_rlhf(
                 "the exact policy step needs a tabular policy and reward_model.kind = tabular; "
                 "pass policy_step=rl_policy_step(...) for neural policies"
             )
-        policy_step = exact_policy_step(dynamics, config)
+        policy_step = exact_policy_step(cast(TabularDynamics, dynamics), config)
     reward_model = make_reward_model(dynamics, config.reward_model)
     policy, dataset, records = reference, [], []
     for round_ in range(1, config.rounds + 1):

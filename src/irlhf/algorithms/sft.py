@@ -48,9 +48,10 @@ def fit_tabular(labels: list[ExpertLabels], dynamics, smoothing: float) -> Tabul
     counts = torch.zeros(dynamics.n_states, dynamics.vocab_size, dtype=torch.float64)
     for batch in labels:
         states = dynamics.states(batch.sequences)[batch.mask]  # (N,)
-        if batch.soft:
+        if batch.probs is not None:  # soft labels
             counts.index_add_(0, states, batch.probs[batch.mask].double())
         else:
+            assert batch.actions is not None  # exactly one of probs, actions
             flat = states * dynamics.vocab_size + batch.actions[batch.mask]
             counts.view(-1).index_add_(0, flat, torch.ones(len(flat), dtype=torch.float64))
     counts += smoothing
@@ -74,10 +75,11 @@ def label_loss(policy, batch: ExpertLabels, jsd_beta: float) -> tuple[torch.Tens
     else:
         first, logits = 0, policy.next_token_logits(seqs)  # (B, T, A)
     mask = mask[:, first:]
-    if batch.soft:
+    if batch.probs is not None:  # soft labels
         probs = batch.probs[:, first:].to(policy.device)
         teacher = probs.clamp_min(1e-12).log_().to(logits.dtype)  # log_: one tensor less
         return losses.generalized_jsd(logits, teacher, jsd_beta, mask=mask)
+    assert batch.actions is not None  # exactly one of probs, actions
     return losses.nll(logits, batch.actions[:, first:].to(policy.device), mask)
 
 

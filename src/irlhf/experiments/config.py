@@ -35,6 +35,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails
 
 from irlhf.experiments.errors import ConfigError
 from irlhf.experiments.registry import allowed_kinds, get_kind, kind_of
@@ -126,7 +127,7 @@ def validation_error(
     return ConfigError(path, detail, source)
 
 
-def _describe(model: type[BaseModel], problem: dict[str, Any]) -> str:
+def _describe(model: type[BaseModel], problem: ErrorDetails) -> str:
     kind, loc = problem["type"], tuple(problem["loc"])
     if kind == "missing":
         return "required field missing"

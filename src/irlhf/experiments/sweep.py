@@ -152,7 +152,11 @@ def _execute_ray(jobs: Sequence[Job], on_done: OnDone, address: str | None, **_:
             ray.shutdown()
 
 
-_EXECUTE = {"inline": _execute_inline, "local": _execute_local, "ray": _execute_ray}
+_EXECUTE: dict[str, Callable[..., None]] = {
+    "inline": _execute_inline,
+    "local": _execute_local,
+    "ray": _execute_ray,
+}
 
 
 # ---- progress ---------------------------------------------------------------------------------

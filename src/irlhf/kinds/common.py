@@ -8,7 +8,7 @@ Nothing here trains anything: the kinds (`imitation`, `irl`, `rlhf`, `degenerati
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal, Protocol, cast
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -19,7 +19,11 @@ from irlhf.kinds.world_spec import is_neural, world_name
 from irlhf.metrics.exposure import ExposureBias
 from irlhf.policies.tabular import TabularPolicy
 from irlhf.types import Sequences
-from irlhf.worlds import Demonstrations, rollout
+from irlhf.worlds import AutomatonWorld, Demonstrations, World, rollout
+from irlhf.worlds.oracle import LMWorld
+
+if TYPE_CHECKING:
+    from irlhf.policies.causal_lm import CausalLMPolicy
 
 FROZEN = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 """Every table of a kind's config: immutable, no unknown keys, field docstrings kept."""
@@ -63,7 +67,23 @@ class AnnotatorSpec(BaseModel):
     """Probability that a label is flipped (label noise)."""
 
 
-def check_neural_world(config: BaseModel) -> None:
+class LearnerRunConfig(Protocol):
+    """The fields of a kind's config that the helpers below read (pydantic models all)."""
+
+    @property
+    def seed(self) -> int: ...
+    @property
+    def world(self) -> BaseModel: ...
+    @property
+    def policy(self) -> PolicySpec: ...
+
+
+class DemonstratedRunConfig(Protocol):
+    @property
+    def demonstrations(self) -> DemoSpec: ...
+
+
+def check_neural_world(config: LearnerRunConfig) -> None:
     """A neural LM world has no latent states: its learner must be a causal LM."""
     if is_neural(config.world) and config.policy.kind == "tabular":
         raise ValueError(
@@ -72,10 +92,12 @@ def check_neural_world(config: BaseModel) -> None:
         )
 
 
-def build_policy(config: BaseModel, world):
+def build_policy(
+    config: LearnerRunConfig, world: AutomatonWorld | LMWorld
+) -> TabularPolicy | CausalLMPolicy:
     """A blank learner of the configured kind (`config.policy`) for `world`."""
-    if config.policy.kind == "tabular":
-        return TabularPolicy.uniform(world.n_states, world.vocab_size)
+    if config.policy.kind == "tabular":  # an automaton world (`check_neural_world`)
+        return TabularPolicy.uniform(cast(AutomatonWorld, world).n_states, world.vocab_size)
     from irlhf.policies.causal_lm import CausalLMPolicy, default_device
 
     p = config.policy
@@ -94,13 +116,15 @@ def build_policy(config: BaseModel, world):
     return policy.to(default_device())
 
 
-def collect_demonstrations(config: BaseModel, world, generator: torch.Generator) -> Demonstrations:
+def collect_demonstrations(
+    config: DemonstratedRunConfig, world: World, generator: torch.Generator
+) -> Demonstrations:
     """The run's demonstrations (the `[demonstrations]` table), drawn from `generator`."""
     d = config.demonstrations
     return Demonstrations.collect(world, d.n, generator, d.temperature, d.epsilon)
 
 
-def model_state(policy: Any) -> dict[str, Tensor]:
+def model_state(policy: CausalLMPolicy) -> dict[str, Tensor]:
     """A neural policy's weights as checkpoint tensors (on the CPU, contiguous)."""
     return {k: v.detach().cpu().contiguous() for k, v in policy.model.state_dict().items()}
 

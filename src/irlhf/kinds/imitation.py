@@ -18,7 +18,7 @@ NLL-oracle of the learner's samples (`oracle_nll`, nats per token) and the Monte
 from __future__ import annotations
 
 import time
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 import torch
 from pydantic import BaseModel, Field, model_validator
@@ -41,7 +41,11 @@ from irlhf.kinds.common import (
 )
 from irlhf.kinds.world_spec import WorldSpec, make_world
 from irlhf.metrics.exposure import exact_return, exposure_bias, exposure_bias_mc
+from irlhf.policies.tabular import TabularPolicy
 from irlhf.worlds import AutomatonSpec, AutomatonWorld, ExpertOracle
+
+if TYPE_CHECKING:
+    from irlhf.policies.causal_lm import CausalLMPolicy
 
 
 class ImitationConfig(BaseModel):
@@ -123,21 +127,21 @@ def run(config: ImitationConfig, ctx: RunContext) -> list[dict]:
     checkpoint = ctx.load_checkpoint() if neural else None
     if checkpoint is not None:
         policy = build_policy(config, world)
-        policy.model.load_state_dict(checkpoint.tensors)
+        cast("CausalLMPolicy", policy).model.load_state_dict(checkpoint.tensors)
         feedback = {k: checkpoint.meta[k] for k in ("demo_tokens", "oracle_queries")}
         feedback["optimizer_steps"] = optimizer_steps(config)
     else:
         policy, feedback = train(config, world, ctx)
         if neural:
-            ctx.save_checkpoint(1, model_state(policy), feedback)
+            ctx.save_checkpoint(1, model_state(cast("CausalLMPolicy", policy)), feedback)
     train_seconds = time.perf_counter() - started
 
     if neural:
-        policy.eval()
+        policy = cast("CausalLMPolicy", policy).eval()
         generator = torch.Generator().manual_seed(config.seed + 10_000)
         exposure = exposure_bias_mc(world, policy, config.mc_samples, generator)
     else:
-        exposure = exposure_bias(world, policy)
+        exposure = exposure_bias(cast(AutomatonWorld, world), cast(TabularPolicy, policy))
     records = exposure_records(exposure)
     if isinstance(world, AutomatonWorld):
         records.append({"metric": "j_expert", "value": exact_return(world, world.expert)})
@@ -148,7 +152,8 @@ def run(config: ImitationConfig, ctx: RunContext) -> list[dict]:
         *({"metric": k, "value": float(v)} for k, v in feedback.items()),
     ]
     if not neural:
-        records.append({"metric": "j_model", "value": exact_return(world, policy)})
+        j_model = exact_return(cast(AutomatonWorld, world), cast(TabularPolicy, policy))
+        records.append({"metric": "j_model", "value": j_model})
     return records
 
 

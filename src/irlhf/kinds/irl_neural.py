@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -120,10 +120,10 @@ def train(
 
 
 def _pearson(x: Tensor, y: Tensor) -> float:
-    x, y = x.double().cpu().numpy(), y.double().cpu().numpy()
-    if len(x) < 2 or x.std() == 0 or y.std() == 0:
+    a, b = x.double().cpu().numpy(), y.double().cpu().numpy()
+    if len(a) < 2 or a.std() == 0 or b.std() == 0:
         return math.nan
-    return float(np.corrcoef(x, y)[0, 1])
+    return float(np.corrcoef(a, b)[0, 1])
 
 
 def reward_metrics(
@@ -157,7 +157,7 @@ def run(config: IRLConfig, ctx: RunContext) -> list[dict]:
     started = time.perf_counter()
     checkpoint = ctx.load_checkpoint()
     if checkpoint is not None:
-        policy = build_policy(config, world)
+        policy = cast(CausalLMPolicy, build_policy(config, world))
         policy.model.load_state_dict(checkpoint.tensors)
         policy.eval()
         scalars = dict(checkpoint.meta)

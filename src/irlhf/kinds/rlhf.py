@@ -16,7 +16,7 @@ optimum (`j_optimal` is not recorded).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from pydantic import BaseModel, Field, model_validator
@@ -147,7 +147,6 @@ class _Scorer:
 
 def run(config: RLHFRunConfig, ctx: RunContext) -> list[dict]:
     world = make_world(config.world)
-    exact = isinstance(world, AutomatonWorld)
     dynamics = world.dynamics()
     generator = torch.Generator().manual_seed(config.seed)
     neural = config.policy.kind != "tabular"
@@ -158,7 +157,9 @@ def run(config: RLHFRunConfig, ctx: RunContext) -> list[dict]:
         ctx.log({"phase": "sft", **record})
     evaluation = torch.Generator().manual_seed(config.seed + 10_000)
     score = _Scorer(world, sft, config, evaluation)
-    if exact:  # a neural world has no cheap "generic data" model: no base policy there
+    if isinstance(
+        world, AutomatonWorld
+    ):  # a neural world has no cheap "generic data" model: no base policy there
         generic = Demonstrations.collect(world, config.base_sequences, generator, epsilon=1.0)
         blank_table = TabularPolicy.uniform(world.n_states, world.vocab_size)
         base, _ = train_sft(blank_table, generic, dynamics)
@@ -186,9 +187,12 @@ def run(config: RLHFRunConfig, ctx: RunContext) -> list[dict]:
     d = config.demonstrations
     demonstrator = world.demonstrator(d.temperature, d.epsilon)
     heldout = config.heldout_pairs
-    if exact:
+    if isinstance(world, AutomatonWorld):
         references = [
-            {"metric": "j_demonstrator", "value": exact_return(world, demonstrator)},
+            {
+                "metric": "j_demonstrator",
+                "value": exact_return(world, cast(TabularPolicy, demonstrator)),
+            },
             {"metric": "j_expert", "value": exact_return(world, world.expert)},
             {"metric": "j_optimal", "value": optimal_return(world)},
         ]

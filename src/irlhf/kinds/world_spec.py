@@ -15,12 +15,12 @@ A config's world is one of
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import BeforeValidator, Discriminator, Tag
 
 from irlhf.worlds.automaton import AutomatonSpec, AutomatonWorld
-from irlhf.worlds.oracle import OracleSpec, OracleWorld
+from irlhf.worlds.oracle import LMWorld, OracleSpec, OracleWorld
 from irlhf.worlds.text import TextSpec, make_text_world
 
 WORLDS = ("automaton", "oracle", "text")
@@ -69,7 +69,7 @@ WorldSpec = Annotated[
 """A config's world: automaton (untagged), `kind = "oracle"` or `kind = "text"`."""
 
 
-def world_name(spec: Any) -> str:
+def world_name(spec: object) -> str:
     """ "automaton", "oracle" or "text" for a world spec."""
     if isinstance(spec, OracleSpec):
         return "oracle"
@@ -80,16 +80,16 @@ def world_name(spec: Any) -> str:
     raise TypeError(f"not a world spec: {type(spec).__name__}")
 
 
-def is_neural(spec: Any) -> bool:
+def is_neural(spec: object) -> bool:
     """Whether the world's expert is a language model (no latent states, no exact DP)."""
     return world_name(spec) != "automaton"
 
 
-def make_world(spec: Any) -> Any:
+def make_world(spec: AutomatonSpec | OracleSpec | TextSpec) -> AutomatonWorld | LMWorld:
     """The world `spec` describes (the text world loads, or first trains, its cached teacher)."""
     name = world_name(spec)
     if name == "automaton":
-        return AutomatonWorld(spec)
+        return AutomatonWorld(cast(AutomatonSpec, spec))
     if name == "oracle":
-        return OracleWorld(spec)
-    return make_text_world(spec)
+        return OracleWorld(cast(OracleSpec, spec))
+    return make_text_world(cast(TextSpec, spec))

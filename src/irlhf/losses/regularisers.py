@@ -9,6 +9,7 @@ optimiser's, not a loss term.)
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 from torch import Tensor
 
@@ -31,5 +32,5 @@ def l2_penalty(params: Sequence[Tensor], coef: float) -> tuple[Tensor, Metrics]:
     """
     if len(params) == 0:
         raise ValueError("l2_penalty: params must hold at least one tensor")
-    penalty = coef * sum(p.square().sum() for p in params)
+    penalty = cast(Tensor, coef * sum(p.square().sum() for p in params))  # params is not empty
     return penalty, {"loss/l2": _item(penalty)}

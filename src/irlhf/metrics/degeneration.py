@@ -129,7 +129,9 @@ def self_reinforcement(
     prefix_tokens = _tokens(prefix)
     if len(sentences) == 0:
         raise ValueError("self_reinforcement needs at least one sentence")
-    rows = {n: {"tp": [], "ip": [], "wr": []} for n in range(1, max_repeats + 1)}
+    rows: dict[int, dict[str, list[float]]] = {
+        n: {"tp": [], "ip": [], "wr": []} for n in range(1, max_repeats + 1)
+    }
     for sentence in sentences:
         s = _tokens(sentence)
         if len(s) < (1 if prefix_tokens else 2):

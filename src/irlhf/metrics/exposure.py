@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import cast
 
 import numpy as np
 import torch
@@ -41,6 +41,7 @@ from torch import Tensor
 
 from irlhf.metrics.undefined import UndefinedMetric
 from irlhf.policies.tabular import TabularPolicy
+from irlhf.protocols import Policy, World
 from irlhf.types import Sequences
 from irlhf.worlds.automaton import AutomatonWorld
 
@@ -227,7 +228,7 @@ def _summarise(
     r_se: np.ndarray | None = None,
 ) -> ExposureBias:
     """Cumulate per-step losses (each in [0, +inf]) into the metrics, ratios where defined."""
-    named = {"eps": eps_steps, "R": r_steps, "regret": regret_steps}
+    named: dict[str, np.ndarray | None] = {"eps": eps_steps, "R": r_steps, "regret": regret_steps}
     named |= {"regret_se": regret_se, "R_se": r_se}
     for name, values in named.items():
         if values is not None and np.isnan(values).any():
@@ -293,8 +294,8 @@ def _notes(
 
 
 def exposure_bias_mc(
-    world: Any,
-    policy: Any,  # a CausalLMPolicy (anything with next_token_logits and sample)
+    world: World,
+    policy: Policy,
     n_samples: int,
     generator: torch.Generator,
     horizon: int | None = None,
@@ -315,7 +316,6 @@ def exposure_bias_mc(
     if n_samples < 2:
         raise ValueError(f"n_samples must be >= 2 for the standard errors (got {n_samples})")
     horizon = world.horizon if horizon is None else horizon
-    exact = isinstance(world, AutomatonWorld)
 
     def per_step(seqs: Sequences) -> tuple[Tensor, Tensor]:
         P = seqs.prompt_length
@@ -326,10 +326,11 @@ def exposure_bias_mc(
         return kl, world.true_rewards(seqs)[:, P:].double()
 
     def expert_samples(n: int) -> Sequences:
-        if exact:
+        if isinstance(world, AutomatonWorld):
             return world.rollout(world.expert, n, generator, horizon)
         prompts = world.sample_prompts(n, generator)
-        return world.demonstrator().sample(prompts, horizon, generator).to("cpu")
+        demonstrator = cast(Policy, world.demonstrator())  # a neural world's: an LM
+        return demonstrator.sample(prompts, horizon, generator).to("cpu")
 
     model_kl, model_rewards, expert_kl, expert_rewards = [], [], [], []
     for start in range(0, n_samples, batch_size):
@@ -344,7 +345,7 @@ def exposure_bias_mc(
         kl, rewards = per_step(expert_samples(n))
         expert_kl.append(kl)
         expert_rewards.append(rewards)
-    if exact:
+    if isinstance(world, AutomatonWorld):
         expert_steps = expected_rewards(world, world.expert, horizon).numpy()
     else:
         expert_steps = torch.cat(expert_rewards).mean(dim=0).numpy()

@@ -17,7 +17,6 @@ nan: an undefined value (a correlation with a constant, a standard error from on
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 import torch
@@ -26,12 +25,14 @@ from scipy import stats
 from irlhf.metrics.exposure import _expectation, _kl_rows, float64_table, occupancy
 from irlhf.metrics.undefined import UndefinedMetric
 from irlhf.policies.tabular import TabularPolicy
+from irlhf.protocols import Policy, RewardModel, World
 from irlhf.types import Comparisons, Sequences
 from irlhf.worlds.annotator import sample_completions
+from irlhf.worlds.automaton import AutomatonWorld
 from irlhf.worlds.base import rollout
 
 
-def comparison_accuracy(reward_model: Any, comparisons: Comparisons) -> float:
+def comparison_accuracy(reward_model: RewardModel, comparisons: Comparisons) -> float:
     """Fraction of comparisons where the model scores the chosen sequence higher (ties: 1/2)."""
     if len(comparisons) == 0:
         raise ValueError("comparison_accuracy needs at least one comparison")
@@ -41,7 +42,9 @@ def comparison_accuracy(reward_model: Any, comparisons: Comparisons) -> float:
     return float(((margin > 0).double() + 0.5 * (margin == 0).double()).mean())
 
 
-def reward_correlation(reward_model: Any, world: Any, seqs: Sequences) -> dict[str, float]:
+def reward_correlation(
+    reward_model: RewardModel, world: World, seqs: Sequences
+) -> dict[str, float]:
     """Pearson and Spearman correlation of the model's sequence reward with the true return.
 
     Raises `UndefinedMetric` when either side is constant (no correlation) or there are fewer
@@ -62,12 +65,12 @@ def reward_correlation(reward_model: Any, world: Any, seqs: Sequences) -> dict[s
 
 
 def reward_correlations(
-    reward_model: Any,
-    world: Any,
-    policy: Any,
+    reward_model: RewardModel,
+    world: AutomatonWorld,
+    policy: TabularPolicy | Policy,
     generator: torch.Generator,
     n: int = 1000,
-    off_policy: Any = None,
+    off_policy: TabularPolicy | Policy | None = None,
 ) -> dict[str, float]:
     """Correlations on `n` samples of `policy` ("rm/pearson_on", "rm/spearman_on") and of
     `off_policy` (default: uniform over tokens; "rm/pearson_off", "rm/spearman_off"). Raises
@@ -89,7 +92,11 @@ def normalised_score(j: float, j_base: float, j_expert: float) -> float:
 
 
 def win_rate(
-    world: Any, policy: Any, reference: Any, n: int, generator: torch.Generator
+    world: World,
+    policy: TabularPolicy | Policy,
+    reference: TabularPolicy | Policy,
+    n: int,
+    generator: torch.Generator,
 ) -> tuple[float, float]:
     """P(R*(policy's sample) > R*(reference's sample)) for the same prompt, ties counted 1/2,
     from `n` pairs. Returns (rate, standard error); n must be at least 2."""
@@ -104,7 +111,10 @@ def win_rate(
 
 
 def sequence_kl(
-    world: Any, policy: TabularPolicy, reference: TabularPolicy, horizon: int | None = None
+    world: AutomatonWorld,
+    policy: TabularPolicy,
+    reference: TabularPolicy,
+    horizon: int | None = None,
 ) -> float:
     """Exact KL(policy || reference) between the two sequence distributions over `horizon`
     tokens: sum_t sum_s d_t^policy(s) KL(policy(.|s) || reference(.|s)), in nats. +inf when

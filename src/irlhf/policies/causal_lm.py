@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +33,7 @@ from transformers import (
     DynamicCache,
     GPT2Config,
     LlamaConfig,
+    PreTrainedConfig,
     PreTrainedModel,
 )
 
@@ -83,6 +85,7 @@ class CausalLMPolicy:
 
         No special tokens: ids mean whatever the world says. The global RNG is left untouched.
         """
+        cls: type[PreTrainedConfig]
         if arch == "gpt2":
             cls, extra = GPT2Config, {"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}
         elif arch == "llama":
@@ -90,7 +93,7 @@ class CausalLMPolicy:
         else:
             raise ValueError(f"arch must be 'gpt2' or 'llama', got {arch!r}")
         # no bos/eos/pad: the defaults (50256; 1 and 2 for LLaMA) would make `generate` stop early
-        config = cls(
+        settings: dict[str, Any] = dict(
             vocab_size=vocab_size,
             hidden_size=n_embd,
             num_hidden_layers=n_layer,
@@ -101,6 +104,7 @@ class CausalLMPolicy:
             pad_token_id=None,
             **extra,
         )
+        config = cls(**settings)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = AutoModelForCausalLM.from_config(config)
@@ -126,8 +130,12 @@ class CausalLMPolicy:
         )
         _require(any(path.glob("*.safetensors")), f"{where} has no *.safetensors ({found})")
         try:
-            model, info = AutoModelForCausalLM.from_pretrained(
-                path, use_safetensors=True, local_files_only=True, output_loading_info=True
+            # with output_loading_info: (model, {"missing_keys": [...], ...})
+            model, info = cast(
+                "tuple[PreTrainedModel, dict[str, list[Any]]]",
+                AutoModelForCausalLM.from_pretrained(
+                    path, use_safetensors=True, local_files_only=True, output_loading_info=True
+                ),
             )
         except Exception as e:  # safetensors, JSON and transformers errors alike
             reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
@@ -168,7 +176,7 @@ class CausalLMPolicy:
         return self.train(False)
 
     def to(self, device: torch.device | str) -> CausalLMPolicy:
-        self.model.to(device)
+        cast(nn.Module, self.model).to(device)  # transformers' wrapped `to` is mistyped
         return self
 
     # ---- scoring ----

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import GPT2LMHeadModel, GPT2Model
+from transformers.models.gpt2.modeling_gpt2 import GPT2Block
 
 from irlhf.policies.sampling import Decoding, draw
 
@@ -39,7 +41,8 @@ class LeanGPT2:
 
     def __init__(self, model: GPT2LMHeadModel | GPT2Model) -> None:
         self.transformer = model.transformer if isinstance(model, GPT2LMHeadModel) else model
-        self.lm_head = getattr(model, "lm_head", None)  # None for a bare GPT2Model backbone
+        # None for a bare GPT2Model backbone
+        self.lm_head: nn.Linear | None = getattr(model, "lm_head", None)
         config = model.config
         self.n_head, self.width = config.n_head, config.n_embd
 
@@ -68,7 +71,10 @@ class LeanGPT2:
                 return None
         return LeanGPT2(model)
 
-    def _qkv(self, block: nn.Module, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _blocks(self) -> list[GPT2Block]:
+        return cast("list[GPT2Block]", list(self.transformer.h))
+
+    def _qkv(self, block: GPT2Block, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Queries, keys and values (B, nh, T, hd) of a block's attention for x (B, T, C)."""
         B, T, C = x.shape
         ln = block.ln_1
@@ -78,7 +84,7 @@ class LeanGPT2:
         q, k, v = qkv.view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4).unbind(0)
         return q, k, v
 
-    def _finish(self, block: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    def _finish(self, block: GPT2Block, x: Tensor, y: Tensor) -> Tensor:
         """The rest of a block after attention: x (B, T, C) + output projection of the heads'
         outputs y (B, nh, T, hd), then the MLP with its residual."""
         B, T, C = x.shape
@@ -91,7 +97,7 @@ class LeanGPT2:
 
     def _block(
         self,
-        block: nn.Module,
+        block: GPT2Block,
         x: Tensor,
         cache: tuple[Tensor, Tensor] | None = None,
         position: int = 0,
@@ -115,7 +121,7 @@ class LeanGPT2:
 
     def _shared_prompt_block(
         self,
-        block: nn.Module,
+        block: GPT2Block,
         prompts: Tensor,
         rest: Tensor,
         inverse: Tensor,
@@ -171,7 +177,7 @@ class LeanGPT2:
         end = tokens.shape[1] if end is None else end
         tokens = tokens[:, :end]
         wte, wpe = self.transformer.wte, self.transformer.wpe.weight
-        *lower, last = self.transformer.h
+        *lower, last = self._blocks()
         if 1 <= prompt_length < end and B > 1:
             prompts, inverse = torch.unique(tokens[:, :prompt_length], dim=0, return_inverse=True)
             # worth its extra operator calls only when prompts repeat a lot (a few repeats,
@@ -190,7 +196,7 @@ class LeanGPT2:
         x = self._block(last, x, queries_from=start)  # (B, end - start, C)
         return self._final_norm(x)
 
-    def _decode_block(self, block: nn.Module, x: Tensor, cache: Tensor, position: int) -> Tensor:
+    def _decode_block(self, block: GPT2Block, x: Tensor, cache: Tensor, position: int) -> Tensor:
         """`_block` for one new token x (B, C) at `position`, written out for the sampler's
         inner loop (every operator call counts at these sizes): its key and value go into the
         cache (2, B, nh, T_max, hd) with one copy, and the query attends to positions
@@ -226,11 +232,12 @@ class LeanGPT2:
         B, P = prompts.shape
         nh, width = self.n_head, self.width
         wte, wpe = self.transformer.wte, self.transformer.wpe.weight
-        head = self.lm_head.weight[:action_vocab_size]  # (A, C)
-        blocks = list(self.transformer.h)
+        head = cast(nn.Linear, self.lm_head).weight[:action_vocab_size]  # (A, C)
+        blocks = self._blocks()
         # per block: keys and values (2, B, nh, T_max, hd) in one tensor
         caches = [wpe.new_empty((2, B, nh, P + C, width // nh)) for _ in blocks]
-        tokens, log_probs = [], []
+        tokens: list[Tensor] = []
+        log_probs: list[Tensor] = []
         x = wte(prompts) + wpe[:P]  # (B, P, C): the prompt in one pass
         for block, cache in zip(blocks, caches, strict=True):
             x = self._block(block, x, (cache[0], cache[1]), 0)

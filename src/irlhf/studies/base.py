@@ -73,7 +73,7 @@ class Study:
     name: str
     title: str
     description: str
-    configs: Callable[..., list[BaseModel]]
+    configs: Callable[..., Sequence[BaseModel]]
     summarize: Callable[[pd.DataFrame, Path], dict]
     worlds: tuple[str, ...] = ()
     descriptions: Mapping[str, str] = field(default_factory=dict)
@@ -250,9 +250,10 @@ def with_teacher(configs: Sequence[BaseModel], teacher: str | Path, source: str)
         detail = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise ConfigError("--teacher", detail) from None
     context = getattr(policy.model.config, "max_position_embeddings", None)
-    texts = [isinstance(getattr(c, "world", None), TextSpec) for c in configs]
-    for config, text in zip(configs, texts, strict=True):
-        need = config.world.prompt_length + config.world.horizon if text else 0
+    worlds = [getattr(c, "world", None) for c in configs]
+    texts = [isinstance(w, TextSpec) for w in worlds]
+    for w in worlds:
+        need = w.prompt_length + w.horizon if isinstance(w, TextSpec) else 0
         if context is not None and need > context:
             raise ConfigError(
                 "--teacher",
@@ -269,8 +270,8 @@ def with_teacher(configs: Sequence[BaseModel], teacher: str | Path, source: str)
         )
     # validated anew (not model_copy): the world's digest of the directory is filled in
     return [
-        c.model_copy(update={"world": _with_teacher_dir(c.world, path)}) if text else c
-        for c, text in zip(configs, texts, strict=True)
+        c.model_copy(update={"world": _with_teacher_dir(w, path)}) if isinstance(w, TextSpec) else c
+        for c, w in zip(configs, worlds, strict=True)
     ]
 
 
@@ -284,8 +285,11 @@ def _study_record(plan: StudyPlan, profile: str, results: Sequence[RunResult]) -
     elsewhere = world is not None and study.worlds[:1] != (world,)  # not the default world
     return {
         "name": study.name,
-        "title": study.titles.get(world, study.title) + (f" ({world} world)" if elsewhere else ""),
-        "description": study.descriptions.get(world, study.description),
+        "title": (study.titles.get(world, study.title) if world else study.title)
+        + (f" ({world} world)" if elsewhere else ""),
+        "description": study.descriptions.get(world, study.description)
+        if world
+        else study.description,
         "profile": profile,
         "world": plan.world,
         "only": {k: list(v) for k, v in plan.only.items()} if plan.only else None,

@@ -15,6 +15,7 @@ language-model students of a language-model expert (`irlhf.studies.compounding_l
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +55,7 @@ PROFILES = {
 }
 
 
-def configs(profile: str, world: str = "automaton") -> list[ImitationConfig | IRLConfig]:
+def configs(profile: str, world: str = "automaton") -> Sequence[ImitationConfig | IRLConfig]:
     """The grid in `world`: automaton (tabular and neural learners, absorbing and recoverable
     traps, inverse RL) or a neural LM world (`compounding_lm.configs`).
 
@@ -83,19 +84,19 @@ def configs(profile: str, world: str = "automaton") -> list[ImitationConfig | IR
     for preset in WORLDS:
         for algorithm, n in (("sft", 50), ("dagger", 50), ("sft", n_tab_equal)):
             for seed in range(tab_seeds):
-                world = AutomatonSpec(preset=preset, horizon=tab_horizon, seed=seed)
+                spec = AutomatonSpec(preset=preset, horizon=tab_horizon, seed=seed)
                 out.append(
                     ImitationConfig(
-                        seed=seed, world=world, algorithm=algorithm, demonstrations=DemoSpec(n=n)
+                        seed=seed, world=spec, algorithm=algorithm, demonstrations=DemoSpec(n=n)
                     )
                 )
         for algorithm, n, sft in neural_arms.values():
             for seed in range(nn_seeds):
-                world = AutomatonSpec(preset=preset, horizon=nn_horizon, seed=seed)
+                spec = AutomatonSpec(preset=preset, horizon=nn_horizon, seed=seed)
                 out.append(
                     ImitationConfig(
                         seed=seed,
-                        world=world,
+                        world=spec,
                         algorithm=algorithm,
                         policy=PolicySpec(kind="causal_lm", n_layer=2, n_embd=64),
                         demonstrations=DemoSpec(n=n),
@@ -107,8 +108,8 @@ def configs(profile: str, world: str = "automaton") -> list[ImitationConfig | IR
                 )
         for algorithm in IRL_ALGORITHMS:
             for seed in range(tab_seeds):
-                world = AutomatonSpec(preset=preset, horizon=tab_horizon, seed=seed)
-                out.append(IRLConfig(seed=seed, world=world, algorithm=algorithm))
+                spec = AutomatonSpec(preset=preset, horizon=tab_horizon, seed=seed)
+                out.append(IRLConfig(seed=seed, world=spec, algorithm=algorithm))
     return out
 
 

@@ -27,6 +27,7 @@ not a candidate for the best one.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -69,7 +70,7 @@ LABELS = {
     "rlhf": "RLHF from SFT",
 }
 COLORS = {name: f"C{i}" for i, name in enumerate(METHODS)}
-REFERENCE_STYLE = {
+REFERENCE_STYLE: dict[str, dict[str, Any]] = {  # matplotlib keyword arguments
     "demonstrator": {"color": "black", "linestyle": "--"},
     "expert": {"color": "dimgrey", "linestyle": ":"},
     "optimum": {"color": "black", "linestyle": "-"},

@@ -10,7 +10,9 @@ rise over rounds.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -80,7 +82,7 @@ def summarize(df: pd.DataFrame, out: Path) -> dict:
         color = colors.get(name, f"C{i}")
         ax.hist(
             values,
-            bins=bins,
+            bins=cast("Sequence[float]", bins),  # an array of edges
             density=True,
             histtype="step",
             linewidth=1.4,

@@ -18,12 +18,13 @@ policy for the same prompt (`sample_pairs`). Sampling uses only the dynamics, ne
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import cast
 
 import torch
 from torch import Tensor
 
 from irlhf.policies.tabular import TabularPolicy
+from irlhf.protocols import Dynamics, Policy, TabularDynamics, World
 from irlhf.types import Comparisons, Sequences
 from irlhf.worlds.base import BudgetExceeded
 
@@ -33,7 +34,7 @@ class Annotator:
     """Bradley-Terry preferences on `world.true_return` with rationality `beta`, each label
     flipped with probability `flip_prob`; at most `budget` comparisons (None = unlimited)."""
 
-    world: Any
+    world: World
     beta: float = 1.0
     flip_prob: float = 0.0
     budget: int | None = None
@@ -87,8 +88,8 @@ class Annotator:
 
 
 def sample_completions(
-    dynamics: Any,
-    policy: Any,
+    dynamics: Dynamics,
+    policy: TabularPolicy | Policy,
     prompts: Tensor,
     generator: torch.Generator,
     horizon: int | None = None,
@@ -103,6 +104,7 @@ def sample_completions(
         with torch.inference_mode():
             seqs = policy.sample(prompts.to(device), max_new_tokens=horizon, generator=generator)
         return seqs.to("cpu")
+    dynamics = cast(TabularDynamics, dynamics)  # a table acts in an automaton
     state = prompts[:, 0] - dynamics.vocab_size  # (B,) the start state
     cdf = policy.probs.cumsum(dim=1)  # (S, V); inverse-CDF sampling is faster than multinomial
     uniforms = torch.rand(len(prompts), horizon, 1, generator=generator, dtype=cdf.dtype)
@@ -115,8 +117,8 @@ def sample_completions(
 
 
 def sample_pairs(
-    dynamics: Any,
-    policy: Any,
+    dynamics: Dynamics,
+    policy: TabularPolicy | Policy,
     n: int,
     generator: torch.Generator,
     horizon: int | None = None,

@@ -9,48 +9,37 @@ as the essay's IRL does.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import cast
 
 import torch
 from torch import Tensor
 
+from irlhf.policies.tabular import TabularPolicy
+from irlhf.protocols import Policy, TabularDynamics, World
 from irlhf.types import ExpertLabels, Sequences
+
+__all__ = ["BudgetExceeded", "Demonstrations", "ExpertOracle", "World", "rollout"]
 
 
 class BudgetExceeded(RuntimeError):
     """A feedback channel was asked for more than its budget."""
 
 
-class World(Protocol):
-    """What every world provides. `true_rewards` is for metrics only."""
-
-    vocab_size: int
-    horizon: int
-
-    @property
-    def token_vocab_size(self) -> int: ...
-    def sample_prompts(self, n: int, generator: torch.Generator) -> Tensor: ...
-    def expert_probs(self, seqs: Sequences) -> Tensor: ...
-    def true_rewards(self, seqs: Sequences) -> Tensor: ...
-    def demonstrator(self, temperature: float = 1.0, epsilon: float = 0.0) -> Any: ...
-    def demonstrator_probs(
-        self, seqs: Sequences, temperature: float = 1.0, epsilon: float = 0.0
-    ) -> Tensor: ...
-    def next_demonstrator_probs(
-        self, prefixes: Sequences, temperature: float = 1.0, epsilon: float = 0.0
-    ) -> Tensor: ...
-
-
 def rollout(
-    world: Any, policy: Any, n: int, generator: torch.Generator, horizon: int | None = None
+    world: World,
+    policy: TabularPolicy | Policy,
+    n: int,
+    generator: torch.Generator,
+    horizon: int | None = None,
 ) -> Sequences:
     """n sequences from `policy` in `world`: tabular policies act on latent states, neural ones
     on tokens (prompts from the world's start distribution)."""
     horizon = world.horizon if horizon is None else horizon
-    if hasattr(world, "rollout") and hasattr(policy, "probs"):
-        return world.rollout(policy, n, generator, horizon)
+    if hasattr(world, "rollout") and hasattr(policy, "probs"):  # an automaton, a tabular policy
+        tabular = cast(TabularDynamics, world)
+        return tabular.rollout(cast(TabularPolicy, policy), n, generator, horizon)
     prompts = world.sample_prompts(n, generator)
-    return policy.sample(prompts, max_new_tokens=horizon, generator=generator)
+    return cast(Policy, policy).sample(prompts, max_new_tokens=horizon, generator=generator)
 
 
 @dataclass
@@ -64,7 +53,7 @@ class Demonstrations:
 
     @staticmethod
     def collect(
-        world: Any,
+        world: World,
         n: int,
         generator: torch.Generator,
         temperature: float = 1.0,
@@ -88,7 +77,7 @@ class Demonstrations:
     def n_tokens(self) -> int:
         return int(self.sequences.completion_mask.sum().item())
 
-    def state_actions(self, dynamics: Any) -> tuple[Tensor, Tensor]:
+    def state_actions(self, dynamics: TabularDynamics) -> tuple[Tensor, Tensor]:
         """The demonstrations as (state, action) pairs for tabular consumers (another
         library's behaviour cloning or IRL): two [N] long tensors over every completion token,
         the latent state it was chosen in (from the automaton's `dynamics.states`) and the
@@ -111,7 +100,7 @@ class ExpertOracle:
     returned at a position that was not charged: labels outside the labelled positions are zero
     (soft) or -1 (hard)."""
 
-    world: Any
+    world: World
     budget: int | None = None
     temperature: float = 1.0
     epsilon: float = 0.0

@@ -28,6 +28,7 @@ demonstrations).
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -303,7 +304,8 @@ class OracleWorld(LMWorld):
 
         def rewards(chunk: Sequences) -> Tensor:
             attention_mask = (chunk.prompt_mask | chunk.completion_mask).long()
-            out = self.gold.model.transformer(input_ids=chunk.tokens, attention_mask=attention_mask)
+            backbone = cast(nn.Module, self.gold.model.transformer)  # GPT-2 without its head
+            out = backbone(input_ids=chunk.tokens, attention_mask=attention_mask)
             return torch.tanh(out.last_hidden_state @ self.gold_direction)  # (B, T)
 
         return self._batched(rewards, seqs).double() * seqs.completion_mask

@@ -314,7 +314,7 @@ def _files_digest(root: str, stamp: tuple[tuple[str, int, int], ...]) -> str:
     for name, size, _ in stamp:
         digest.update(f"{name}\0{size}\0".encode())
         with open(Path(root) / name, "rb") as handle:
-            for chunk in iter(lambda h=handle: h.read(1 << 20), b""):
+            for chunk in iter(functools.partial(handle.read, 1 << 20), b""):
                 digest.update(chunk)
     return digest.hexdigest()[:16]
 
