@@ -70,6 +70,16 @@ class NeuralPolicy(Policy, Protocol):
     def train(self, mode: bool = True) -> NeuralPolicy: ...
     def eval(self) -> NeuralPolicy: ...
     def log_probs(self, seqs: Sequences) -> Tensor: ...
+    def sample(
+        self,
+        prompts: Tensor,
+        max_new_tokens: int,
+        generator: torch.Generator,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        greedy: bool = False,
+    ) -> Sequences: ...
     def action_logits(
         self, seqs: Sequences, start: int = 0, end: int | None = None, hidden: bool = False
     ) -> tuple[Tensor, Tensor | None]: ...

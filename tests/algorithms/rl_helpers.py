@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from irlhf.algorithms import policy_gradient as pg
+from irlhf.algorithms.result import Trained
 from irlhf.policies.causal_lm import CausalLMPolicy
 from irlhf.types import Sequences
 
@@ -48,20 +49,20 @@ def sequence_kl(policy: CausalLMPolicy, reference: CausalLMPolicy, n: int = 512)
 
 
 def reward_before_and_after(
-    train: Callable[..., tuple[CausalLMPolicy, list[dict]]], config: Any, seed: int
+    train: Callable[..., Trained[CausalLMPolicy, None]], config: Any, seed: int
 ) -> tuple[float, float, list[dict]]:
     """`mean_reward` of tiny_policy(seed) before and after `train` against `contains_three` (with
     a generator seeded `seed`), and the training records."""
     policy = tiny_policy(seed)
     before = mean_reward(policy)
-    policy, records = train(
+    trained = train(
         policy, contains_three, prompts, config, generator=torch.Generator().manual_seed(seed)
     )
-    return before, mean_reward(policy), records
+    return before, mean_reward(trained.policy), trained.records
 
 
 def kl_drift_stay_and_pull(
-    train: Callable[..., tuple[CausalLMPolicy, list[dict]]], drift: Any, anchor: Any
+    train: Callable[..., Trained[CausalLMPolicy, None]], drift: Any, anchor: Any
 ) -> tuple[float, float, float]:
     """The KL penalty at work, as `sequence_kl` to a frozen copy of tiny_policy(0): after `train`
     against `contains_three` with `drift` (kl_coef 0, so the policy drifts), then after `train`
@@ -69,8 +70,8 @@ def kl_drift_stay_and_pull(
     stay) and from the drifted policy (it should come back)."""
     policy = tiny_policy(0)
     reference = pg.frozen_reference(policy)
-    policy, _ = train(policy, contains_three, prompts, drift)
+    policy = train(policy, contains_three, prompts, drift).policy
     drifted = sequence_kl(policy, reference)
-    stayed, _ = train(tiny_policy(0), zero, prompts, anchor, reference)
-    pulled, _ = train(copy.deepcopy(policy), zero, prompts, anchor, reference)
+    stayed = train(tiny_policy(0), zero, prompts, anchor, reference).policy
+    pulled = train(copy.deepcopy(policy), zero, prompts, anchor, reference).policy
     return drifted, sequence_kl(stayed, reference), sequence_kl(pulled, reference)

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from irlhf.algorithms.result import Trained
 from irlhf.metrics.exposure import exact_return
 from irlhf.metrics.recovered_reward import advantage_correlation
 from irlhf.policies import TabularPolicy
@@ -20,7 +21,7 @@ def blank(world: AutomatonWorld) -> TabularPolicy:
 
 
 def spread_outcome(
-    train: Callable[..., tuple[TabularPolicy, list[dict], torch.Tensor]],
+    train: Callable[..., Trained[TabularPolicy, torch.Tensor]],
     config: Any,
     seed: int,
     alpha: float,
@@ -32,8 +33,8 @@ def spread_outcome(
     world = make_world("spread", seed=seed, horizon=16)
     demos = Demonstrations.collect(world, 50, torch.Generator().manual_seed(seed))
     g = torch.Generator().manual_seed(seed)
-    policy, records, reward = train(blank(world), demos, world.dynamics(), config, g)
+    trained = train(blank(world), demos, world.dynamics(), config, g)
     j_uniform, j_expert = exact_return(world, blank(world)), exact_return(world, world.expert)
-    score = (exact_return(world, policy) - j_uniform) / (j_expert - j_uniform)
-    corr = advantage_correlation(world, reward, world.expert, alpha=alpha)
-    return score, corr["irl/adv_corr_demo"], records
+    score = (exact_return(world, trained.policy) - j_uniform) / (j_expert - j_uniform)
+    corr = advantage_correlation(world, trained.learned, world.expert, alpha=alpha)
+    return score, corr["irl/adv_corr_demo"], trained.records

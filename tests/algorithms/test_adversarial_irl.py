@@ -72,9 +72,9 @@ def test_trained_gail_discriminator_is_the_log_density_ratio():
     demos = Demonstrations.collect(world, 100, torch.Generator().manual_seed(0))
     disc = GAILDiscriminator(world.n_states, world.vocab_size)
     config = AdversarialIRLConfig(rounds=1, disc_steps=600, disc_lr=0.2, rollouts_per_round=100)
-    _, _, summed = adversarial_irl(
+    summed = adversarial_irl(
         blank(world), demos, dynamics, disc, config, torch.Generator().manual_seed(1)
-    )
+    ).learned
     assert torch.allclose(summed, torch.nn.functional.softplus(disc.params[0]))  # one round
     learner = dynamics.rollout(blank(world), 100, torch.Generator().manual_seed(1))
     p_demo = pair_counts(demos.sequences, dynamics)

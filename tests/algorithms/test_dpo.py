@@ -24,7 +24,7 @@ def sft_and_comparisons(seed: int, n: int = 300, horizon: int | None = None):
     world = make_world("spread", seed=seed, **({} if horizon is None else {"horizon": horizon}))
     g = torch.Generator().manual_seed(seed)
     demos = Demonstrations.collect(world, 50, g, temperature=2.0)
-    sft, _ = train_sft(TabularPolicy.uniform(32, 16), demos, world.dynamics())
+    sft = train_sft(TabularPolicy.uniform(32, 16), demos, world.dynamics()).policy
     a, b = sample_pairs(world.dynamics(), sft, n, g)
     return world, sft, Annotator(world).compare(a, b, g), g
 
@@ -37,7 +37,8 @@ def margin(policy, comparisons, dynamics) -> float:
 
 def test_dpo_increases_the_chosen_over_rejected_margin():
     world, sft, comparisons, g = sft_and_comparisons(0)
-    policy, records = train_dpo(sft, sft, comparisons, world.dynamics(), DPOConfig(), g)
+    trained = train_dpo(sft, sft, comparisons, world.dynamics(), DPOConfig(), g)
+    policy, records = trained.policy, trained.records
     assert len(records) == DPOConfig().steps
     # At step 0 the policy is the reference: every implicit reward is 0 and the loss is log 2.
     assert records[0]["loss/dpo"] == pytest.approx(math.log(2))
@@ -50,10 +51,12 @@ def test_dpo_increases_the_chosen_over_rejected_margin():
 
 def test_minibatch_dpo_and_zero_steps():
     world, sft, comparisons, g = sft_and_comparisons(1, n=64, horizon=8)
-    same, records = train_dpo(sft, sft, comparisons, world.dynamics(), DPOConfig(steps=0), g)
+    trained = train_dpo(sft, sft, comparisons, world.dynamics(), DPOConfig(steps=0), g)
+    same, records = trained.policy, trained.records
     assert records == [] and torch.allclose(same.probs, sft.probs)
     config = DPOConfig(steps=30, batch_size=16)
-    policy, records = train_dpo(sft, sft, comparisons, world.dynamics(), config, g)
+    trained = train_dpo(sft, sft, comparisons, world.dynamics(), config, g)
+    policy, records = trained.policy, trained.records
     assert len(records) == 30
     assert margin(policy, comparisons, world.dynamics()) > margin(
         sft, comparisons, world.dynamics()
@@ -69,7 +72,7 @@ def test_dpo_improves_the_true_return_over_sft():
     sft_returns, dpo_returns = [], []
     for seed in range(5):
         world, sft, comparisons, g = sft_and_comparisons(seed)
-        policy, _ = train_dpo(sft, sft, comparisons, world.dynamics(), DPOConfig(), g)
+        policy = train_dpo(sft, sft, comparisons, world.dynamics(), DPOConfig(), g).policy
         sft_returns.append(exact_return(world, sft))
         dpo_returns.append(exact_return(world, policy))
     test = stats.ttest_rel(dpo_returns, sft_returns, alternative="greater")
@@ -96,7 +99,8 @@ def test_dpo_trains_a_neural_policy_against_a_reference_scored_once():
     )
     reference = CountingPolicy(copy.deepcopy(policy))
     config = DPOConfig(steps=25, batch_size=16, lr=3e-3)
-    trained, records = train_dpo(policy, reference, comparisons, world.dynamics(), config, g)
+    result = train_dpo(policy, reference, comparisons, world.dynamics(), config, g)
+    trained, records = result.policy, result.records
     assert trained is policy
     assert reference.scored == 2 * 48  # chosen and rejected, once, before training
     with torch.no_grad():

@@ -66,9 +66,9 @@ def test_with_lmbda_0_gkd_is_sft_on_soft_labels() -> None:
     _, _, twin = setup()
     steps = 15
     gkd = GKDConfig(steps=steps, batch_size=4, lmbda=0.0, beta=0.3, lr=1e-2)
-    _, records = train_gkd(
+    records = train_gkd(
         student, demos, ExpertOracle(world), world.dynamics(), gkd, torch.Generator().manual_seed(2)
-    )
+    ).records
     labels = ExpertOracle(world).label(demos.sequences, soft=True)
     sft = SFTConfig(steps=steps, batch_size=4, lr=1e-2, jsd_beta=0.3)
     expected = fit_neural(twin, [labels], sft, torch.Generator().manual_seed(2))
@@ -85,9 +85,9 @@ def test_the_realised_on_policy_fraction_is_lmbda_and_queries_are_counted(monkey
     oracle = ExpertOracle(world)
     spy = Spy(student, oracle, monkeypatch)
     config = GKDConfig(steps=200, batch_size=2, lmbda=0.3, log_every=50)
-    _, records = train_gkd(
+    records = train_gkd(
         student, demos, oracle, world.dynamics(), config, torch.Generator().manual_seed(3)
-    )
+    ).records
     fraction = len(spy.sampled) / 200
     assert abs(fraction - 0.3) <= 0.05
     logged = [r["gkd/on_policy_fraction"] for r in records if "gkd/on_policy_fraction" in r]

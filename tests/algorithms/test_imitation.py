@@ -15,7 +15,7 @@ from irlhf.worlds import Demonstrations, ExpertOracle, make_world
 def test_bc_on_plentiful_expert_data_recovers_the_expert():
     world = make_world("spread", seed=1)
     demos = Demonstrations.collect(world, 20_000, torch.Generator().manual_seed(0))
-    bc, _ = train_sft(blank(world), demos, world.dynamics(), SFTConfig(smoothing=0.0))
+    bc = train_sft(blank(world), demos, world.dynamics(), SFTConfig(smoothing=0.0)).policy
     # Where a state is visited n times the empirical row's TV error is about
     # 0.5 * sqrt(2 V / (pi n)); from n = 5,000 visits on (V = 16) that is below 0.023.
     visits = demos.n * occupancy(world, world.expert, world.horizon).sum(0)
@@ -34,10 +34,10 @@ def test_dagger_regret_is_below_bc_in_the_absorbing_world():
         world = make_world("absorbing", seed=seed, horizon=64)
         g = torch.Generator().manual_seed(seed)
         demos = Demonstrations.collect(world, 50, g)
-        bc, _ = train_sft(blank(world), demos, world.dynamics())
-        dagger, _ = train_dagger(
+        bc = train_sft(blank(world), demos, world.dynamics()).policy
+        dagger = train_dagger(
             blank(world), demos, ExpertOracle(world), world.dynamics(), DAggerConfig(rounds=4), g
-        )
+        ).policy
         bc_regret.append(exposure_bias(world, bc).regret[-1])
         dagger_regret.append(exposure_bias(world, dagger).regret[-1])
     test = stats.ttest_rel(np.log(dagger_regret), np.log(bc_regret), alternative="less")
@@ -50,18 +50,19 @@ def test_soft_label_dagger_counts_queries_and_matches_the_expert_where_labelled(
     demos = Demonstrations.collect(world, 10, g)
     oracle = ExpertOracle(world)
     config = DAggerConfig(rounds=2, rollouts_per_round=10, labels="soft", beta0=0.0)
-    policy, records = train_dagger(blank(world), demos, oracle, world.dynamics(), config, g)
+    trained = train_dagger(blank(world), demos, oracle, world.dynamics(), config, g)
+    policy, records = trained.policy, trained.records
     assert oracle.queries == (10 + 2 * 10) * world.horizon  # beta = 0: no expert steps
     assert records[-1]["oracle/queries"] == oracle.queries
     # With soft labels and no smoothing, every labelled state gets exactly the expert's row.
-    exact, _ = train_dagger(
+    exact = train_dagger(
         blank(world),
         demos,
         ExpertOracle(world),
         world.dynamics(),
         DAggerConfig(rounds=0, labels="soft", fit=SFTConfig(smoothing=0.0)),
         g,
-    )
+    ).policy
     seen = world.states(demos.sequences)[:, 1:].unique()
     assert torch.allclose(exact.probs[seen], world.expert.probs[seen])
     assert policy.probs.shape == world.expert.probs.shape
@@ -94,7 +95,7 @@ def test_dagger_rolls_out_the_per_step_mixture_and_charges_each_expert_step():
     demos = Demonstrations.collect(world, 20, g)
     oracle = CountingOracle(world)
     config = DAggerConfig(rounds=3, rollouts_per_round=200, beta0=0.8, beta_decay=0.5)
-    _, records = train_dagger(blank(world), demos, oracle, world.dynamics(), config, g)
+    records = train_dagger(blank(world), demos, oracle, world.dynamics(), config, g).records
     steps = 200 * world.horizon
     per_round = [sum(oracle.acted[r * world.horizon : (r + 1) * world.horizon]) for r in range(3)]
     for r, acted in enumerate(per_round, start=1):

@@ -104,9 +104,9 @@ def test_offline_iq_learn_reaches_bc_on_plentiful_demonstrations_in_the_default_
         demos = Demonstrations.collect(world, 500, torch.Generator().manual_seed(seed))
         dynamics = world.dynamics()
         config = IQLearnConfig(rounds=4)
-        iq, _, _ = train_iq_learn(blank(world), demos, dynamics, config)
-        bc, _ = train_sft(blank(world), demos, dynamics)
-        bc_raw, _ = train_sft(blank(world), demos, dynamics, SFTConfig(smoothing=0.0))
+        iq = train_iq_learn(blank(world), demos, dynamics, config).policy
+        bc = train_sft(blank(world), demos, dynamics).policy
+        bc_raw = train_sft(blank(world), demos, dynamics, SFTConfig(smoothing=0.0)).policy
         j_iq = exact_return(world, iq)
         assert j_iq >= exact_return(world, bc) - tolerance
         assert j_iq >= exact_return(world, bc_raw) - tolerance

@@ -69,7 +69,7 @@ def test_the_true_reward_is_a_fixed_point():
     assert torch.allclose(policy.probs, world.expert.probs, atol=1e-9)
     counts = feature_counts(world.expert, dynamics, world.start, world.horizon)
     config = MaxEntIRLConfig(alpha=s.alpha, gamma=s.gamma, steps=0)
-    _, records, _ = maxent_irl(counts, world.start, dynamics, config, world.horizon)
+    records = maxent_irl(counts, world.start, dynamics, config, world.horizon).records
     assert records[0]["maxent/count_tv"] > 0.5  # zero reward = uniform learner: far off
 
 
@@ -85,7 +85,8 @@ def test_maxent_from_exact_counts_matches_the_demonstrator_occupancy(preset, kno
     counts = feature_counts(demonstrator, dynamics, world.start, world.horizon)
     lr = 0.05 if optimizer == "adam" else 1.0
     config = MaxEntIRLConfig(alpha=world.spec.alpha, steps=300, lr=lr, optimizer=optimizer)
-    policy, records, reward = maxent_irl(counts, world.start, dynamics, config, world.horizon)
+    trained = maxent_irl(counts, world.start, dynamics, config, world.horizon)
+    policy, records, reward = trained.policy, trained.records, trained.learned
     learner = feature_counts(policy, dynamics, world.start, world.horizon)
     tv = 0.5 * float((learner - counts).abs().sum()) / world.horizon
     assert tv < 0.02
@@ -100,10 +101,10 @@ def test_l2_keeps_the_reward_small():
     dynamics = world.dynamics()
     counts = feature_counts(world.expert, dynamics, world.start, world.horizon)
     free = MaxEntIRLConfig(steps=200)
-    _, _, reward_free = maxent_irl(counts, world.start, dynamics, free, world.horizon)
-    _, _, reward_l2 = maxent_irl(
+    reward_free = maxent_irl(counts, world.start, dynamics, free, world.horizon).learned
+    reward_l2 = maxent_irl(
         counts, world.start, dynamics, free.model_copy(update={"l2": 2.0}), world.horizon
-    )
+    ).learned
     assert float(reward_l2.abs().max()) <= 0.5 + 1e-3
     assert float(reward_l2.norm()) < float(reward_free.norm())
 
@@ -124,8 +125,8 @@ def test_maxent_irl_regret_is_below_bc_in_the_absorbing_world():
         world = make_world("absorbing", seed=seed, horizon=64)
         demos = Demonstrations.collect(world, 50, torch.Generator().manual_seed(seed))
         blank = TabularPolicy.uniform(world.n_states, world.vocab_size)
-        bc, _ = train_sft(blank, demos, world.dynamics())
-        irl, _, _ = train_maxent_irl(blank, demos, world.dynamics(), MaxEntIRLConfig(steps=60))
+        bc = train_sft(blank, demos, world.dynamics()).policy
+        irl = train_maxent_irl(blank, demos, world.dynamics(), MaxEntIRLConfig(steps=60)).policy
         bc_regret.append(exposure_bias(world, bc).regret[-1])
         irl_regret.append(exposure_bias(world, irl).regret[-1])
     test = stats.ttest_rel(np.log(irl_regret), np.log(bc_regret), alternative="less")

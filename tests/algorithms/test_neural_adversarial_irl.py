@@ -145,7 +145,8 @@ def test_adversarial_imitation_raises_the_true_return_to_the_demonstrator(train,
         demos = Demonstrations.collect(world, 100, g)
         policy = tiny_learner(world, seed)
         j_start = enumerated_return(world, policy)
-        policy, records, _ = train(policy, demos, world.dynamics(), config, g)
+        trained = train(policy, demos, world.dynamics(), config, g)
+        policy, records = trained.policy, trained.records
         j_end = enumerated_return(world, policy)
         assert j_end > j_start + 1.2, (seed, j_start, j_end)
         assert j_end > j_demonstrator - 0.3, (seed, j_end, j_demonstrator)

@@ -82,16 +82,17 @@ def test_offline_iq_learn_reaches_behaviour_clonings_return() -> None:
         demos = Demonstrations.collect(world, 1000, torch.Generator().manual_seed(seed))
         j_start = enumerated_return(world, tiny_learner(world, seed))
         config = NeuralIQLearnConfig(rounds=10, steps_per_round=20)
-        iq, records = train_neural_iq_learn(
+        trained = train_neural_iq_learn(
             tiny_learner(world, seed), demos, dynamics, config, torch.Generator().manual_seed(seed)
         )
-        bc, _ = train_sft(
+        iq, records = trained.policy, trained.records
+        bc = train_sft(
             tiny_learner(world, seed),
             demos,
             dynamics,
             SFTConfig(steps=200, batch_size=32),
             torch.Generator().manual_seed(seed),
-        )
+        ).policy
         j_iq, j_bc = enumerated_return(world, iq), enumerated_return(world, bc)
         assert j_iq > j_bc - 0.15, (seed, j_iq, j_bc)
         assert j_iq > j_start + 1.5, (seed, j_start, j_iq)
@@ -109,11 +110,11 @@ def test_online_iq_learn_learns_from_a_blank_start() -> None:
         demos = Demonstrations.collect(world, 1000, torch.Generator().manual_seed(seed))
         j_start = enumerated_return(world, tiny_learner(world, seed))
         config = NeuralIQLearnConfig(online=True, rounds=10, steps_per_round=20)
-        iq, _ = train_neural_iq_learn(
+        iq = train_neural_iq_learn(
             tiny_learner(world, seed),
             demos,
             world.dynamics(),
             config,
             torch.Generator().manual_seed(seed),
-        )
+        ).policy
         assert enumerated_return(world, iq) > j_start + 1.2, seed

@@ -83,11 +83,11 @@ def test_large_kl_with_zero_reward_keeps_and_pulls_the_policy_to_the_reference()
 
 def test_target_kl_stops_the_epochs_early() -> None:
     cfg = config(iterations=3, epochs=4, minibatch_size=16, target_kl=1e-8)
-    _, records = train_ppo(tiny_policy(2), contains_three, prompts, cfg)
+    records = train_ppo(tiny_policy(2), contains_three, prompts, cfg).records
     assert all(r["optim/early_stop"] == 1.0 and r["optim/steps"] == 1.0 for r in records)
-    _, records = train_ppo(
+    records = train_ppo(
         tiny_policy(2), contains_three, prompts, cfg.model_copy(update={"target_kl": None})
-    )
+    ).records
     assert all(r["optim/early_stop"] == 0.0 and r["optim/steps"] == 16.0 for r in records)
 
 

@@ -36,7 +36,7 @@ def sft_on_spread(seed: int, temperature: float = 2.0, n_demos: int = 50):
     world = make_world("spread", seed=seed)
     g = torch.Generator().manual_seed(seed)
     demos = Demonstrations.collect(world, n_demos, g, temperature=temperature)
-    sft, _ = train_sft(TabularPolicy.uniform(32, 16), demos, world.dynamics())
+    sft = train_sft(TabularPolicy.uniform(32, 16), demos, world.dynamics()).policy
     return world, sft, g
 
 
@@ -58,7 +58,8 @@ def test_iterated_rlhf_counts_comparisons_and_records_rounds():
     world, sft, g = sft_on_spread(0)
     annotator = Annotator(world)
     config = RLHFConfig(rounds=3, comparisons_per_round=100)
-    policy, records, reward_model = train_rlhf(sft, strict_dynamics(world), annotator, config, g)
+    trained = train_rlhf(sft, strict_dynamics(world), annotator, config, g)
+    policy, records, reward_model = trained.policy, trained.records, trained.learned
     assert annotator.comparisons == 300
     assert [r["round"] for r in records] == [1, 2, 3]
     assert [r["annotator/comparisons"] for r in records] == [100, 200, 300]
@@ -80,7 +81,7 @@ def test_continuing_from_the_previous_policy_moves_further_from_the_reference():
     for anchor in ("reference", "previous"):
         config = RLHFConfig(rounds=3, comparisons_per_round=100, anchor=anchor)
         g = torch.Generator().manual_seed(0)
-        policy, _, _ = train_rlhf(sft, world.dynamics(), Annotator(world), config, g)
+        policy = train_rlhf(sft, world.dynamics(), Annotator(world), config, g).policy
         kls[anchor] = sequence_kl(world, policy, sft)
     assert kls["previous"] > kls["reference"] > 0
 
@@ -93,9 +94,9 @@ def test_rlhf_beats_sft_on_the_spread_world_with_a_temperature_2_demonstrator():
     sft_returns, rlhf_returns = [], []
     for seed in range(6):
         world, sft, g = sft_on_spread(seed)
-        policy, _, _ = train_rlhf(
+        policy = train_rlhf(
             sft, world.dynamics(), Annotator(world), RLHFConfig(comparisons_per_round=300), g
-        )
+        ).policy
         sft_returns.append(exact_return(world, sft))
         rlhf_returns.append(exact_return(world, policy))
     test = stats.ttest_rel(rlhf_returns, sft_returns, alternative="greater")
@@ -138,13 +139,13 @@ def test_the_neural_step_draws_fresh_rollouts_each_round_and_carries_ppo_value_h
     step = rl_policy_step(dynamics, "ppo", config, torch.Generator().manual_seed(5))
     start = policy
     for _ in range(2):  # anchor = the start: round 1 copies it, round 2 continues the copy
-        policy, _ = step(policy, reward_model, start)
+        policy = step(policy, reward_model, start).policy
     assert len(rollouts) == 4
     assert torch.count_nonzero(heads_in[0]) == 0  # a fresh critic in round 1 (zero init) ...
     assert torch.count_nonzero(heads_out[0]) > 0  # ... that learned something
     torch.testing.assert_close(heads_in[1], heads_out[0])  # round 2 starts from it
     # anchor = the previous policy: the step trains a copy, and the critic is copied onto it
-    trained, _ = step(policy, reward_model, policy)
+    trained = step(policy, reward_model, policy).policy
     assert trained is not policy
     torch.testing.assert_close(heads_in[2], heads_out[1])
     # with a learning rate too small to move the policy, round 2 must still draw new samples

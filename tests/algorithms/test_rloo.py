@@ -80,7 +80,7 @@ def test_rloo_improves_its_sft_start_in_the_automaton_world() -> None:
     policy = CausalLMPolicy.tiny(
         world.token_vocab_size, world.vocab_size, n_layer=2, n_embd=64, max_length=horizon + 1
     )
-    policy, _ = train_sft(policy, demos, dynamics, SFTConfig(steps=40, lr=3e-3), generator=g)
+    policy = train_sft(policy, demos, dynamics, SFTConfig(steps=40, lr=3e-3), generator=g).policy
 
     def true_return(p: CausalLMPolicy) -> tuple[float, float]:
         eval_g = torch.Generator().manual_seed(99)
@@ -90,13 +90,14 @@ def test_rloo_improves_its_sft_start_in_the_automaton_world() -> None:
     j_sft, se_sft = true_return(policy)
     rl = config(iterations=40, max_new_tokens=horizon, lr=2e-3, kl_coef=0.05)
     start = time.perf_counter()
-    policy, records = train_rloo(
+    trained = train_rloo(
         policy,
         lambda seqs: world.true_return(seqs).float(),
         dynamics.sample_prompts,
         rl,
         generator=torch.Generator().manual_seed(3),
     )
+    policy, records = trained.policy, trained.records
     steps_per_second = rl.iterations / (time.perf_counter() - start)
     j_rl, se_rl = true_return(policy)
     z = (j_rl - j_sft) / math.hypot(se_sft, se_rl)

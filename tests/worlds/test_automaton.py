@@ -173,6 +173,6 @@ def test_state_actions_are_the_pairs_a_tabular_learner_counts():
     counts = torch.zeros(world.n_states, world.vocab_size, dtype=torch.float64)
     counts.index_put_((states, actions), torch.ones(len(states), dtype=torch.float64), True)
     seen = counts.sum(1) > 0
-    bc, _ = train_sft(TabularPolicy.uniform(world.n_states, world.vocab_size), demos,
-                      world.dynamics(), SFTConfig(smoothing=0.0))  # fmt: skip
+    blank = TabularPolicy.uniform(world.n_states, world.vocab_size)
+    bc = train_sft(blank, demos, world.dynamics(), SFTConfig(smoothing=0.0)).policy
     assert torch.allclose(bc.probs[seen], counts[seen] / counts[seen].sum(1, keepdim=True))

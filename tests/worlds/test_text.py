@@ -180,7 +180,8 @@ def test_a_student_end_to_end_with_metrics(tiny) -> None:
     student = CausalLMPolicy.tiny(world.token_vocab_size, world.vocab_size, 1, 16, 2, 36)
     before = world.oracle_nll(student.sample(world.sample_prompts(32, g), 30, g)).mean()
     config = SFTConfig(steps=40, batch_size=8, lr=1e-2)
-    student, records = train_sft(student, demos, world.dynamics(), config, g)
+    trained = train_sft(student, demos, world.dynamics(), config, g)
+    student, records = trained.policy, trained.records
     assert records[-1]["loss/nll"] < records[0]["loss/nll"]
     after = world.oracle_nll(student.sample(world.sample_prompts(32, g), 30, g)).mean()
     assert after < before  # imitating the teacher lowers the oracle NLL of its own samples

@@ -40,6 +40,7 @@ from torch import Tensor
 
 from irlhf import losses
 from irlhf.algorithms.maxent_irl import TableAdam, pair_counts
+from irlhf.algorithms.result import Trained
 from irlhf.planning import kl_regularised_policy
 from irlhf.policies.tabular import TabularPolicy
 from irlhf.protocols import TabularDynamics
@@ -143,9 +144,9 @@ def adversarial_irl(
     discriminator: Discriminator,
     config: AdversarialIRLConfig,
     generator: torch.Generator,
-) -> tuple[TabularPolicy, list[dict], Tensor]:
+) -> Trained[TabularPolicy, Tensor]:
     """The loop GAIL and AIRL share: rollouts -> discriminator -> reward -> policy step.
-    Returns (policy, one record per round, the sum of the rounds' policy rewards [S, V])."""
+    Returns the policy, one record per round and the sum of the rounds' policy rewards [S, V]."""
     demo_counts = pair_counts(demos.sequences, dynamics)  # (S, V) demonstrator pairs
     optimizers = [TableAdam(config.disc_lr) for _ in discriminator.params]
     uniform = TabularPolicy.uniform(dynamics.n_states, dynamics.vocab_size)
@@ -185,7 +186,7 @@ def adversarial_irl(
                 "adv/kl_to_previous": _mean_kl(previous, policy, learner_counts),
             }
         )
-    return policy, records, summed_reward
+    return Trained(policy, records, summed_reward)
 
 
 def _weighted_mean(table: Tensor, counts: Tensor) -> float:
@@ -206,14 +207,16 @@ def train_gail(
     dynamics: TabularDynamics,
     config: GAILConfig = GAILConfig(),
     generator: torch.Generator | None = None,
-) -> tuple[TabularPolicy, list[dict], Tensor]:
+) -> Trained[TabularPolicy, Tensor]:
     """GAIL from `policy` (the initial learner: uniform, or e.g. the BC policy).
-    Returns (policy, one record per round, recovered reward [S, V]: the summed rounds' policy
-    rewards with anchor = previous, the last round's with anchor = uniform; see module doc)."""
+    Learned: the recovered reward [S, V] (the summed rounds' policy rewards with
+    anchor = previous, the last round's with anchor = uniform; see module doc)."""
     generator = generator or torch.Generator().manual_seed(0)
     disc = GAILDiscriminator(dynamics.n_states, dynamics.vocab_size, config.reward)
-    policy, records, summed = adversarial_irl(policy, demos, dynamics, disc, config, generator)
-    return policy, records, summed if config.anchor == "previous" else disc.recovered_reward()
+    result = adversarial_irl(policy, demos, dynamics, disc, config, generator)
+    if config.anchor == "previous":
+        return result
+    return Trained(result.policy, result.records, disc.recovered_reward())
 
 
 def train_airl(
@@ -222,9 +225,9 @@ def train_airl(
     dynamics: TabularDynamics,
     config: AdversarialIRLConfig = AdversarialIRLConfig(),
     generator: torch.Generator | None = None,
-) -> tuple[TabularPolicy, list[dict], Tensor]:
-    """AIRL from `policy`. Returns (policy, one record per round, recovered reward g [S, V])."""
+) -> Trained[TabularPolicy, Tensor]:
+    """AIRL from `policy`. Learned: the recovered reward g [S, V]."""
     generator = generator or torch.Generator().manual_seed(0)
     disc = AIRLDiscriminator(dynamics.transition, dynamics.vocab_size, config.gamma)
-    policy, records, _ = adversarial_irl(policy, demos, dynamics, disc, config, generator)
-    return policy, records, disc.recovered_reward()
+    result = adversarial_irl(policy, demos, dynamics, disc, config, generator)
+    return Trained(result.policy, result.records, disc.recovered_reward())

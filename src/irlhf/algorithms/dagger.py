@@ -14,12 +14,13 @@ Every query — each expert step of a roll-out and each label — counts against
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from irlhf.algorithms.optim import adamw
+from irlhf.algorithms.result import Learner, Trained
 from irlhf.algorithms.sft import (
     SFTConfig,
     demonstration_labels,
@@ -27,6 +28,7 @@ from irlhf.algorithms.sft import (
     fit_tabular,
 )
 from irlhf.policies.tabular import TabularPolicy
+from irlhf.protocols import Dynamics, NeuralPolicy, TabularDynamics
 from irlhf.types import ExpertLabels, Sequences
 from irlhf.worlds.base import Demonstrations, ExpertOracle
 
@@ -62,29 +64,34 @@ class DAggerConfig(BaseModel):
 
 
 def train_dagger(
-    policy,
+    policy: Learner,
     demos: Demonstrations,
     oracle: ExpertOracle,
-    dynamics,
+    dynamics: Dynamics,
     config: DAggerConfig = DAggerConfig(),
     generator: torch.Generator | None = None,
-):
-    """Returns (policy, records). `policy` is a TabularPolicy (shape only) or a neural policy
-    trained in place; `dynamics` gives prompts, states and transitions."""
+) -> Trained[Learner, None]:
+    """`policy` is a TabularPolicy (shape only; `dynamics` must then be tabular: states and
+    transitions) or a neural policy trained in place; `dynamics` gives prompts."""
     generator = generator or torch.Generator().manual_seed(0)
     tabular = isinstance(policy, TabularPolicy)
     soft = config.labels == "soft"
     # one optimiser for every round (Adam's moments carry over), built as `fit_neural` builds
     # its own
     fit = config.fit
-    optimizer = None if tabular else adamw(policy.parameters(), fit.lr, fit.weight_decay)
+    optimizer = (
+        None
+        if tabular
+        else adamw(cast(NeuralPolicy, policy).parameters(), fit.lr, fit.weight_decay)
+    )
 
     def refit(dataset: list[ExpertLabels]) -> list[dict]:
         nonlocal policy
         if tabular:
-            policy = fit_tabular(dataset, dynamics, config.fit.smoothing)
+            table = fit_tabular(dataset, cast(TabularDynamics, dynamics), config.fit.smoothing)
+            policy = cast(Learner, table)
             return []
-        return fit_neural(policy, dataset, config.fit, generator, optimizer)
+        return fit_neural(cast(NeuralPolicy, policy), dataset, config.fit, generator, optimizer)
 
     # Round 0: behaviour cloning (soft mode relabels the demonstrations with the expert).
     dataset = [oracle.label(demos.sequences, soft=True) if soft else demonstration_labels(demos)]
@@ -104,11 +111,16 @@ def train_dagger(
                 "dagger/expert_step_fraction": float(expert_steps.float().mean()),
             }
         )
-    return policy, records
+    return Trained(policy, records, None)
 
 
 def mixture_rollout(
-    policy, oracle: ExpertOracle, dynamics, n: int, beta: float, generator: torch.Generator
+    policy: TabularPolicy | NeuralPolicy,
+    oracle: ExpertOracle,
+    dynamics: Dynamics,
+    n: int,
+    beta: float,
+    generator: torch.Generator,
 ) -> tuple[Sequences, torch.Tensor]:
     """n roll-outs of beta pi* + (1 - beta) pi_hat, mixed per step: with probability beta the
     expert's action (an oracle query), else the learner's. Returns the sequences and a
@@ -119,8 +131,8 @@ def mixture_rollout(
     and this keeps one sampler for both kinds). beta = 0 takes the learner's own sampler."""
     horizon, tabular = dynamics.horizon, isinstance(policy, TabularPolicy)
     if beta == 0.0:
-        if tabular:
-            seqs = dynamics.rollout(policy, n, generator)
+        if isinstance(policy, TabularPolicy):
+            seqs = cast(TabularDynamics, dynamics).rollout(policy, n, generator)
         else:
             prompts = dynamics.sample_prompts(n, generator).to(policy.device)
             seqs = policy.sample(prompts, horizon, generator)
@@ -133,7 +145,7 @@ def mixture_rollout(
     state = prompts[:, 0] - dynamics.vocab_size if tabular else None
     for t in range(horizon):
         prefix = Sequences.from_prompt_and_completion(prompts, tokens[:, P : P + t])
-        if tabular:
+        if isinstance(policy, TabularPolicy):
             probs = policy.probs[state]  # (n, V)
         else:
             with torch.inference_mode():
@@ -144,5 +156,5 @@ def mixture_rollout(
         action = torch.where(expert_steps[:, t], expert, action)
         tokens[:, P + t] = action
         if tabular:
-            state = dynamics.transition[state, action]
+            state = cast(TabularDynamics, dynamics).transition[state, action]
     return Sequences.from_prompt_and_completion(prompts, tokens[:, P:]), expert_steps

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from irlhf import losses
 from irlhf.algorithms.optim import adamw
+from irlhf.algorithms.result import Trained
 from irlhf.algorithms.reward_model import (
     select_comparisons,
     sequence_log_probs,
@@ -120,9 +121,9 @@ def train_dpo(
     dynamics: Dynamics,
     config: DPOConfig = DPOConfig(),
     generator: torch.Generator | None = None,
-) -> tuple[TabularPolicy | NeuralPolicy, list[dict]]:
+) -> Trained[TabularPolicy | NeuralPolicy, None]:
     """DPO from `policy` (a TabularPolicy to start from, or a neural policy trained in place)
-    against `reference`. Returns (policy, one metric record per step)."""
+    against `reference`. Returns the policy and one metric record per step."""
     if len(comparisons) == 0:
         raise ValueError("DPO needs at least one comparison")
     generator = generator or torch.Generator().manual_seed(0)
@@ -162,4 +163,4 @@ def train_dpo(
         records.append({"step": step, **metrics})
     if not isinstance(policy, TabularPolicy):
         policy.eval()
-    return scorer.policy(), records
+    return Trained(scorer.policy(), records, None)

@@ -32,8 +32,10 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from irlhf.algorithms.optim import adamw
+from irlhf.algorithms.result import Learner, Trained
 from irlhf.algorithms.sft import label_step
 from irlhf.policies.tabular import TabularPolicy
+from irlhf.protocols import Dynamics, NeuralPolicy
 from irlhf.types import ExpertLabels, Sequences
 from irlhf.worlds.base import Demonstrations, ExpertOracle
 
@@ -73,15 +75,15 @@ class GKDConfig(BaseModel):
 
 
 def train_gkd(
-    policy,
+    policy: Learner,
     demos: Demonstrations,
     oracle: ExpertOracle,
-    dynamics,
+    dynamics: Dynamics,
     config: GKDConfig = GKDConfig(),
     generator: torch.Generator | None = None,
-):
-    """GKD of a neural student (trained in place) from the `oracle` teacher. Returns
-    (policy, records)."""
+) -> Trained[Learner, None]:
+    """GKD of a neural student (trained in place) from the `oracle` teacher (a TabularPolicy is
+    refused)."""
     if isinstance(policy, TabularPolicy):
         raise ValueError(
             "GKD trains a neural student by gradient steps; a table's on-policy analogue is "
@@ -117,7 +119,7 @@ def train_gkd(
             )
             on_policy_steps = 0
     policy.eval()
-    return policy, records
+    return Trained(policy, records, None)
 
 
 class _SystematicCoin:
@@ -138,7 +140,9 @@ class _SystematicCoin:
         )
 
 
-def _student_samples(policy, dynamics, config: GKDConfig, generator: torch.Generator) -> Sequences:
+def _student_samples(
+    policy: NeuralPolicy, dynamics: Dynamics, config: GKDConfig, generator: torch.Generator
+) -> Sequences:
     prompts = dynamics.sample_prompts(config.batch_size, generator).to(policy.device)
     # `sample` runs under inference mode and returns normal tensors, usable in the step
     return policy.sample(prompts, dynamics.horizon, generator, temperature=config.temperature)

@@ -34,6 +34,7 @@ from torch import Tensor
 
 from irlhf import losses
 from irlhf.algorithms.maxent_irl import TableAdam, pair_counts
+from irlhf.algorithms.result import Trained
 from irlhf.policies.tabular import TabularPolicy
 from irlhf.protocols import TabularDynamics
 from irlhf.worlds.base import Demonstrations
@@ -137,9 +138,9 @@ def train_iq_learn(
     dynamics: TabularDynamics,
     config: IQLearnConfig = IQLearnConfig(),
     generator: torch.Generator | None = None,
-) -> tuple[TabularPolicy, list[dict], Tensor]:
-    """IQ-Learn from `policy` (Q starts at alpha log pi). Returns (policy = softmax(Q / alpha),
-    one record per round, recovered reward Q - gamma V(s') [S, V])."""
+) -> Trained[TabularPolicy, Tensor]:
+    """IQ-Learn from `policy` (Q starts at alpha log pi). Returns policy = softmax(Q / alpha),
+    one record per round and the recovered reward Q - gamma V(s') [S, V]."""
     generator = generator or torch.Generator().manual_seed(0)
     demo_counts = pair_counts(demos.sequences, dynamics)  # (S, V) demonstrator transitions
     q = config.alpha * policy.probs.clamp_min(1e-300).log()
@@ -159,4 +160,5 @@ def train_iq_learn(
             q = adam.step(q.detach(), grad)
         records.append({"round": round_, **metrics})
     policy = TabularPolicy.from_logits(q / config.alpha)
-    return policy, records, implied_reward(q, dynamics.transition, config.alpha, config.gamma)
+    reward = implied_reward(q, dynamics.transition, config.alpha, config.gamma)
+    return Trained(policy, records, reward)

@@ -38,6 +38,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
+from irlhf.algorithms.result import Trained
 from irlhf.planning import soft_optimal_policy, state_transitions
 from irlhf.policies.tabular import TabularPolicy
 from irlhf.protocols import TabularDynamics
@@ -124,10 +125,10 @@ def maxent_irl(
     dynamics: TabularDynamics,
     config: MaxEntIRLConfig = MaxEntIRLConfig(),
     horizon: int | None = None,
-) -> tuple[TabularPolicy, list[dict], Tensor]:
+) -> Trained[TabularPolicy, Tensor]:
     """MaxEnt IRL from demonstrator feature counts [S, V] (expected visits per sequence over
     `horizon` steps, empirical or exact) and the start distribution [S].
-    Returns (learner policy, one record per step, recovered reward table [S, V])."""
+    Returns the learner policy, one record per step and the recovered reward table [S, V]."""
     horizon = dynamics.horizon if horizon is None else horizon
     shape = (dynamics.n_states, dynamics.vocab_size)
     if tuple(demonstrator_counts.shape) != shape:
@@ -159,7 +160,7 @@ def maxent_irl(
             else reward + config.lr * ascent
         )
     assert policy is not None  # the loop runs at least once
-    return policy, records, reward
+    return Trained(policy, records, reward)
 
 
 def train_maxent_irl(
@@ -168,9 +169,9 @@ def train_maxent_irl(
     dynamics: TabularDynamics,
     config: MaxEntIRLConfig = MaxEntIRLConfig(),
     generator: torch.Generator | None = None,
-) -> tuple[TabularPolicy, list[dict], Tensor]:
+) -> Trained[TabularPolicy, Tensor]:
     """MaxEnt IRL on demonstrations. `policy` gives the table's shape only; `generator` is
-    unused (everything is exact). Returns (policy, records, recovered reward [S, V])."""
+    unused (everything is exact). Learned: the recovered reward [S, V]."""
     seqs = demos.sequences
     if tuple(policy.probs.shape) != (dynamics.n_states, dynamics.vocab_size):
         raise ValueError("policy table must be [n_states, vocab_size] of the dynamics")

@@ -49,6 +49,7 @@ from irlhf import losses
 from irlhf.algorithms import policy_gradient as pg
 from irlhf.algorithms.optim import adamw
 from irlhf.algorithms.ppo import PPOConfig, ValueHead, train_ppo
+from irlhf.algorithms.result import Trained
 from irlhf.policies.causal_lm import CausalLMPolicy
 from irlhf.protocols import Dynamics
 from irlhf.types import Sequences
@@ -216,10 +217,10 @@ def train_adversarial(
     config: NeuralAdversarialIRLConfig,
     kind: Literal["gail", "airl"],
     generator: torch.Generator,
-) -> tuple[CausalLMPolicy, list[dict], TokenDiscriminator]:
+) -> Trained[CausalLMPolicy, TokenDiscriminator]:
     """The loop neural GAIL and AIRL share, from `policy` (trained in
-    place): rollouts -> discriminator -> per-token reward -> PPO. Returns (policy, one record
-    per round, the discriminator)."""
+    place): rollouts -> discriminator -> per-token reward -> PPO. Returns the policy, one record
+    per round and the discriminator."""
     expert = demos.sequences.to(policy.device)
     horizon = expert.length - expert.prompt_length
     # AIRL's shaping g + gamma h(s') - h(s) telescopes only under the same discount, so its
@@ -269,9 +270,9 @@ def train_adversarial(
             optimizer.step()
         disc.eval()
         # 3. Policy step: PPO against the discriminator's per-token reward.
-        _, steps = train_ppo(  # trains `policy` in place
+        steps = train_ppo(  # trains `policy` in place
             policy, score, dynamics.sample_prompts, step, reference, generator, value_head
-        )
+        ).records
         last = {k: v for k, v in steps[-1].items() if k != "iteration"} if steps else {}
         records.append(
             {
@@ -281,7 +282,7 @@ def train_adversarial(
                 **last,
             }
         )
-    return policy, records, disc
+    return Trained(policy, records, disc)
 
 
 def train_neural_gail(
@@ -290,9 +291,9 @@ def train_neural_gail(
     dynamics: Dynamics,
     config: NeuralGAILConfig = NeuralGAILConfig(),
     generator: torch.Generator | None = None,
-) -> tuple[CausalLMPolicy, list[dict], TokenDiscriminator]:
-    """Neural GAIL from `policy` (trained in place). Returns (policy, records, discriminator:
-    `recovered_reward(seqs)` gives its per-token reward)."""
+) -> Trained[CausalLMPolicy, TokenDiscriminator]:
+    """Neural GAIL from `policy` (trained in place). Learned: the discriminator
+    (`recovered_reward(seqs)` gives its per-token reward)."""
     generator = generator or torch.Generator().manual_seed(0)
     return train_adversarial(policy, demos, dynamics, config, "gail", generator)
 
@@ -303,8 +304,8 @@ def train_neural_airl(
     dynamics: Dynamics,
     config: NeuralAdversarialIRLConfig = NeuralAdversarialIRLConfig(),
     generator: torch.Generator | None = None,
-) -> tuple[CausalLMPolicy, list[dict], TokenDiscriminator]:
-    """Neural AIRL from `policy` (trained in place). Returns (policy, records, discriminator:
-    `recovered_reward(seqs)` gives g per token)."""
+) -> Trained[CausalLMPolicy, TokenDiscriminator]:
+    """Neural AIRL from `policy` (trained in place). Learned: the discriminator
+    (`recovered_reward(seqs)` gives g per token)."""
     generator = generator or torch.Generator().manual_seed(0)
     return train_adversarial(policy, demos, dynamics, config, "airl", generator)

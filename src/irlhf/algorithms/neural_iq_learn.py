@@ -21,6 +21,8 @@ Bellman-consistent reward. alpha only rescales Q against the chi^2 term (pi does
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Literal
 
 import torch
@@ -30,6 +32,7 @@ from torch import Tensor, nn
 
 from irlhf.algorithms.iq_learn import iq_objective
 from irlhf.algorithms.optim import adamw
+from irlhf.algorithms.result import Trained
 from irlhf.policies.causal_lm import CausalLMPolicy
 from irlhf.protocols import Dynamics
 from irlhf.types import Sequences
@@ -117,9 +120,10 @@ def train_neural_iq_learn(
     dynamics: Dynamics,
     config: NeuralIQLearnConfig = NeuralIQLearnConfig(),
     generator: torch.Generator | None = None,
-) -> tuple[CausalLMPolicy, list[dict]]:
+) -> Trained[CausalLMPolicy, Callable[[Sequences], Tensor]]:
     """IQ-Learn from `policy` (trained in place; Q starts at alpha * its logits). Returns
-    (policy = softmax(Q / alpha), one record per round); `implied_rewards` gives its reward."""
+    policy = softmax(Q / alpha), one record per round and the recovered reward: `implied_rewards`
+    of the trained policy (seqs -> [B, T] per completion token)."""
     generator = generator or torch.Generator().manual_seed(0)
     expert = demos.sequences
     horizon = expert.length - expert.prompt_length
@@ -145,4 +149,5 @@ def train_neural_iq_learn(
             optimizer.step()
         policy.eval()
         records.append({"round": round_, **metrics})
-    return policy, records
+    reward = partial(implied_rewards, policy, alpha=config.alpha, gamma=config.gamma)
+    return Trained(policy, records, reward)

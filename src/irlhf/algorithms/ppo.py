@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from irlhf import losses
 from irlhf.algorithms import policy_gradient as pg
 from irlhf.algorithms.optim import adamw
+from irlhf.algorithms.result import Trained
 from irlhf.policies.causal_lm import CausalLMPolicy
 
 
@@ -126,11 +127,11 @@ def train_ppo(
     reference: CausalLMPolicy | None = None,
     generator: torch.Generator | None = None,
     value_head: ValueHead | None = None,
-) -> tuple[CausalLMPolicy, list[dict[str, float]]]:
+) -> Trained[CausalLMPolicy, None]:
     """Optimise `policy` in place against `score` with a KL penalty to `reference` (default: a
     frozen copy of the starting policy; none when kl_coef = 0). Pass `value_head` to continue
-    from an earlier run (iterated RLHF); else a fresh one. Returns (policy, one record per
-    iteration)."""
+    from an earlier run (iterated RLHF); else a fresh one. Returns the policy and one record
+    per iteration."""
     value_head = value_head or ValueHead(policy)
     if value_head.policy is not policy:
         raise ValueError("value_head was built on a different policy")
@@ -145,4 +146,4 @@ def train_ppo(
     records = pg.train(
         policy, score, prompts, config, optimizer, loss_fn, make_batch, reference, generator
     )
-    return policy, records
+    return Trained(policy, records, None)

@@ -38,6 +38,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
+from irlhf.algorithms.result import Trained
 from irlhf.algorithms.reward_model import (
     RewardModelConfig,
     TabularRewardModel,
@@ -76,8 +77,9 @@ class RLHFConfig(BaseModel):
     """The reward model (must be tabular: the policy update needs r[s, a])."""
 
 
-PolicyStep = Callable[[Any, Any, Any], tuple[Any, list[dict]]]
-"""(policy, reward_model, anchor) -> (next policy, training records): one round's optimisation."""
+PolicyStep = Callable[[Any, Any, Any], Trained[Any, None]]
+"""(policy, reward_model, anchor) -> the next policy and its training records: one round's
+optimisation."""
 
 
 def exact_policy_step(dynamics: TabularDynamics, config: RLHFConfig) -> PolicyStep:
@@ -85,10 +87,11 @@ def exact_policy_step(dynamics: TabularDynamics, config: RLHFConfig) -> PolicySt
 
     def step(
         policy: TabularPolicy, reward_model: TabularRewardModel, anchor: TabularPolicy
-    ) -> tuple[TabularPolicy, list[dict]]:
-        return kl_regularised_policy(
+    ) -> Trained[TabularPolicy, None]:
+        policy = kl_regularised_policy(
             dynamics, reward_model.table, anchor, config.kl_coef, config.gamma
-        ), []
+        )
+        return Trained(policy, [], None)
 
     return step
 
@@ -127,7 +130,7 @@ def rl_policy_step(
 
     def step(
         policy: CausalLMPolicy, reward_model: RewardModel, anchor: CausalLMPolicy
-    ) -> tuple[CausalLMPolicy, list[dict]]:
+    ) -> Trained[CausalLMPolicy, None]:
         reference = pg.frozen_reference(anchor)
         if policy is anchor:  # never train the anchor (the SFT policy) in place
             policy = copy.deepcopy(anchor)
@@ -149,14 +152,14 @@ def train_rlhf(
     generator: torch.Generator | None = None,
     on_round: Callable[[int, Any, Any], None] | None = None,
     policy_step: PolicyStep | None = None,
-) -> tuple[Any, list[dict], Any]:
-    """Iterated RLHF from `reference` (the SFT policy). Returns (policy, records, reward_model):
-    one record per round with the comparisons used, the reward model's training metrics and its
-    accuracy on the round's fresh comparisons *before* refitting on them (held out by
-    construction, on the current policy's distribution; nan in round 1, where there is no model
-    yet). `on_round(round, policy, reward_model)` sees each round's result (for studies that
-    score every round, like Llama 2's V1..V5). `policy_step` optimises the policy each round:
-    by default the exact tabular step; `rl_policy_step` for neural policies."""
+) -> Trained[Any, Any]:
+    """Iterated RLHF from `reference` (the SFT policy). Returns the policy, its records and the
+    reward model (learned): one record per round with the comparisons used, the reward model's
+    training metrics and its accuracy on the round's fresh comparisons *before* refitting on them
+    (held out by construction, on the current policy's distribution; nan in round 1, where there
+    is no model yet). `on_round(round, policy, reward_model)` sees each round's result (for
+    studies that score every round, like Llama 2's V1..V5). `policy_step` optimises the policy
+    each round: by default the exact tabular step; `rl_policy_step` for neural policies."""
     generator = generator or torch.Generator().manual_seed(0)
     if policy_step is None:
         if config.reward_model.kind != "tabular" or not isinstance(reference, TabularPolicy):
@@ -177,7 +180,8 @@ def train_rlhf(
         fit_metrics = reward_model.fit(concat_comparisons(dataset), generator)
         # 3. The policy optimised against the new reward model, KL-anchored.
         anchor = reference if config.anchor == "reference" else policy
-        policy, step_records = policy_step(policy, reward_model, anchor)
+        stepped = policy_step(policy, reward_model, anchor)
+        policy, step_records = stepped.policy, stepped.records
         records.append(
             {
                 "round": round_,
@@ -189,4 +193,4 @@ def train_rlhf(
         )
         if on_round is not None:
             on_round(round_, policy, reward_model)
-    return policy, records, reward_model
+    return Trained(policy, records, reward_model)

@@ -33,6 +33,7 @@ from torch import Tensor
 from irlhf import losses
 from irlhf.algorithms import policy_gradient as pg
 from irlhf.algorithms.optim import adamw
+from irlhf.algorithms.result import Trained
 from irlhf.policies.causal_lm import CausalLMPolicy
 
 
@@ -73,10 +74,11 @@ def train_rloo(
     config: RLOOConfig = RLOOConfig(),
     reference: CausalLMPolicy | None = None,
     generator: torch.Generator | None = None,
-) -> tuple[CausalLMPolicy, list[dict[str, float]]]:
+) -> Trained[CausalLMPolicy, None]:
     """Optimise `policy` in place against `score` with a KL penalty to `reference` (default: a
     frozen copy of the starting policy; none when kl_coef = 0). `prompts(n, generator)` draws
-    prompts, e.g. `world.dynamics().sample_prompts`. Returns (policy, one record per iteration).
+    prompts, e.g. `world.dynamics().sample_prompts`. Returns the policy and one record per
+    iteration.
     """
     optimizer = adamw(policy.parameters(), config.lr, config.weight_decay)  # fused update
     loss_fn = partial(rloo_loss, policy, config)
@@ -84,4 +86,4 @@ def train_rloo(
     records = pg.train(
         policy, score, prompts, config, optimizer, loss_fn, make_batch, reference, generator
     )
-    return policy, records
+    return Trained(policy, records, None)

@@ -8,12 +8,16 @@ on-policy distillation all call; `train_sft` fits the demonstrations' own next t
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from irlhf import losses
 from irlhf.algorithms.optim import adamw
+from irlhf.algorithms.result import Learner, Trained
 from irlhf.policies.tabular import TabularPolicy
+from irlhf.protocols import Dynamics, NeuralPolicy, TabularDynamics
 from irlhf.types import ExpertLabels, Sequences
 from irlhf.worlds.base import Demonstrations
 
@@ -43,7 +47,9 @@ def demonstration_labels(demos: Demonstrations) -> ExpertLabels:
     return ExpertLabels(seqs, seqs.completion_mask, actions=seqs.tokens)
 
 
-def fit_tabular(labels: list[ExpertLabels], dynamics, smoothing: float) -> TabularPolicy:
+def fit_tabular(
+    labels: list[ExpertLabels], dynamics: TabularDynamics, smoothing: float
+) -> TabularPolicy:
     """The smoothed maximum-likelihood table for all labelled (state, token) pairs."""
     counts = torch.zeros(dynamics.n_states, dynamics.vocab_size, dtype=torch.float64)
     for batch in labels:
@@ -61,7 +67,9 @@ def fit_tabular(labels: list[ExpertLabels], dynamics, smoothing: float) -> Tabul
     return TabularPolicy(probs)
 
 
-def label_loss(policy, batch: ExpertLabels, jsd_beta: float) -> tuple[torch.Tensor, dict]:
+def label_loss(
+    policy: NeuralPolicy, batch: ExpertLabels, jsd_beta: float
+) -> tuple[torch.Tensor, dict]:
     """NLL of hard labels or generalized JSD to soft labels, at the labelled positions.
 
     Only positions from the first labelled one on are scored (the loss averages over labelled
@@ -84,7 +92,7 @@ def label_loss(policy, batch: ExpertLabels, jsd_beta: float) -> tuple[torch.Tens
 
 
 def fit_neural(
-    policy,
+    policy: NeuralPolicy,
     labels: list[ExpertLabels],
     config: SFTConfig,
     generator: torch.Generator,
@@ -108,7 +116,7 @@ def fit_neural(
 
 
 def label_step(
-    policy,
+    policy: NeuralPolicy,
     batch: ExpertLabels,
     optimizer: torch.optim.Optimizer,
     params: list[torch.nn.Parameter],
@@ -151,16 +159,17 @@ def _gather(labels: list[ExpertLabels], offsets: torch.Tensor, picks: torch.Tens
 
 
 def train_sft(
-    policy,
+    policy: Learner,
     demos: Demonstrations,
-    dynamics,
+    dynamics: Dynamics,
     config: SFTConfig = SFTConfig(),
     generator: torch.Generator | None = None,
-):
+) -> Trained[Learner, None]:
     """Behaviour cloning on the demonstrations. `policy` is a TabularPolicy (only its shape is
-    used) or a neural policy trained in place. Returns (policy, records)."""
+    used; `dynamics` must then be tabular) or a neural policy trained in place."""
     labels = [demonstration_labels(demos)]
     if isinstance(policy, TabularPolicy):
-        return fit_tabular(labels, dynamics, config.smoothing), []
+        table = fit_tabular(labels, cast(TabularDynamics, dynamics), config.smoothing)
+        return Trained(cast(Learner, table), [], None)
     generator = generator or torch.Generator().manual_seed(0)
-    return policy, fit_neural(policy, labels, config, generator)
+    return Trained(policy, fit_neural(policy, labels, config, generator), None)

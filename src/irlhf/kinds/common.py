@@ -18,6 +18,7 @@ from irlhf.experiments import RunContext
 from irlhf.kinds.world_spec import is_neural, world_name
 from irlhf.metrics.exposure import ExposureBias
 from irlhf.policies.tabular import TabularPolicy
+from irlhf.protocols import Policy
 from irlhf.types import Sequences
 from irlhf.worlds import AutomatonWorld, Demonstrations, World, rollout
 from irlhf.worlds.oracle import LMWorld
@@ -129,7 +130,9 @@ def model_state(policy: CausalLMPolicy) -> dict[str, Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in policy.model.state_dict().items()}
 
 
-def mc_return(world, policy, n: int, generator: torch.Generator) -> tuple[float, float, Sequences]:
+def mc_return(
+    world: World, policy: TabularPolicy | Policy, n: int, generator: torch.Generator
+) -> tuple[float, float, Sequences]:
     """Monte-Carlo true return of `policy` in `world` (metric side: reads the truth): the mean
     and its standard error over `n` fresh samples, and the samples."""
     seqs = rollout(world, policy, n, generator).to("cpu")

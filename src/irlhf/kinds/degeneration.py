@@ -158,13 +158,15 @@ def train(
     elif config.method == "gkd":
         demos = Demonstrations.collect(world, config.gkd_demonstrations, generator)
         oracle = ExpertOracle(world)
-        student, records = train_gkd(student, demos, oracle, dynamics, config.gkd, generator)
+        gkd = train_gkd(student, demos, oracle, dynamics, config.gkd, generator)
+        student, records = gkd.policy, gkd.records
         feedback |= {"demo_tokens": demos.n_tokens, "oracle_queries": oracle.queries}
         feedback["optimizer_steps"] = config.gkd.steps
     else:  # sft, sft_equal, and the first phase of rlhf
         n = config.sft_equal_demonstrations if config.method == "sft_equal" else None
         demos = Demonstrations.collect(world, n or config.n_demonstrations, generator)
-        student, records = train_sft(student, demos, dynamics, config.sft, generator)
+        sft = train_sft(student, demos, dynamics, config.sft, generator)
+        student, records = sft.policy, sft.records
         feedback |= {"demo_tokens": demos.n_tokens, "optimizer_steps": config.sft.steps}
         if config.method == "rlhf":
             rl_records, rlhf_feedback = rlhf_round(config.rlhf, world, student, generator)
@@ -190,13 +192,13 @@ def rlhf_round(
     gold = Annotator(world, beta=1e9)  # noiseless: agreement with the gold reward
     held = gold.compare(held_first, held_second, generator)
     step = rl_policy_step(dynamics, "rloo", spec.rloo, generator)
-    policy, records = step(sft, reward_model, sft)
+    rl = step(sft, reward_model, sft)
     feedback = {
         "annotator_comparisons": annotator.comparisons,
         "rm_train_accuracy": fit["rm/train_accuracy"],
         "rm_held_out_accuracy": comparison_accuracy(reward_model, held),
     }
-    return {"policy": policy, "records": records}, feedback
+    return {"policy": rl.policy, "records": rl.records}, feedback
 
 
 # ---- evaluation ----------------------------------------------------------------------------

@@ -42,7 +42,9 @@ from irlhf.kinds.common import (
 from irlhf.kinds.world_spec import WorldSpec, make_world
 from irlhf.metrics.exposure import exact_return, exposure_bias, exposure_bias_mc
 from irlhf.policies.tabular import TabularPolicy
+from irlhf.protocols import Policy
 from irlhf.worlds import AutomatonSpec, AutomatonWorld, ExpertOracle
+from irlhf.worlds.oracle import LMWorld
 
 if TYPE_CHECKING:
     from irlhf.policies.causal_lm import CausalLMPolicy
@@ -86,7 +88,9 @@ class ImitationConfig(BaseModel):
         return self
 
 
-def train(config: ImitationConfig, world, ctx: RunContext | None = None):
+def train(
+    config: ImitationConfig, world: AutomatonWorld | LMWorld, ctx: RunContext | None = None
+) -> tuple[TabularPolicy | CausalLMPolicy, dict[str, int]]:
     """Demonstrations -> SFT or DAgger. Returns (policy, feedback used)."""
     generator = torch.Generator().manual_seed(config.seed)
     demos = collect_demonstrations(config, world, generator)
@@ -98,13 +102,14 @@ def train(config: ImitationConfig, world, ctx: RunContext | None = None):
         oracle = ExpertOracle(world, temperature=d.temperature, epsilon=d.epsilon)
     dynamics = world.dynamics()
     if config.algorithm == "sft":
-        policy, records = train_sft(policy, demos, dynamics, config.sft, generator)
+        trained = train_sft(policy, demos, dynamics, config.sft, generator)
     elif config.algorithm == "dagger":
-        policy, records = train_dagger(policy, demos, oracle, dynamics, config.dagger, generator)
+        trained = train_dagger(policy, demos, oracle, dynamics, config.dagger, generator)
     else:
-        policy, records = train_gkd(policy, demos, oracle, dynamics, config.gkd, generator)
+        trained = train_gkd(policy, demos, oracle, dynamics, config.gkd, generator)
+    policy = trained.policy
     if ctx is not None:
-        log_training(ctx, records)
+        log_training(ctx, trained.records)
     feedback = {"demo_tokens": demos.n_tokens, "oracle_queries": oracle.queries}
     return policy, feedback | {"optimizer_steps": optimizer_steps(config)}
 
@@ -157,7 +162,9 @@ def run(config: ImitationConfig, ctx: RunContext) -> list[dict]:
     return records
 
 
-def lm_world_records(world, policy, n: int, generator: torch.Generator) -> list[dict]:
+def lm_world_records(
+    world: LMWorld, policy: TabularPolicy | Policy, n: int, generator: torch.Generator
+) -> list[dict]:
     """Monte-Carlo scores in a neural world: the true return of the expert and of the model
     (with standard errors) and the NLL-oracle of the model's samples (Yu et al. 2017)."""
     records = []

@@ -44,6 +44,7 @@ from torch import Tensor
 from irlhf.algorithms.adversarial_irl import AdversarialIRLConfig, train_airl, train_gail
 from irlhf.algorithms.iq_learn import train_iq_learn
 from irlhf.algorithms.maxent_irl import train_maxent_irl
+from irlhf.algorithms.result import Trained
 from irlhf.experiments import RunContext, register_kind
 from irlhf.kinds import irl_neural
 from irlhf.kinds.common import collect_demonstrations, exposure_records, log_training
@@ -54,7 +55,7 @@ from irlhf.metrics.undefined import UndefinedMetricWarning
 from irlhf.policies.tabular import TabularPolicy
 from irlhf.worlds import AutomatonWorld
 
-Trainer = Callable[..., tuple[TabularPolicy, list[dict], Tensor]]
+Trainer = Callable[..., Trained[TabularPolicy, Tensor]]
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,8 @@ class IRLMethod:
     """How to train one IRL method and read its config."""
 
     train: Trainer
-    """(policy, demos, dynamics, config, generator) -> (policy, records, recovered reward)."""
+    """(policy, demos, dynamics, config, generator) -> the policy, its records and the recovered
+    reward table (learned)."""
     temperature: Callable[[Any], float]
     """config -> the temperature its recovered reward is solved at (reward units per nat)."""
     rollouts: Callable[[Any], int]
@@ -93,10 +95,10 @@ def train(
     demos = collect_demonstrations(config, world, generator)
     blank = TabularPolicy.uniform(world.n_states, world.vocab_size)
     method = METHODS[config.algorithm]
-    policy, records, reward = method.train(blank, demos, world.dynamics(), config.method, generator)
+    trained = method.train(blank, demos, world.dynamics(), config.method, generator)
     if ctx is not None:
-        log_training(ctx, records)
-    return policy, reward, feedback_of(demos, method.rollouts(config.method))
+        log_training(ctx, trained.records)
+    return trained.policy, trained.learned, feedback_of(demos, method.rollouts(config.method))
 
 
 def recovered_reward_records(

@@ -27,7 +27,6 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, cast
 
 import numpy as np
@@ -36,14 +35,12 @@ from torch import Tensor
 
 from irlhf.algorithms.neural_adversarial_irl import (
     NeuralAdversarialIRLConfig,
+    TokenDiscriminator,
     train_neural_airl,
     train_neural_gail,
 )
-from irlhf.algorithms.neural_iq_learn import (
-    NeuralIQLearnConfig,
-    implied_rewards,
-    train_neural_iq_learn,
-)
+from irlhf.algorithms.neural_iq_learn import train_neural_iq_learn
+from irlhf.algorithms.result import Trained
 from irlhf.algorithms.sft import train_sft
 from irlhf.experiments import RunContext
 from irlhf.kinds.common import (
@@ -63,14 +60,10 @@ RewardFn = Callable[[Sequences], Tensor]
 """seqs -> [B, T] recovered reward per completion token."""
 
 
-def _adversarial(train: Callable, policy, demos, dynamics, config, generator):
-    policy, records, disc = train(policy, demos, dynamics, config, generator)
-    return policy, records, disc.recovered_reward
-
-
-def _iq_learn(policy, demos, dynamics, config: NeuralIQLearnConfig, generator):
-    policy, records = train_neural_iq_learn(policy, demos, dynamics, config, generator)
-    return policy, records, partial(implied_rewards, policy, alpha=config.alpha, gamma=config.gamma)
+def recovered_reward(learned: TokenDiscriminator | RewardFn) -> RewardFn:
+    """What a neural IRL method learned, as a reward: a discriminator's recovered reward, or
+    IQ-Learn's implied reward as it is."""
+    return learned.recovered_reward if isinstance(learned, TokenDiscriminator) else learned
 
 
 def _adversarial_rollouts(config: NeuralAdversarialIRLConfig) -> int:
@@ -83,17 +76,18 @@ def _adversarial_rollouts(config: NeuralAdversarialIRLConfig) -> int:
 class NeuralIRLMethod:
     """How to train one neural IRL method and count its rollouts."""
 
-    train: Callable[..., tuple[Any, list[dict], RewardFn]]
-    """(policy, demos, dynamics, config, generator) -> (policy, records, recovered reward)."""
+    train: Callable[..., Trained[CausalLMPolicy, TokenDiscriminator | RewardFn]]
+    """(policy, demos, dynamics, config, generator) -> the policy, its records and what it
+    learned (`recovered_reward` reads it as a reward)."""
     rollouts: Callable[[Any], int]
     """config -> learner sequences sampled during training (0 = offline)."""
 
 
 NEURAL_METHODS: dict[str, NeuralIRLMethod] = {
-    "gail": NeuralIRLMethod(partial(_adversarial, train_neural_gail), _adversarial_rollouts),
-    "airl": NeuralIRLMethod(partial(_adversarial, train_neural_airl), _adversarial_rollouts),
+    "gail": NeuralIRLMethod(train_neural_gail, _adversarial_rollouts),
+    "airl": NeuralIRLMethod(train_neural_airl, _adversarial_rollouts),
     "iq_learn": NeuralIRLMethod(
-        _iq_learn, lambda c: c.rounds * c.rollouts_per_round if c.online else 0
+        train_neural_iq_learn, lambda c: c.rounds * c.rollouts_per_round if c.online else 0
     ),
 }
 
@@ -108,15 +102,21 @@ def train(
     policy = build_policy(config, world)
     dynamics = world.dynamics()
     if config.pretrain.steps > 0:
-        policy, bc_records = train_sft(policy, demos, dynamics, config.pretrain, generator)
+        bc = train_sft(policy, demos, dynamics, config.pretrain, generator)
+        policy = bc.policy
         if ctx is not None:
-            log_training(ctx, [{"phase": "pretrain", **r} for r in bc_records], limit=50)
+            log_training(ctx, [{"phase": "pretrain", **r} for r in bc.records], limit=50)
     method = NEURAL_METHODS[config.algorithm]
-    policy, records, reward = method.train(policy, demos, dynamics, config.method, generator)
+    trained = method.train(policy, demos, dynamics, config.method, generator)
+    policy = trained.policy
     policy.eval()
     if ctx is not None:
-        log_training(ctx, records)
-    return policy, reward, feedback_of(demos, method.rollouts(config.method))
+        log_training(ctx, trained.records)
+    return (
+        policy,
+        recovered_reward(trained.learned),
+        feedback_of(demos, method.rollouts(config.method)),
+    )
 
 
 def _pearson(x: Tensor, y: Tensor) -> float:

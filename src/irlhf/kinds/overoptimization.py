@@ -60,7 +60,8 @@ def run(config: OveroptimizationConfig, ctx: RunContext) -> list[dict]:
     dynamics = world.dynamics()
     generator = torch.Generator().manual_seed(config.seed)
     demos = collect_demonstrations(config, world, generator)
-    sft, _ = train_sft(TabularPolicy.uniform(world.n_states, world.vocab_size), demos, dynamics)
+    blank = TabularPolicy.uniform(world.n_states, world.vocab_size)
+    sft = train_sft(blank, demos, dynamics).policy
     annotator = Annotator(world, config.annotator.beta, config.annotator.flip_prob)
     pairs = sample_pairs(dynamics, sft, config.comparisons, generator)
     reward_model = TabularRewardModel(dynamics, config.reward_model)

@@ -40,6 +40,7 @@ from irlhf.kinds.world_spec import WorldSpec, is_neural, make_world, world_name
 from irlhf.metrics.exposure import exact_return, optimal_return
 from irlhf.metrics.reward import sequence_kl
 from irlhf.policies.tabular import TabularPolicy
+from irlhf.protocols import Policy, RewardModel, World
 from irlhf.worlds import AutomatonSpec, AutomatonWorld, Demonstrations, rollout
 from irlhf.worlds.annotator import Annotator, sample_pairs
 
@@ -92,7 +93,13 @@ class RLHFRunConfig(BaseModel):
         return self
 
 
-def ranking_accuracy(world, reward_model, policy, n: int, generator: torch.Generator) -> float:
+def ranking_accuracy(
+    world: World,
+    reward_model: RewardModel,
+    policy: TabularPolicy | Policy,
+    n: int,
+    generator: torch.Generator,
+) -> float:
     """Fraction of held-out pairs of `policy`'s samples that the reward model orders like the
     true return (pairs with equal true return skipped). Metric-side: reads the truth."""
     first, second = sample_pairs(world.dynamics(), policy, n, generator)
@@ -152,7 +159,8 @@ def run(config: RLHFRunConfig, ctx: RunContext) -> list[dict]:
     neural = config.policy.kind != "tabular"
     demos = collect_demonstrations(config, world, generator)
     blank = build_policy(config, world)
-    sft, sft_records = train_sft(blank, demos, dynamics, config.sft, generator)
+    trained_sft = train_sft(blank, demos, dynamics, config.sft, generator)
+    sft, sft_records = trained_sft.policy, trained_sft.records
     for record in sft_records[:: max(1, len(sft_records) // 50)]:
         ctx.log({"phase": "sft", **record})
     evaluation = torch.Generator().manual_seed(config.seed + 10_000)
@@ -162,8 +170,7 @@ def run(config: RLHFRunConfig, ctx: RunContext) -> list[dict]:
     ):  # a neural world has no cheap "generic data" model: no base policy there
         generic = Demonstrations.collect(world, config.base_sequences, generator, epsilon=1.0)
         blank_table = TabularPolicy.uniform(world.n_states, world.vocab_size)
-        base, _ = train_sft(blank_table, generic, dynamics)
-        score("base", base)
+        score("base", train_sft(blank_table, generic, dynamics).policy)
     score("sft", sft)
     annotator = Annotator(world, config.annotator.beta, config.annotator.flip_prob)
     step = None
@@ -172,7 +179,7 @@ def run(config: RLHFRunConfig, ctx: RunContext) -> list[dict]:
         # the run's own rollout generator, so that seeds are independent
         rollouts = torch.Generator().manual_seed(config.seed + 20_000)
         step = rl_policy_step(dynamics, config.rl, rl_config, rollouts)
-    policy, records, reward_model = train_rlhf(
+    rlhf = train_rlhf(
         sft,
         dynamics,
         annotator,
@@ -181,7 +188,8 @@ def run(config: RLHFRunConfig, ctx: RunContext) -> list[dict]:
         on_round=lambda round_, p, _rm: score(f"rlhf_{round_}", p),
         policy_step=step,
     )
-    for record in records:
+    policy, reward_model = rlhf.policy, rlhf.learned
+    for record in rlhf.records:
         ctx.log({"phase": "rlhf", **record})
 
     d = config.demonstrations
