@@ -42,7 +42,7 @@ def test_each_study_builds_its_grid_in_every_world_it_lists() -> None:
     assert all("kind" not in resolved(c)["world"] for c in compounding.configs("quick"))
 
 
-WORLDS_C = ("automaton", "oracle", "text")
+WORLDS_C = ("automaton", "flipflop", "oracle", "text")
 WORLDS_O = ("automaton", "oracle")
 
 
@@ -72,7 +72,10 @@ def test_an_unsupported_world_is_a_one_line_config_error() -> None:
     ("args", "fragment"),
     [
         (["study", "outperform", "--world", "text"], "--world: study outperform supports: "),
-        (["study", "compounding", "--world", "mars"], "supports: automaton, oracle, text"),
+        (
+            ["study", "compounding", "--world", "mars"],
+            "supports: automaton, flipflop, oracle, text",
+        ),
         (["reproduce", "--world", "mars"], "--world: no study runs in it"),
     ],
 )

@@ -4,6 +4,8 @@ A config's world is one of
 
 * an automaton (`AutomatonSpec`, the exact tabular core; no tag, so every automaton config
   resolves, and hashes, exactly as before the neural worlds were added);
+* `kind = "flipflop"`: the flip-flop trap world (`irlhf.worlds.flipflop`: an automaton whose
+  mode a causal transformer can read from the tokens; exact DP, tabular or neural learners);
 * `kind = "oracle"`: the neural oracle world (`irlhf.worlds.oracle`: a random GPT-2 is the
   expert, a second random network the gold reward);
 * `kind = "text"`: the real-text world (`irlhf.worlds.text`: a teacher LM trained on Shakespeare,
@@ -20,11 +22,19 @@ from typing import Annotated, Any, Literal, cast
 from pydantic import BeforeValidator, Discriminator, Tag
 
 from irlhf.worlds.automaton import AutomatonSpec, AutomatonWorld
+from irlhf.worlds.flipflop import FlipFlopSpec, FlipFlopWorld
 from irlhf.worlds.oracle import LMWorld, OracleSpec, OracleWorld
 from irlhf.worlds.text import TextSpec, make_text_world
 
-WORLDS = ("automaton", "oracle", "text")
+WORLDS = ("automaton", "flipflop", "oracle", "text")
 """World names, as `--world` and a `[world]` table's `kind` spell them."""
+
+
+class FlipFlopWorldSpec(FlipFlopSpec):
+    """A `FlipFlopSpec` tagged for a config's `[world]` table."""
+
+    kind: Literal["flipflop"] = "flipflop"
+    """The world: the flip-flop trap world."""
 
 
 class OracleWorldSpec(OracleSpec):
@@ -50,6 +60,8 @@ def _tag(value: Any) -> str:
 def _tagged(value: Any) -> Any:
     """Untagged neural specs become tagged ones; an explicit `kind = "automaton"` is dropped
     (the automaton spec has no tag field)."""
+    if isinstance(value, FlipFlopSpec) and not isinstance(value, FlipFlopWorldSpec):
+        return FlipFlopWorldSpec(**value.model_dump())
     if isinstance(value, OracleSpec) and not isinstance(value, OracleWorldSpec):
         return OracleWorldSpec(**value.model_dump())
     if isinstance(value, TextSpec) and not isinstance(value, TextWorldSpec):
@@ -61,16 +73,19 @@ def _tagged(value: Any) -> Any:
 
 WorldSpec = Annotated[
     Annotated[AutomatonSpec, Tag("automaton")]
+    | Annotated[FlipFlopWorldSpec, Tag("flipflop")]
     | Annotated[OracleWorldSpec, Tag("oracle")]
     | Annotated[TextWorldSpec, Tag("text")],
     Discriminator(_tag),
     BeforeValidator(_tagged),
 ]
-"""A config's world: automaton (untagged), `kind = "oracle"` or `kind = "text"`."""
+"""A config's world: automaton (untagged), `kind = "flipflop"`, `"oracle"` or `"text"`."""
 
 
 def world_name(spec: object) -> str:
-    """ "automaton", "oracle" or "text" for a world spec."""
+    """ "automaton", "flipflop", "oracle" or "text" for a world spec."""
+    if isinstance(spec, FlipFlopSpec):
+        return "flipflop"
     if isinstance(spec, OracleSpec):
         return "oracle"
     if isinstance(spec, TextSpec):
@@ -82,12 +97,16 @@ def world_name(spec: object) -> str:
 
 def is_neural(spec: object) -> bool:
     """Whether the world's expert is a language model (no latent states, no exact DP)."""
-    return world_name(spec) != "automaton"
+    return world_name(spec) not in ("automaton", "flipflop")
 
 
-def make_world(spec: AutomatonSpec | OracleSpec | TextSpec) -> AutomatonWorld | LMWorld:
+def make_world(
+    spec: AutomatonSpec | FlipFlopSpec | OracleSpec | TextSpec,
+) -> AutomatonWorld | LMWorld:
     """The world `spec` describes (the text world loads, or first trains, its cached teacher)."""
     name = world_name(spec)
+    if name == "flipflop":
+        return FlipFlopWorld(cast(FlipFlopSpec, spec))
     if name == "automaton":
         return AutomatonWorld(cast(AutomatonSpec, spec))
     if name == "oracle":

@@ -10,7 +10,9 @@ exponent over seeds (jackknife t-interval over seeds). Expected: BC ~2 in the ab
 learner's own behaviour, ~1 like DAgger but without querying an expert. A learner whose mean
 regret is <= 0 at some fitted length (as good as the expert there) has no power law: its exponent
 is nan, with a note. With `--world oracle` or `--world text` the same question is asked of
-language-model students of a language-model expert (`irlhf.studies.compounding_lm`).
+language-model students of a language-model expert (`irlhf.studies.compounding_lm`); with
+`--world flipflop`, tabular learners in the flip-flop trap world
+(`irlhf.studies.compounding_flipflop`).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from irlhf.kinds.imitation import ImitationConfig
 from irlhf.kinds.irl import METHODS, IRLConfig
 from irlhf.metrics.exposure import fit_power_law
 from irlhf.report.figures import label, new_grid, save_figure, shared_legend, style_axes
-from irlhf.studies import compounding_lm
+from irlhf.studies import compounding_flipflop, compounding_lm
 from irlhf.studies.base import Study, register_study
 from irlhf.studies.budgets import (
     EQUAL_ARM,
@@ -65,6 +67,8 @@ def configs(profile: str, world: str = "automaton") -> Sequence[ImitationConfig 
     DAgger as many steps (fit steps / 2 in round 0 and each of 3 rounds) with roll-outs sized to
     GKD's expected oracle queries; neural `sft_equal` is BC with 2 x steps on 50 demonstrations
     plus one per `horizon` of GKD's queries."""
+    if world == "flipflop":
+        return compounding_flipflop.configs(profile)
     if world != "automaton":
         return compounding_lm.configs(profile, world)
     tab_seeds, tab_horizon, nn_seeds, nn_horizon, nn_steps = PROFILES[profile]
@@ -118,12 +122,16 @@ def _fit_lengths(horizon: int) -> np.ndarray:
 
 
 def summarize(df: pd.DataFrame, out: Path) -> dict:
-    if "world.kind" in df and df["world.kind"].notna().any():  # a neural LM world
+    kinds = set(df["world.kind"].dropna()) if "world.kind" in df else set()
+    if kinds & set(compounding_lm.WORLDS):  # a neural LM world
         return compounding_lm.summarize(df, out)
+    flipflop = "flipflop" in kinds
     ok = df[df["status"] == "done"].copy()
     if "demonstrations.n" not in ok:  # IRL runs only: no BC arms
         ok["demonstrations.n"] = np.nan
     ok["arm"] = arm_column(ok, ["world.preset", "policy.kind"])
+    if flipflop:  # BC at other smoothings: own arms, reported in the `smoothing` table
+        ok["arm"] = compounding_flipflop.relabel_smoothing(ok, ok["arm"])
     index = ["world.preset", "policy.kind", "arm"]
     scalars = ok[ok["L"].isna()].pivot_table(
         index=[*index, "seed"], columns="metric", values="value"
@@ -160,8 +168,10 @@ def summarize(df: pd.DataFrame, out: Path) -> dict:
                 "note": note,
             }
         )
-    _figure(curves, out / "compounding_regret.png")
-    pct = ok[ok["metric"] == "pct_ex_acc_err"]
+    extra = compounding_flipflop.extra_summary(rows) if flipflop else {}
+    rows = [r for r in rows if r["algorithm"] in LABELS]
+    _figure({k: v for k, v in curves.items() if k[2] in LABELS}, out / "compounding_regret.png")
+    pct = ok[(ok["metric"] == "pct_ex_acc_err") & ok["arm"].isin(list(LABELS))]
     _pct_figure(pct, out / "compounding_exacc.png")
     headline = [
         {
@@ -174,7 +184,8 @@ def summarize(df: pd.DataFrame, out: Path) -> dict:
     ]
     return {
         "exponents": rows,
-        "irl_claim": _irl_claim(rows),
+        **({} if flipflop else {"irl_claim": _irl_claim(rows)}),
+        **extra,
         "budgets": "each exponents row: demo_tokens (demonstration tokens), oracle_queries "
         "(ExpertOracle queries: roll-out expert steps and labels) and optimizer_steps (0 for "
         "tables), seed means; sft_equal is BC given the interactive arm's tokens and steps",
@@ -274,11 +285,13 @@ STUDY = Study(
     description=__doc__.split("\n\n", 1)[1].strip(),
     configs=configs,
     summarize=summarize,
-    worlds=("automaton", "oracle", "text"),
-    descriptions=dict.fromkeys(compounding_lm.WORLDS, compounding_lm.DESCRIPTION),
+    worlds=("automaton", "flipflop", "oracle", "text"),
+    descriptions=dict.fromkeys(compounding_lm.WORLDS, compounding_lm.DESCRIPTION)
+    | {"flipflop": compounding_flipflop.DESCRIPTION},
     titles=dict.fromkeys(
         compounding_lm.WORLDS,
         "Compounding error: BC vs DAgger vs GKD against the prefix length",
-    ),
+    )
+    | {"flipflop": compounding_flipflop.TITLE},
 )
 register_study(STUDY)

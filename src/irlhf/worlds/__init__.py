@@ -4,16 +4,20 @@ The neural worlds (`OracleWorld`, `TextWorld`, `make_text_world`, their specs) i
 transformers, so they are loaded on first use (`irlhf.worlds.OracleWorld`), not with this package.
 """
 
-from irlhf.worlds.automaton import PRESETS, AutomatonSpec, AutomatonWorld, make_world
+from irlhf.worlds.automaton import PRESETS, AutomatonSpec, AutomatonWorld
 from irlhf.worlds.base import BudgetExceeded, Demonstrations, ExpertOracle, World, rollout
+from irlhf.worlds.flipflop import FLIPFLOP_PRESETS, FlipFlopSpec, FlipFlopWorld, make_world
 
 __all__ = [
+    "FLIPFLOP_PRESETS",
     "PRESETS",
     "AutomatonSpec",
     "AutomatonWorld",
     "BudgetExceeded",
     "Demonstrations",
     "ExpertOracle",
+    "FlipFlopSpec",
+    "FlipFlopWorld",
     "LMWorld",
     "OracleSpec",
     "OracleWorld",
@@ -45,17 +49,25 @@ def __getattr__(name: str):
 
 
 def describe_presets():  # -> rich.table.Table
-    """A rich table of the world presets and every knob that differs from the defaults."""
+    """A rich table of the world presets (automaton, then flip-flop) and every knob that differs
+    from its family's defaults."""
     from rich.table import Table
 
-    defaults = AutomatonSpec().model_dump()
     table = Table(title="automaton world presets (irlhf.worlds.make_world(name, **knobs))")
     table.add_column("preset", style="bold")
     table.add_column("what it is for")
     table.add_column("knobs (changed from the defaults)")
-    for name, (what, spec) in PRESETS.items():
-        changed = {k: v for k, v in spec.model_dump().items() if k != "preset" and v != defaults[k]}
-        table.add_row(name, what, ", ".join(f"{k}={v:g}" for k, v in changed.items()) or "-")
-    knobs = ", ".join(f"{k}={v:g}" for k, v in defaults.items() if k != "preset")
-    table.caption = f"defaults: {knobs}"
+    captions = []
+    families = (("", AutomatonSpec(), PRESETS), ("flipflop-", FlipFlopSpec(), FLIPFLOP_PRESETS))
+    for prefix, base, presets in families:
+        defaults = base.model_dump()
+        for name, (what, spec) in presets.items():
+            changed = {
+                k: v for k, v in spec.model_dump().items() if k != "preset" and v != defaults[k]
+            }
+            knobs = ", ".join(f"{k}={v:g}" for k, v in changed.items()) or "-"
+            table.add_row(prefix + name, what, knobs)
+        knobs = ", ".join(f"{k}={v:g}" for k, v in defaults.items() if k != "preset")
+        captions.append(f"{prefix or 'automaton '}defaults: {knobs}")
+    table.caption = "\n".join(captions)
     return table
