@@ -134,3 +134,21 @@ def test_gkd_gets_closer_to_the_expert_than_sft_on_the_same_demonstrations() -> 
         r_bc = exposure_bias_mc(world, bc, 256, e).R[-1]
         gaps.append(r_bc - r_gkd)
     assert min(gaps) > 0, gaps
+
+
+def test_seq_kd_and_on_policy_batches_train_in_an_lm_world() -> None:
+    """The teacher's samples come from an LM sampled under inference mode: GKD must still take
+    gradient steps on them (seq_kd), and on the student's own samples, in the oracle world."""
+    from irlhf.worlds.oracle import OracleWorld
+
+    world = OracleWorld(vocab_size=8, n_prompts=2, n_layer=1, n_embd=8, horizon=4, seed=0)
+    g = torch.Generator().manual_seed(0)
+    demos = Demonstrations.collect(world, 4, g)
+    student = CausalLMPolicy.tiny(world.token_vocab_size, world.vocab_size, n_layer=1, n_embd=8,
+                                  n_head=2, max_length=world.prompt_length + 4)  # fmt: skip
+    before = [p.detach().clone() for p in student.parameters()]
+    oracle = ExpertOracle(world)
+    config = GKDConfig(steps=6, batch_size=3, lmbda=0.5, seq_kd=True)
+    train_gkd(student, demos, oracle, world.dynamics(), config, g)
+    assert oracle.queries == 6 * 3 * world.horizon  # every batch fresh: student or teacher
+    assert any(not torch.equal(a, b) for a, b in zip(before, student.parameters(), strict=True))

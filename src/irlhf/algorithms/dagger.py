@@ -43,7 +43,8 @@ class DAggerConfig(BaseModel):
     rollouts_per_round: int = Field(50, ge=1)
     """Sequences labelled by the oracle per round."""
     labels: Literal["hard", "soft"] = "hard"
-    """"hard" (a sampled expert token, DAgger) or "soft" (the expert distribution, GKD)."""
+    """"hard" (a sampled expert token, as in Ross et al.) or "soft" (the expert's distribution,
+    fitted by the generalized JSD; still aggregated, unlike GKD)."""
     beta0: float = Field(0.5, ge=0.0, le=1.0)
     """Round 1's per-step probability of taking the expert's action in the roll-outs."""
     beta_decay: float = Field(0.5, ge=0.0, le=1.0)

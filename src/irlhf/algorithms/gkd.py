@@ -144,8 +144,10 @@ def _student_samples(
     policy: NeuralPolicy, dynamics: Dynamics, config: GKDConfig, generator: torch.Generator
 ) -> Sequences:
     prompts = dynamics.sample_prompts(config.batch_size, generator).to(policy.device)
-    # `sample` runs under inference mode and returns normal tensors, usable in the step
-    return policy.sample(prompts, dynamics.horizon, generator, temperature=config.temperature)
+    # `sample` runs under inference mode and returns normal tensors, usable in the step; the
+    # oracle labels on the CPU (the world's tables and expert live there)
+    seqs = policy.sample(prompts, dynamics.horizon, generator, temperature=config.temperature)
+    return seqs.to("cpu")
 
 
 class _LabelledOnFirstUse:

@@ -236,7 +236,8 @@ def update(
             if max_grad_norm is not None:
                 grad_norm = nn.utils.clip_grad_norm_(params, max_grad_norm).item()
             else:
-                grad_norm = float("nan")
+                # the norm without clipping (an infinite max norm scales by exactly 1)
+                grad_norm = nn.utils.clip_grad_norm_(params, float("inf")).item()
             optimizer.step()
             records.append({**metrics, "optim/grad_norm": grad_norm, "optim/epoch": epoch})
     return records, False

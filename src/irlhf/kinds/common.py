@@ -141,13 +141,14 @@ def mc_return(
 
 
 def log_training(ctx: RunContext, records: list[dict], limit: int = 200) -> None:
-    """Log about `limit` of a training loop's records, evenly spaced (the last one included)."""
+    """Log about `limit` of a training loop's records, evenly spaced (the last one included), and
+    every budget record (`oracle/queries`, `gkd/on_policy_fraction`, `dagger/beta`): those are
+    the feedback accounting, not a curve to thin."""
     step = max(1, len(records) // limit)
-    picked = records[::step]
-    if records and (len(records) - 1) % step:
-        picked.append(records[-1])
-    for record in picked:
-        ctx.log(record)
+    for i, record in enumerate(records):
+        budget = any(k in record for k in ("oracle/queries", "gkd/on_policy_fraction"))
+        if budget or i % step == 0 or i == len(records) - 1:
+            ctx.log(record)
 
 
 def exposure_records(exposure: ExposureBias) -> list[dict]:

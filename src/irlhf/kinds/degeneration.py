@@ -118,8 +118,9 @@ class DegenerationConfig(BaseModel):
     """Teacher samples for SFT (and RLHF's SFT phase)."""
     gkd_demonstrations: int = Field(128, ge=1)
     """GKD's fixed data set: teacher samples, soft-labelled on first use (memory: x T x V)."""
-    sft_equal_demonstrations: int = Field(1728, ge=1)
-    """Teacher samples for `sft_equal` (the study sets GKD's budget in sequences)."""
+    sft_equal_demonstrations: int = Field(1856, ge=1)
+    """Teacher samples for `sft_equal`: GKD's demonstrations plus its expected oracle queries in
+    sequences (`studies.budgets.equal_budget_demos`; 1856 for the defaults here)."""
     sft: SFTConfig = SFTConfig(steps=200, batch_size=16, lr=3e-3)
     """SFT fit; the control uses the same steps, batch size and learning rate on real text."""
     gkd: GKDConfig = GKDConfig(steps=200, batch_size=16, lr=3e-3, lmbda=0.5, beta=0.5)

@@ -1,14 +1,16 @@
-"""The `imitation` experiment kind: one learner (tabular or neural) trained by SFT or DAgger in an
-automaton world or a neural LM world, then scored by the exposure metrics at every prefix length.
+"""The `imitation` experiment kind: one learner (tabular or neural) trained by SFT, DAgger or GKD
+in an automaton world or a neural LM world, then scored by the exposure metrics at every prefix
+length.
 
-A run: world -> Demonstrations (+ ExpertOracle for DAgger: the expert, or the demonstrator
-itself) -> algorithm -> policy -> exposure metrics (exact for tables, Monte Carlo for neural
-policies). Neural runs checkpoint the trained policy, so an interrupted run resumes after training
-and ends with the same numbers. Inverse RL has its own kind, `irl` (`irlhf.kinds.irl`).
+A run: world -> Demonstrations (+ ExpertOracle for DAgger and GKD: the expert, or the
+demonstrator itself) -> algorithm -> policy -> exposure metrics (exact for tables, Monte Carlo
+for neural policies). Neural runs checkpoint the trained policy, so an interrupted run resumes
+after training and ends with the same numbers. Inverse RL has its own kind, `irl`
+(`irlhf.kinds.irl`).
 
 In a neural LM world (`world.kind = "oracle"` or `"text"`, `irlhf.kinds.world_spec`) the
-learner is a causal LM, the ExpertOracle is the expert LM itself (DAgger with hard labels, or
-on-policy distillation with `dagger.labels = "soft"`), and the exposure metrics are those of
+learner is a causal LM, the ExpertOracle is the expert LM itself (DAgger's mixture roll-outs and
+labels, or GKD's soft labels with `algorithm = "gkd"`), and the exposure metrics are those of
 Arora et al. (2022) with the expert as the oracle; `regret` is the gold-reward regret
 J_L(expert) - J_L(model), a Monte-Carlo estimate on both sides. The run also records the
 NLL-oracle of the learner's samples (`oracle_nll`, nats per token) and the Monte-Carlo returns
@@ -91,7 +93,7 @@ class ImitationConfig(BaseModel):
 def train(
     config: ImitationConfig, world: AutomatonWorld | LMWorld, ctx: RunContext | None = None
 ) -> tuple[TabularPolicy | CausalLMPolicy, dict[str, int]]:
-    """Demonstrations -> SFT or DAgger. Returns (policy, feedback used)."""
+    """Demonstrations -> SFT, DAgger or GKD. Returns (policy, feedback used)."""
     generator = torch.Generator().manual_seed(config.seed)
     demos = collect_demonstrations(config, world, generator)
     policy = build_policy(config, world)

@@ -156,12 +156,18 @@ def _ci(prefix: str, values: np.ndarray) -> dict:
 
 
 def _exponent(prefix: str, lengths: np.ndarray, table: pd.DataFrame) -> dict:
+    """The power-law fit as {prefix, prefix_ci_low, prefix_ci_high, prefix_note}: nan with the
+    fit's reason in the note when there is no power law (a non-positive or infinite mean)."""
+    note = None
     try:
         fit = fit_power_law(lengths, table[lengths].to_numpy())
         values = (fit.exponent, fit.ci_low, fit.ci_high)
-    except ValueError:  # a non-positive mean at some length: no power law
+        note = fit.note
+    except ValueError as error:
         values = (float("nan"),) * 3
-    return dict(zip([prefix, f"{prefix}_ci_low", f"{prefix}_ci_high"], values, strict=True))
+        note = f"no power law: {error}"
+    keys = [prefix, f"{prefix}_ci_low", f"{prefix}_ci_high"]
+    return dict(zip(keys, values, strict=True)) | {f"{prefix}_note": note}
 
 
 def summarize(df: pd.DataFrame, out: Path) -> dict:

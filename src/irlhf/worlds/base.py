@@ -90,10 +90,11 @@ class Demonstrations:
 
 @dataclass
 class ExpertOracle:
-    """The expert's next-token distribution at any prefix: one query per prefix, whatever is
-    taken from it (the distribution as a soft label, a token sampled from it as a hard label or
-    as the expert's action in a mixture roll-out). Queries count against `budget` (None =
-    unlimited).
+    """The expert's next-token distribution at any prefix: one query per prefix and call,
+    whatever is taken from it (the distribution as a soft label, a token sampled from it as a
+    hard label or as the expert's action in a mixture roll-out; DAgger's expert step and its
+    later label of the same prefix are two queries). Queries count
+    against `budget` (None = unlimited).
 
     `temperature` and `epsilon` degrade the oracle like the demonstrator (the defaults are the
     expert itself): DAgger "imitating the same demonstrator" queries the demonstrator. Nothing is
@@ -151,6 +152,10 @@ class ExpertOracle:
         horizon = self.world.horizon if horizon is None else horizon
         seqs = rollout(self.world, self.world.demonstrator(self.temperature, self.epsilon), n,
                        generator, horizon).to("cpu")  # fmt: skip
+        # an LM demonstrator samples under inference mode: clones are usable in a training step
+        seqs = Sequences(
+            seqs.tokens.clone(), seqs.prompt_mask.clone(), seqs.completion_mask.clone()
+        )
         return self.label(seqs, soft=True)
 
     def _charge(self, n: int) -> None:
