@@ -30,13 +30,6 @@ LAYER_RULES = {
 """experiments/ is the platform: it never imports science (a kind's module and results version
 reach it as data, through `register_kind`); a kind is below every study."""
 
-KNOWN_LONG = {
-    "irlhf.worlds.text": "worlds/text.py (537 lines: the text world, its teacher's tokenizer, "
-    "pre-training and cache) is still to be split",
-}
-"""Modules over MAX_LINES that another change is splitting; each is an xfail(strict=True) case,
-so the entry must go once the module is short (or gone)."""
-
 
 def module_name(path: Path) -> str:
     parts = path.relative_to(SRC).with_suffix("").parts
@@ -186,16 +179,5 @@ def _lines(module: str) -> int:
 
 
 def test_no_module_is_over_500_lines() -> None:
-    long = {m: _lines(m) for m in modules() if m not in KNOWN_LONG and _lines(m) > MAX_LINES}
+    long = {m: _lines(m) for m in modules() if _lines(m) > MAX_LINES}
     assert not long, f"modules over {MAX_LINES} lines: {long}"
-
-
-@pytest.mark.parametrize(
-    "module",
-    [
-        pytest.param(m, marks=pytest.mark.xfail(strict=True, reason=reason))
-        for m, reason in KNOWN_LONG.items()
-    ],
-)
-def test_known_long_module_is_split(module: str) -> None:
-    assert module not in modules() or _lines(module) <= MAX_LINES

@@ -47,7 +47,9 @@ from irlhf.policies.causal_lm import CausalLMPolicy
 from irlhf.types import Sequences
 from irlhf.worlds.annotator import Annotator, sample_pairs
 from irlhf.worlds.base import Demonstrations, ExpertOracle
-from irlhf.worlds.text import TextSpec, TextWorld, encode, make_text_world, pretrain_lm
+from irlhf.worlds.pretraining import pretrain_lm
+from irlhf.worlds.text import TextSpec, TextWorld, make_text_world
+from irlhf.worlds.tokenizer import encode
 
 METHODS = ("teacher", "sft", "sft_equal", "gkd", "rlhf", "real_text")
 

@@ -39,26 +39,25 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from irlhf import losses
 from irlhf.data import Corpus, corpus_files, data_dir, shakespeare
 from irlhf.experiments.storage import exclusive_lock
 from irlhf.policies.causal_lm import CausalLMPolicy
 from irlhf.types import Sequences
 from irlhf.worlds.oracle import LMWorld
+from irlhf.worlds.pretraining import lm_loss, pretrain_lm, random_windows
+from irlhf.worlds.tokenizer import encode, load_tokenizer, train_tokenizer
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 TEACHER_INFO, TOKENS_FILE = "teacher.json", "tokens.safetensors"
-TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model", "vocab.txt")
 
 
 class TeacherSpec(BaseModel):
@@ -145,139 +144,6 @@ class TextSpec(BaseModel):
             if data.get(key) is None:
                 data.pop(key, None)
         return data
-
-
-# ---- tokenizer and token streams -----------------------------------------------------------
-
-
-def train_tokenizer(texts: list[str], vocab_size: int) -> Any:
-    """A byte-level BPE tokenizer (GPT-2's pre-tokenizer, no special tokens) trained on texts,
-    as a transformers PreTrainedTokenizerFast (so `save_pretrained` writes tokenizer.json)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator(texts, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer)
-
-
-def encode(tokenizer: Any, text: str) -> Tensor:
-    """[N] long token ids of a (long) text, no special tokens."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:
-        return torch.tensor(backend.encode(text, add_special_tokens=False).ids, dtype=torch.long)
-    return torch.tensor(tokenizer.encode(text, add_special_tokens=False), dtype=torch.long)
-
-
-def load_tokenizer(path: Path) -> Any:
-    """The tokenizer saved in a model directory; a one-line ValueError if there is none."""
-    from transformers import AutoTokenizer
-
-    where = f"teacher directory {path}"
-    # without these files transformers quietly builds an empty tokenizer instead of failing
-    if not any((path / f).is_file() for f in TOKENIZER_FILES):
-        raise ValueError(f"{where} has no tokenizer (none of {', '.join(TOKENIZER_FILES)})")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    except Exception as e:  # OSError, ValueError, JSON errors alike
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ValueError(f"{where} has no usable tokenizer: {reason}") from e
-    if len(tokenizer) < 2:
-        raise ValueError(f"{where} has an empty tokenizer ({len(tokenizer)} tokens)")
-    return tokenizer
-
-
-# ---- language-model training (the teacher, and the real-text control student) --------------
-
-
-def random_windows(stream: Tensor, n: int, length: int, generator: torch.Generator) -> Tensor:
-    """[n, length] random windows of a token stream."""
-    if len(stream) <= length:
-        raise ValueError(f"token stream of {len(stream)} tokens is too short for {length}")
-    starts = torch.randint(len(stream) - length, (n,), generator=generator)
-    return torch.stack([stream[s : s + length] for s in starts.tolist()])
-
-
-def pretrain_lm(
-    policy: CausalLMPolicy,
-    stream: Tensor,
-    steps: int,
-    batch_size: int,
-    context: int,
-    lr: float,
-    generator: torch.Generator,
-    warmup: int = 0,
-    weight_decay: float = 0.0,
-    bf16: bool = False,
-    progress: str | None = None,
-) -> list[dict]:
-    """Next-token cross-entropy on random windows of `context + 1` tokens (inputs and shifted
-    targets, so every position of the context is trained). Returns one record per step.
-    `progress`: a description to show a progress bar (steps done, time left) under."""
-    optimizer = torch.optim.AdamW(
-        policy.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95)
-    )
-
-    def schedule(step: int) -> float:  # linear warm-up, cosine decay to 0.1
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, steps - warmup)
-        return 0.1 + 0.45 * (1 + math.cos(math.pi * progress))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    policy.train()
-    records = []
-    step_range: Iterable[int] = range(steps)
-    if progress is not None:
-        from rich.progress import track
-
-        step_range = track(step_range, description=progress, transient=True)
-    for step in step_range:
-        window = random_windows(stream, batch_size, context + 1, generator).to(policy.device)
-        inputs, targets = window[:, :-1], window[:, 1:]  # (B, C)
-        with torch.autocast(policy.device.type, dtype=torch.bfloat16, enabled=bf16):
-            logits = policy.model(input_ids=inputs, use_cache=False).logits  # (B, C, V)
-        logits = logits[..., : policy.action_vocab_size].float()
-        loss, metrics = losses.next_token_cross_entropy(logits, targets)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        records.append({"step": step, **metrics, "optim/lr": scheduler.get_last_lr()[0]})
-    policy.eval()
-    return records
-
-
-@torch.inference_mode()
-def lm_loss(policy: CausalLMPolicy, stream: Tensor, context: int, max_windows: int = 256) -> float:
-    """Mean next-token NLL (nats/token) over consecutive non-overlapping windows of a stream."""
-    n = min(max_windows, (len(stream) - 1) // context)
-    if n < 1:
-        raise ValueError(f"token stream of {len(stream)} tokens is shorter than {context + 1}")
-    windows = stream[: n * context + 1]
-    total, count = 0.0, 0
-    policy.eval()
-    for i in range(0, n, 32):
-        rows = range(i, min(n, i + 32))
-        inputs = torch.stack([windows[r * context : (r + 1) * context] for r in rows])
-        targets = torch.stack([windows[r * context + 1 : (r + 1) * context + 1] for r in rows])
-        logits = policy.model(input_ids=inputs.to(policy.device)).logits
-        logits = logits[..., : policy.action_vocab_size].float()
-        total += F.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]),
-            targets.reshape(-1).to(policy.device),
-            reduction="sum",
-        ).item()
-        count += targets.numel()
-    return total / count
 
 
 # ---- the teacher cache ---------------------------------------------------------------------
