@@ -11,10 +11,11 @@ registers them all.
     rlhf              SFT, then (iterated) RLHF from it (`rlhf.py`)
     degeneration      a student of the real-text teacher, scored for repetition (`degeneration.py`)
     overoptimization  proxy vs gold reward along best-of-n and RL paths (`overoptimization.py`)
+    recovery          an imitation learner, then the self-recovery probe (`recovery.py`)
 
 `common.py` holds what several kinds share, `world_spec.py` the `[world]` table.
 """
 
-from irlhf.kinds import degeneration, imitation, irl, overoptimization, rlhf
+from irlhf.kinds import degeneration, imitation, irl, overoptimization, recovery, rlhf
 
-__all__ = ["degeneration", "imitation", "irl", "overoptimization", "rlhf"]
+__all__ = ["degeneration", "imitation", "irl", "overoptimization", "recovery", "rlhf"]

@@ -27,6 +27,7 @@ STUDY_MODULES: list[str] = [
     "irlhf.studies.decomposition",
     "irlhf.studies.overoptimization",
     "irlhf.studies.degeneration",
+    "irlhf.studies.recovery",
 ]
 # ----------------------------------------------------------------------------------------------
 

@@ -1,0 +1,35 @@
+"""The recovery study end to end on a small grid: BC recovers slowly where traps absorb and at
+once where every token exits; DAgger, which has seen its own trap states, recovers fast."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+
+from irlhf.kinds.recovery import ProbeSpec, RecoveryConfig
+from irlhf.studies import recovery
+from irlhf.studies.base import STUDIES, run_study
+
+
+@pytest.mark.slow
+def test_recovery_study_reads_absorbing_as_slow_and_recoverable_as_fast(tmp_path, monkeypatch):
+    def small(profile: str, world: str = "flipflop") -> list[RecoveryConfig]:
+        probe = ProbeSpec(n_prefixes=300, n_boot=100, horizon_after=32)
+        return [c.model_copy(update={"probe": probe}) for c in recovery.configs("quick", world)]
+
+    monkeypatch.setitem(STUDIES, "recovery", dataclasses.replace(recovery.STUDY, configs=small))
+    summary = run_study("recovery", "quick", tmp_path, executor="inline", progress=False)
+    rows = {(r["preset"], r["algorithm"]): r for r in summary["rows"]}
+    assert set(rows) == {(p, a) for p in recovery.PRESETS for a in recovery.LEARNERS}
+    for r in rows.values():
+        assert not math.isnan(r["half_life"]) and r["seeds"] == 2
+    # one perturbed token costs the trap's 2 per step at d = 1 in both worlds ...
+    assert rows[("absorbing", "sft")]["excess_regret_at_1"] > 1.5
+    # ... and BC carries it far longer where traps absorb (hand rule: an uninformed table
+    # leaves a 16-token flip-flop trap in ~16 steps; an exit-everywhere trap in 2-3)
+    assert rows[("absorbing", "sft")]["half_life"] > 3 * rows[("recoverable", "sft")]["half_life"]
+    assert rows[("recoverable", "sft")]["half_life"] <= 3
+    assert rows[("absorbing", "dagger")]["half_life"] < rows[("absorbing", "sft")]["half_life"]
+    assert (tmp_path / "recovery_curves.png").stat().st_size > 10_000
