@@ -55,3 +55,23 @@ def test_the_flipflop_summary_has_exponent_rows_and_the_smoothing_table(tmp_path
     table = {(r["world"], r["smoothing"]) for r in summary["smoothing"]}
     assert table == {(w, k) for w in ("absorbing", "recoverable") for k in (0.01, 0.1, 1.0)}
     assert summary["world_seed"] == 0 and "irl_claim" not in summary
+
+
+def test_two_state_rows_of_a_tiny_grid():
+    grid = [
+        c.model_copy(update={"world": c.world.model_copy(update={"horizon": 16})})
+        for c in compounding_flipflop.configs("quick")
+        if c.seed < 2 and c.world.preset == "absorbing" and c.algorithm == "dagger"
+    ]
+    (row,) = compounding_flipflop.two_state_rows(grid)
+    assert (row["world"], row["algorithm"], row["seeds"]) == ("absorbing", "dagger", 2)
+    assert 0 < row["entry_rate"] < 1 and 0 < row["exit_rate"] < 1
+    assert row["first_step_entry_rate"] > 0 and row["occupancy_gap"] >= 0
+    assert isinstance(row["predicts"], bool) and row["note"] is None
+    assert {compounding_flipflop.arm_of(c) for c in compounding_flipflop.configs("quick")} == {
+        "sft",
+        "dagger",
+        "sft_equal",
+        "sft_smooth_0.01",
+        "sft_smooth_1",
+    }

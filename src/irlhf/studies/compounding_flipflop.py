@@ -10,18 +10,37 @@ summary). Smoothing sensitivity (issue 14, item 6): extra BC arms with add-0.01 
 smoothing (`sft_smooth_0.01`, `sft_smooth_1`), summarised in the `smoothing` table beside the
 add-0.1 arm. Expected: BC compounds in the absorbing world (the prototype: exponent 1.51 at
 V = 16) and not in the recoverable one (1.06); DAgger ~1 in both.
+
+Two-state check (issue 14, item 6; `two_state_table`, not in the summary: it retrains the grid,
+~40 s at the default profile; `python -m irlhf.studies.compounding_flipflop [profile]`): each
+learner's exact trap-entry and trap-exit rates (`irlhf.metrics.traps`), the exponent of the
+two-state chain they define, and whether it falls in the measured exponent's interval.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
+import numpy as np
 import pandas as pd
 
 from irlhf.algorithms.dagger import DAggerConfig
 from irlhf.algorithms.sft import SFTConfig
 from irlhf.kinds.common import DemoSpec
-from irlhf.kinds.imitation import ImitationConfig
-from irlhf.kinds.world_spec import FlipFlopWorldSpec
+from irlhf.kinds.imitation import ImitationConfig, train
+from irlhf.kinds.world_spec import FlipFlopWorldSpec, make_world
+from irlhf.metrics.exposure import fit_power_law
+from irlhf.metrics.traps import (
+    TrapRates,
+    measured_regret,
+    measured_trap_occupancy,
+    trap_rates,
+)
+from irlhf.metrics.undefined import UndefinedMetric
+from irlhf.policies.tabular import TabularPolicy
 from irlhf.studies.budgets import equal_budget_demos
+from irlhf.worlds import AutomatonWorld
 
 DESCRIPTION = __doc__.split("\n\n", 1)[1].strip()
 """The claim as measured here (the report's text for the flip-flop world)."""
@@ -90,7 +109,9 @@ def smoothing_table(rows: list[dict]) -> list[dict]:
 
 
 def extra_summary(rows: list[dict]) -> dict:
-    """The flip-flop summary's own keys: the smoothing table and the seeds' meaning."""
+    """The flip-flop summary's own keys: the smoothing table and the seeds' meaning. (The
+    two-state table, `two_state_table`, retrains the grid: ~40 s for the default profile, so it
+    is not part of the summary.)"""
     return {
         "smoothing": smoothing_table(rows),
         "world_seed": WORLD_SEED,
@@ -100,3 +121,125 @@ def extra_summary(rows: list[dict]) -> dict:
         "smoothing_note": "tabular BC on 50 demonstrations with add-k smoothing, k in "
         f"{list(SMOOTHINGS)} (k = {DEFAULT_SMOOTHING:g} is the `sft` arm); same seeds and world",
     }
+
+
+TWO_STATE_NOTE = (
+    "per arm, the learners of the profile's grid rebuilt deterministically (same "
+    "configs, `irlhf.kinds.imitation.train`); entry_rate p / exit_rate q are the exact per-step "
+    "trap-entry / trap-exit probabilities averaged over the learner's own good / trap occupancy, "
+    "trap_cost c and good_shortfall eps the per-step reward lost vs the expert in a trap / in "
+    "good states (seed means; `irlhf.metrics.traps`). predicted_exponent: the power law of the "
+    "two-state chain's regret sum_t [c P_t + eps (1 - P_t)], P_t = p/(p+q) (1 - (1-p-q)^t), per "
+    "seed, fitted over seeds like measured_exponent (the exact regret) on the same lengths; "
+    "predicts = predicted_exponent inside the measured 95% interval; occupancy_gap = max_t "
+    "|P_t(model) - P_t(exact)|, seed mean"
+)
+
+
+def arm_of(config: ImitationConfig) -> str:
+    """The summary's arm name of a tabular config: sft, dagger, sft_equal (BC with more than
+    50 demonstrations) or sft_smooth_<k>."""
+    if config.algorithm != "sft":
+        return config.algorithm
+    if config.demonstrations.n != 50:
+        return "sft_equal"
+    k = config.sft.smoothing
+    return "sft" if k == DEFAULT_SMOOTHING else smooth_arm(k)
+
+
+def fit_lengths(horizon: int) -> np.ndarray:
+    """The fitted prefix lengths 8, 16, ..., horizon (as the compounding summary's)."""
+    return 2 ** np.arange(3, int(np.log2(horizon)) + 1)
+
+
+def two_state_table(profile: str) -> list[dict]:
+    """The two-state rows of the flip-flop grid of `profile` (`two_state_rows`)."""
+    return two_state_rows(configs(profile))
+
+
+def two_state_rows(grid: Sequence[ImitationConfig]) -> list[dict]:
+    """Per (world preset, arm) of tabular configs: train each learner (deterministic), its trap
+    rates and the two-state model's exponent against the measured one (`TWO_STATE_NOTE`)."""
+    groups: dict[tuple[str, str], list[tuple[TrapRates, np.ndarray, float]]] = {}
+    worlds: dict[object, AutomatonWorld] = {}
+    notes: dict[tuple[str, str], str] = {}
+    for config in grid:
+        world = worlds.get(config.world)
+        if world is None:
+            world = worlds[config.world] = _automaton(config)
+        policy, _ = train(config, world)
+        table = policy if isinstance(policy, TabularPolicy) else None
+        if table is None:
+            raise ValueError("two_state_rows needs tabular learners")
+        key = (str(getattr(config.world, "preset", "custom")), arm_of(config))
+        try:
+            rates = trap_rates(world, table)
+        except UndefinedMetric as error:
+            notes[key] = f"a seed left out: {error}"
+            continue
+        gap = float(np.abs(rates.trap_occupancy() - measured_trap_occupancy(world, table)).max())
+        groups.setdefault(key, []).append((rates, measured_regret(world, table), gap))
+    return [_row(key, group, notes.get(key)) for key, group in groups.items()]
+
+
+def two_state_main(profile: str = "default") -> None:
+    """Print the flip-flop grid's two-state table (`python -m irlhf.studies.compounding_flipflop
+    [profile]`)."""
+    keys = ["entry_rate", "exit_rate", "first_step_entry_rate", "predicted_exponent"]
+    keys += ["measured_exponent", "measured_ci_low", "measured_ci_high", "occupancy_gap"]
+    print("world algorithm " + " ".join(keys) + " predicts")
+    for row in two_state_table(profile):
+        values = " ".join(f"{row[k]:.4g}" for k in keys)
+        print(f"{row['world']} {row['algorithm']} {values} {row['predicts']}")
+
+
+def _automaton(config: ImitationConfig) -> AutomatonWorld:
+    world = make_world(config.world)
+    if not isinstance(world, AutomatonWorld):
+        raise ValueError("two_state_rows needs an automaton or flip-flop world")
+    return world
+
+
+def _row(key: tuple[str, str], group: list, note: str | None) -> dict:
+    rates = [g[0] for g in group]
+    lengths = fit_lengths(rates[0].horizon)
+    predicted = np.stack([r.regret()[lengths - 1] for r in rates])
+    measured = np.stack([g[1][lengths - 1] for g in group])
+    fits = {}
+    for name, values in (("predicted", predicted), ("measured", measured)):
+        try:
+            fit = fit_power_law(lengths, values)
+            fits[name] = (fit.exponent, fit.ci_low, fit.ci_high)
+        except ValueError as error:  # a mean regret <= 0 at some length: no power law
+            fits[name] = (math.nan, math.nan, math.nan)
+            note = f"{note + '; ' if note else ''}no {name} power law: {error}"
+    (pe, plo, phi), (me, mlo, mhi) = fits["predicted"], fits["measured"]
+
+    def mean(field: str) -> float:
+        return float(np.mean([getattr(r, field) for r in rates]))
+
+    return {
+        "world": key[0],
+        "algorithm": key[1],
+        "seeds": len(group),
+        "entry_rate": mean("entry_rate"),
+        "exit_rate": mean("exit_rate"),
+        "trap_cost": mean("trap_cost"),
+        "good_shortfall": mean("good_shortfall"),
+        "predicted_exponent": pe,
+        "predicted_ci_low": plo,
+        "predicted_ci_high": phi,
+        "measured_exponent": me,
+        "measured_ci_low": mlo,
+        "measured_ci_high": mhi,
+        "first_step_entry_rate": mean("first_step_entry_rate"),
+        "predicts": bool(mlo <= pe <= mhi),
+        "occupancy_gap": float(np.mean([g[2] for g in group])),
+        "note": note,
+    }
+
+
+if __name__ == "__main__":
+    import sys
+
+    two_state_main(*sys.argv[1:2])
