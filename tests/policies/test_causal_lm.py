@@ -24,7 +24,7 @@ def tiny(arch: str = "gpt2", seed: int = 0, scale: float = 1.0) -> CausalLMPolic
         VOCAB, ACTIONS, n_layer=2, n_embd=32, n_head=4, max_length=64, arch=arch, seed=seed
     )
     # scaling the final norm's affine map scales the logits, leaving the input embeddings alone
-    norm = policy.model.transformer.ln_f if arch == "gpt2" else policy.model.model.norm
+    norm = policy.model.transformer.ln_f if arch != "llama" else policy.model.model.norm
     with torch.no_grad():
         for param in norm.parameters():
             param.mul_(scale)
@@ -67,7 +67,7 @@ def test_tiny_is_seeded_and_leaves_the_global_rng_alone() -> None:
     assert a.device == torch.device("cpu") == default_device()
 
 
-@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "bloom"])
 def test_next_token_logits_are_aligned_with_tokens(arch: str) -> None:
     policy, seqs = tiny(arch), right_padded()
     logits = policy.next_token_logits(seqs)
@@ -79,7 +79,7 @@ def test_next_token_logits_are_aligned_with_tokens(arch: str) -> None:
             torch.testing.assert_close(logits[0, t], prefix, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "bloom"])
 def test_log_probs_are_the_log_softmax_picked_by_hand(arch: str) -> None:
     policy, seqs = tiny(arch, scale=5.0), right_padded()
     log_probs = policy.log_probs(seqs)
@@ -116,7 +116,7 @@ def test_prompt_only_ids_are_never_sampled() -> None:
     assert completion.numel() == 64 * 16 and int(completion.max()) < ACTIONS
 
 
-@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "bloom"])
 def test_greedy_with_kv_cache_equals_greedy_without(arch: str) -> None:
     policy, prompt = tiny(arch, scale=3.0), prompts(8, length=5)
     seqs = policy.sample(prompt, 20, torch.Generator().manual_seed(0), greedy=True)
@@ -125,11 +125,13 @@ def test_greedy_with_kv_cache_equals_greedy_without(arch: str) -> None:
     assert seqs.completion_mask[:, 5:].all() and not seqs.completion_mask[:, :5].any()
 
 
-def test_hf_sampler_uses_the_supported_cache_api_and_equals_a_plain_greedy_loop() -> None:
-    """LLaMA takes the Hugging Face sampler, not `LeanGPT2`: its KV-cached decoding (the policy's
-    and the noisy demonstrator's) warns about nothing, e.g. not transformers' FutureWarning for the
-    deprecated `past_key_values=`, and picks the tokens of a full forward pass per step."""
-    policy, prompt, n = tiny("llama", scale=3.0), prompts(6, length=3, seed=1), 12
+@pytest.mark.parametrize("arch", ["llama", "bloom"])
+def test_hf_sampler_uses_the_supported_cache_api_and_equals_a_plain_greedy_loop(arch: str) -> None:
+    """LLaMA and BLOOM take the Hugging Face sampler, not `LeanGPT2`: their KV-cached decoding
+    (the policy's and the noisy demonstrator's) warns about nothing, e.g. not transformers'
+    FutureWarning for the deprecated `past_key_values=`, and picks the tokens of a full forward
+    pass per step."""
+    policy, prompt, n = tiny(arch, scale=3.0), prompts(6, length=3, seed=1), 12
     assert LeanGPT2.of(policy.model) is None
     # epsilon > 0 takes LMDemonstrator's own cached loop; at 1e-9 noise it is greedy in practice
     almost_greedy = LMDemonstrator(policy, temperature=0.0, epsilon=1e-9)
@@ -161,7 +163,7 @@ def test_top_k_1_and_a_tiny_top_p_are_greedy(filters: dict) -> None:
     assert torch.equal(filtered.tokens, greedy.tokens)
 
 
-@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "bloom"])
 def test_sampled_log_probs_equal_the_scored_log_probs(arch: str) -> None:
     policy = tiny(arch, scale=5.0)
     seqs, sampled = policy.sample_with_log_probs(prompts(16), 20, torch.Generator().manual_seed(0))
@@ -218,7 +220,7 @@ def test_sampling_restores_train_mode_and_validates_arguments() -> None:
         CausalLMPolicy.tiny(VOCAB, arch="mamba")
 
 
-@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "bloom"])
 def test_save_and_load_give_identical_logits(arch: str, tmp_path: Path) -> None:
     policy, seqs = tiny(arch, seed=3), right_padded()
     policy.save(tmp_path / "policy")

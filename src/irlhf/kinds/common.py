@@ -36,8 +36,9 @@ class PolicySpec(BaseModel):
     model_config = FROZEN
     kind: Literal["tabular", "causal_lm"] = "tabular"
     """"tabular" (exact metrics) or "causal_lm" (a tiny transformer, Monte-Carlo metrics)."""
-    arch: Literal["gpt2", "llama"] = "gpt2"
-    """Neural architecture."""
+    arch: Literal["gpt2", "llama", "bloom"] = "gpt2"
+    """Neural architecture: "gpt2" (learned positions), "llama" (rotary) or "bloom" (ALiBi, a fixed
+    per-head recency bias)."""
     n_layer: int = Field(2, ge=1)
     """Neural: transformer blocks."""
     n_embd: int = Field(64, ge=8)

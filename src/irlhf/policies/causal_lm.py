@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import (
     AutoModelForCausalLM,
+    BloomConfig,
     DynamicCache,
     GPT2Config,
     LlamaConfig,
@@ -81,18 +82,24 @@ class CausalLMPolicy:
         arch: str = "gpt2",
         seed: int = 0,
     ) -> CausalLMPolicy:
-        """A small randomly initialised GPT-2 or LLaMA (MLP width 4 * n_embd), dropout 0.
+        """A small randomly initialised GPT-2 (learned positions), LLaMA (rotary positions) or
+        BLOOM (ALiBi: no position embeddings, a fixed per-head linear recency bias on the
+        attention scores, Press et al. 2022), MLP width 4 * n_embd, dropout 0.
 
         No special tokens: ids mean whatever the world says. The global RNG is left untouched.
+        `max_length` is the context `sample` allows (BLOOM itself has no length limit).
         """
         cls: type[PreTrainedConfig]
         if arch == "gpt2":
             cls, extra = GPT2Config, {"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}
         elif arch == "llama":
             cls, extra = LlamaConfig, {"intermediate_size": 4 * n_embd, "attention_dropout": 0.0}
+        elif arch == "bloom":
+            cls, extra = BloomConfig, {"hidden_dropout": 0.0, "attention_dropout": 0.0}
         else:
-            raise ValueError(f"arch must be 'gpt2' or 'llama', got {arch!r}")
-        # no bos/eos/pad: the defaults (50256; 1 and 2 for LLaMA) would make `generate` stop early
+            raise ValueError(f"arch must be 'gpt2', 'llama' or 'bloom', got {arch!r}")
+        # no bos/eos/pad: the defaults (50256; 1 and 2 for LLaMA and BLOOM) would make `generate`
+        # stop early
         settings: dict[str, Any] = dict(
             vocab_size=vocab_size,
             hidden_size=n_embd,
