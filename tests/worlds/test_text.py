@@ -141,6 +141,7 @@ def test_a_corpus_directory_is_identified_by_its_files(tmp_path) -> None:
     ],
 )
 def test_a_bad_directory_in_a_config_is_a_one_line_config_error(world, message) -> None:
+    import irlhf.kinds  # noqa: F401  (registers the kinds, as the CLI does before parsing)
     from irlhf.experiments.config import parse_config
     from irlhf.experiments.errors import ConfigError
 
