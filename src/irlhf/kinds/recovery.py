@@ -72,9 +72,7 @@ def _half_life_records(name: str, half_life: HalfLife | None) -> list[dict]:
 
 def run(config: RecoveryConfig, ctx: RunContext) -> list[dict]:
     world = make_world(config.learner.world)
-    policy, feedback = train(config.learner, world, ctx)
-    if hasattr(policy, "eval"):
-        policy.eval()
+    policy, feedback = train(config.learner, world, ctx)  # a neural learner ends in eval mode
     p = config.probe
     probe = self_recovery(
         world,

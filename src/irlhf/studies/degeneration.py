@@ -40,6 +40,7 @@ from irlhf.kinds.degeneration import (
 from irlhf.report.figures import label, new_figure, new_grid, save_figure, style_axes
 from irlhf.studies.base import Study, register_study
 from irlhf.studies.budgets import BUDGET_KEYS, equal_budget_demos
+from irlhf.studies.budgets import budgets as arm_budgets
 from irlhf.studies.intervals import t_interval
 from irlhf.worlds.text import TextSpec
 
@@ -202,10 +203,8 @@ def summarize(df: pd.DataFrame, out: Path) -> dict:
         mean, lo, hi = _interval(rlhf[rlhf["metric"] == metric]["value"].to_numpy(), metric)
         reward_model[metric] = {"value": _clean(mean), "ci_low": _clean(lo), "ci_high": _clean(hi)}
     spent = ok[ok["metric"].isin(BUDGET_KEYS)]
-    budgets = {
-        NAMES[m]: {k: float(v) for k, v in g.groupby("metric")["value"].mean().items()}
-        for m, g in spent.groupby("method")
-    }
+    per_seed = spent.pivot_table(index=["method", "seed"], columns="metric", values="value")
+    budgets = {NAMES[str(m)]: arm_budgets(g) for m, g in per_seed.groupby(level="method")}
     return {
         "models": models,
         "budgets": budgets,

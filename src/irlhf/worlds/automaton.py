@@ -250,20 +250,22 @@ class AutomatonWorld:
         self, seqs: Sequences, temperature: float = 1.0, epsilon: float = 0.0
     ) -> Tensor:
         """[B, T, V] the degraded expert's (`demonstrator`) distribution at every position."""
-        if temperature == 1.0 and epsilon == 0.0:
-            return self.expert_probs(seqs)
-        return self.demonstrator(temperature, epsilon).probs[self.states(seqs)]
+        return self._teacher(temperature, epsilon).probs[self.states(seqs)]
 
     def next_demonstrator_probs(
         self, prefixes: Sequences, temperature: float = 1.0, epsilon: float = 0.0
     ) -> Tensor:
         """[B, V] the degraded expert's distribution of the token after each (unpadded) prefix."""
-        state = prefixes.tokens[:, 0] - self.vocab_size
-        for t in range(1, prefixes.length):
-            state = self.transition[state, prefixes.tokens[:, t]]
-        teacher = self.expert if temperature == 1.0 and epsilon == 0.0 else None
-        teacher = teacher or self.demonstrator(temperature, epsilon)
-        return teacher.probs[state]
+        state = self.states(prefixes)[:, -1]  # the state the prefix's last token was chosen in
+        if prefixes.length > 1:  # ... and the one it led to (a prompt alone: the start state)
+            state = self.transition[state, prefixes.tokens[:, -1]]
+        return self._teacher(temperature, epsilon).probs[state]
+
+    def _teacher(self, temperature: float, epsilon: float) -> TabularPolicy:
+        """The expert itself when undegraded (no copy of its table), else the demonstrator."""
+        if temperature == 1.0 and epsilon == 0.0:
+            return self.expert
+        return self.demonstrator(temperature, epsilon)
 
     # --- ground truth (metrics and reports only; training code never calls these) -----------
     def true_rewards(self, seqs: Sequences) -> Tensor:

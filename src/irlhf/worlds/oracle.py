@@ -78,6 +78,13 @@ class LMDemonstrator:
         """(B, T, V) log-probs of token t given tokens < t (position 0 is uniform)."""
         return self._mix(self.policy.next_token_logits(seqs))
 
+    def next_log_probs(self, prefixes: Sequences) -> Tensor:
+        """(B, V) log p of the token after each unpadded prefix: only the last position reaches
+        the output layer."""
+        T = prefixes.length
+        logits, _ = self.policy.action_logits(prefixes, T - 1, T)  # (B, 1, V)
+        return self._mix(logits[:, -1])
+
     def log_probs(self, seqs: Sequences) -> Tensor:
         """(B, T) log p(token_t | tokens_<t) at completion positions, 0 elsewhere."""
         logp = self.next_token_logits(seqs)  # (B, T, V)
@@ -202,13 +209,8 @@ class LMWorld:
     ) -> Tensor:
         """[B, V] float32 the degraded expert's distribution of the token after each (unpadded)
         prefix: one forward pass, only the last position reaches the output layer."""
-        teacher, T = self.demonstrator(temperature, epsilon), prefixes.length
-
-        def last(chunk: Sequences) -> Tensor:
-            logits, _ = teacher.policy.action_logits(chunk, T - 1, T)  # (b, 1, V)
-            return teacher._mix(logits[:, -1])
-
-        return self._batched(last, prefixes).exp()
+        teacher = self.demonstrator(temperature, epsilon)
+        return self._batched(teacher.next_log_probs, prefixes).exp()
 
     def expert_log_probs(self, seqs: Sequences) -> Tensor:
         """[B, T] float32 log expert(token_t | tokens_<t) on the completion, 0 elsewhere."""
