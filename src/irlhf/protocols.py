@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from irlhf.types import Sequences
 
 if TYPE_CHECKING:
+    from irlhf.policies.sampling import Steer
     from irlhf.policies.tabular import TabularPolicy
 
 
@@ -79,6 +80,7 @@ class NeuralPolicy(Policy, Protocol):
         top_k: int | None = None,
         top_p: float | None = None,
         greedy: bool = False,
+        steer: Steer | None = None,
     ) -> Sequences: ...
     def action_logits(
         self, seqs: Sequences, start: int = 0, end: int | None = None, hidden: bool = False

@@ -268,3 +268,44 @@ def test_from_pretrained_never_unpickles(tmp_path: Path, monkeypatch: pytest.Mon
     (tmp_path / "both" / "pytorch_model.bin").write_bytes(b"not a pickle")
     loaded = CausalLMPolicy.from_pretrained(tmp_path / "both")
     assert torch.equal(loaded.model.lm_head.weight, policy.model.lm_head.weight)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_acting_error_mixes_uniform_noise_into_scores_and_samples(arch: str) -> None:
+    eps, n = 0.3, 6000
+    plain = tiny(arch, scale=8.0)
+    noisy = tiny(arch, scale=8.0)
+    noisy.act_epsilon = eps
+    prompt = prompts(1, seed=3)
+    seqs = noisy.sample(prompt.expand(n, -1), 1, torch.Generator().manual_seed(0))
+    # the mixture written out by hand from the plain network's softmax
+    network = torch.softmax(plain.next_token_logits(seqs[:1])[0, -1].detach().double(), -1)
+    expected = (1 - eps) * network + eps / ACTIONS
+    scored = torch.softmax(noisy.next_token_logits(seqs[:1])[0, -1].detach().double(), -1)
+    torch.testing.assert_close(scored, expected, atol=1e-6, rtol=0)
+    frequencies = torch.bincount(seqs.tokens[:, -1], minlength=ACTIONS).double() / n
+    assert (frequencies - expected).abs().max() < 0.03
+    # sampled log-probs are the mixture's, as scored
+    seqs, sampled = noisy.sample_with_log_probs(prompts(8), 10, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(sampled, noisy.log_probs(seqs).detach(), atol=1e-4, rtol=0)
+    greedy = noisy.sample(prompt.expand(n, -1), 1, torch.Generator().manual_seed(0), greedy=True)
+    best = int(network.argmax())
+    share = float((greedy.tokens[:, -1] == best).double().mean())
+    assert abs(share - (1 - eps + eps / ACTIONS)) < 0.03  # greedy with an acting error
+    with pytest.raises(ValueError, match="act_epsilon"):
+        CausalLMPolicy(plain.model, ACTIONS, act_epsilon=1.0)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_steer_replaces_tokens_and_the_cache_continues_from_them(arch: str) -> None:
+    policy, prompt = tiny(arch, scale=3.0), prompts(4)
+    forced = torch.tensor([3, 7, 1, 12])
+
+    def steer(step: int, drawn: torch.Tensor) -> torch.Tensor:
+        return forced.clone() if step == 2 else drawn
+
+    seqs = policy.sample(prompt, 6, torch.Generator().manual_seed(0), greedy=True, steer=steer)
+    assert torch.equal(seqs.tokens[:, 4 + 2], forced)
+    # greedy continuation of the forced prefix, recomputed without a cache
+    reference = greedy_without_cache(policy, seqs.tokens[:, : 4 + 3], 3)
+    assert torch.equal(seqs.tokens, reference)

@@ -18,6 +18,7 @@ from typing import Literal, cast
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor
 
 from irlhf.algorithms.optim import adamw
 from irlhf.algorithms.result import Learner, Trained
@@ -127,10 +128,10 @@ def mixture_rollout(
     expert's action (an oracle query), else the learner's. Returns the sequences and a
     [n, horizon] bool mask of the expert's steps.
 
-    The learner's distribution at each step comes from the latent state (a table) or from the
-    whole prefix (a neural policy; no KV cache, one forward per step: the roll-outs are short
-    and this keeps one sampler for both kinds). beta = 0 takes the learner's own sampler."""
-    horizon, tabular = dynamics.horizon, isinstance(policy, TabularPolicy)
+    The learner's distribution at each step comes from the latent state (a table) or from its
+    own KV-cached sampler (a neural policy, whose drawn token is replaced by the expert's on the
+    expert's steps: `steer`). beta = 0 takes the learner's own sampler."""
+    horizon = dynamics.horizon
     if beta == 0.0:
         if isinstance(policy, TabularPolicy):
             seqs = cast(TabularDynamics, dynamics).rollout(policy, n, generator)
@@ -143,19 +144,19 @@ def mixture_rollout(
     tokens = torch.empty(n, P + horizon, dtype=torch.long)
     tokens[:, :P] = prompts
     expert_steps = torch.rand(n, horizon, generator=generator) < beta  # (n, horizon)
-    state = prompts[:, 0] - dynamics.vocab_size if tabular else None
-    for t in range(horizon):
+
+    def expert_or(t: int, drawn: Tensor) -> Tensor:
+        """The token at step t: the expert's where it acts, else the learner's `drawn`."""
         prefix = Sequences.from_prompt_and_completion(prompts, tokens[:, P : P + t])
-        if isinstance(policy, TabularPolicy):
-            probs = policy.probs[state]  # (n, V)
-        else:
-            with torch.inference_mode():
-                logits, _ = policy.action_logits(prefix.to(policy.device), P + t - 1, P + t)
-            probs = torch.softmax(logits[:, -1].double(), dim=-1).cpu()  # (n, V)
-        action = torch.multinomial(probs, 1, generator=generator).squeeze(1)
         expert = oracle.act(prefix, expert_steps[:, t], generator)
-        action = torch.where(expert_steps[:, t], expert, action)
-        tokens[:, P + t] = action
-        if tabular:
-            state = cast(TabularDynamics, dynamics).transition[state, action]
+        tokens[:, P + t] = torch.where(expert_steps[:, t], expert, drawn.cpu())
+        return tokens[:, P + t].to(drawn.device)
+
+    if isinstance(policy, TabularPolicy):
+        state = prompts[:, 0] - dynamics.vocab_size
+        for t in range(horizon):
+            drawn = torch.multinomial(policy.probs[state], 1, generator=generator).squeeze(1)
+            state = cast(TabularDynamics, dynamics).transition[state, expert_or(t, drawn)]
+    else:
+        policy.sample(prompts.to(policy.device), horizon, generator, steer=expert_or)
     return Sequences.from_prompt_and_completion(prompts, tokens[:, P:]), expert_steps

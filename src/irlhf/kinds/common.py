@@ -45,6 +45,9 @@ class PolicySpec(BaseModel):
     """Neural: width."""
     n_head: int = Field(4, ge=1)
     """Neural: attention heads (must divide n_embd)."""
+    act_epsilon: float = Field(0.0, ge=0.0, lt=1.0)
+    """Neural: a known acting error, pi = (1 - act_epsilon) network + act_epsilon uniform, in
+    training roll-outs, scores and evaluation alike (`CausalLMPolicy.act_epsilon`); 0 = none."""
 
 
 class DemoSpec(BaseModel):
@@ -114,6 +117,7 @@ def build_policy(
         max_length=getattr(world, "prompt_length", 1) + world.horizon,  # automaton: 1 token
         arch=p.arch,
         seed=config.seed,
+        act_epsilon=p.act_epsilon,
     )
     return policy.to(default_device())
 

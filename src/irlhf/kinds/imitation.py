@@ -183,4 +183,6 @@ def lm_world_records(
 # version 2: neural DAgger's AdamW uses SFTConfig.weight_decay (was torch's default 0.01)
 # version 3: DAgger rolls out the per-step mixture (was: re-drawn demonstrations), GKD is its own
 # algorithm, the oracle's hard labels are drawn only where charged
-register_kind("imitation", ImitationConfig, run, version=3)
+# version 4: neural DAgger's mixture roll-outs use the learner's KV-cached sampler (`steer`;
+# another random stream, and linear instead of quadratic in the horizon); policy.act_epsilon
+register_kind("imitation", ImitationConfig, run, version=4)

@@ -39,7 +39,7 @@ from transformers import (
 )
 
 from irlhf.policies.lean_gpt2 import LeanGPT2
-from irlhf.policies.sampling import Decoding, draw
+from irlhf.policies.sampling import Decoding, Steer, draw, mix_uniform
 from irlhf.types import Sequences
 
 _META_FILE = "irlhf.json"
@@ -58,7 +58,10 @@ def default_device() -> torch.device:
 class CausalLMPolicy:
     """pi(token_t | tokens_<t) from a causal LM, restricted to the first `action_vocab_size` ids."""
 
-    def __init__(self, model: PreTrainedModel, action_vocab_size: int | None = None) -> None:
+    def __init__(
+        self, model: PreTrainedModel, action_vocab_size: int | None = None, act_epsilon: float = 0.0
+    ) -> None:
+        _require(0 <= act_epsilon < 1, f"act_epsilon must be in [0, 1), got {act_epsilon}")
         vocab_size = model.config.vocab_size
         action_vocab_size = vocab_size if action_vocab_size is None else action_vocab_size
         _require(
@@ -68,6 +71,10 @@ class CausalLMPolicy:
         self.model = model
         self.vocab_size = vocab_size
         self.action_vocab_size = action_vocab_size
+        self.act_epsilon = act_epsilon
+        """The policy's acting error: pi = (1 - act_epsilon) softmax(network) + act_epsilon *
+        uniform over the action tokens, in every score (`action_logits` returns the mixture's
+        log-probs) and every sample. 0 (default) = the network's own distribution."""
 
     # ---- construction and persistence ----
 
@@ -81,6 +88,7 @@ class CausalLMPolicy:
         max_length: int = 256,
         arch: str = "gpt2",
         seed: int = 0,
+        act_epsilon: float = 0.0,
     ) -> CausalLMPolicy:
         """A small randomly initialised GPT-2 (learned positions), LLaMA (rotary positions) or
         BLOOM (ALiBi: no position embeddings, a fixed per-head linear recency bias on the
@@ -88,6 +96,7 @@ class CausalLMPolicy:
 
         No special tokens: ids mean whatever the world says. The global RNG is left untouched.
         `max_length` is the context `sample` allows (BLOOM itself has no length limit).
+        `act_epsilon`: the policy's acting error (the attribute's docstring).
         """
         cls: type[PreTrainedConfig]
         if arch == "gpt2":
@@ -115,7 +124,7 @@ class CausalLMPolicy:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = AutoModelForCausalLM.from_config(config)
-        return CausalLMPolicy(model, action_vocab_size)
+        return CausalLMPolicy(model, action_vocab_size, act_epsilon)
 
     @staticmethod
     def from_pretrained(path: str | Path, action_vocab_size: int | None = None) -> CausalLMPolicy:
@@ -194,7 +203,8 @@ class CausalLMPolicy:
         """Logits (B, end - start, A) at positions start..end-1 (default end: T) in the model's
         native alignment (position t scores token t+1 given tokens <= t) and, with `hidden`,
         the last hidden states (B, end - start, H) there. Only those positions reach the output
-        layer, and the logits are contiguous."""
+        layer, and the logits are contiguous. With an acting error (`act_epsilon` > 0) the
+        "logits" are the mixture's log-probs."""
         T = seqs.length
         end = T if end is None else end
         _require(0 <= start < end <= T, f"need 0 <= start < end <= {T}, got {start}, {end}")
@@ -206,7 +216,7 @@ class CausalLMPolicy:
             P = seqs.prompt_length
             states = lean.hidden_states(seqs.tokens, start, end, P)  # (B, end - start, H)
             logits = F.linear(states, self.model.lm_head.weight[: self.action_vocab_size])
-            return logits, states if hidden else None
+            return self._acting(logits), states if hidden else None
         out = self.model(
             input_ids=seqs.tokens,
             attention_mask=attention_mask.long(),
@@ -215,7 +225,13 @@ class CausalLMPolicy:
             logits_to_keep=T - start,
         )
         logits = out.logits[:, : end - start, : self.action_vocab_size]  # (B, end - start, A)
-        return logits, out.hidden_states[-1][:, start:end] if hidden else None
+        return self._acting(logits), out.hidden_states[-1][:, start:end] if hidden else None
+
+    def _acting(self, logits: Tensor) -> Tensor:
+        """The network's logits, or with an acting error the mixture's log-probs."""
+        if self.act_epsilon == 0:
+            return logits
+        return mix_uniform(logits.log_softmax(dim=-1), self.act_epsilon)
 
     def _action_logits(self, seqs: Sequences) -> Tensor:
         """(B, T, A): logits of token t+1 given tokens <= t (the model's native alignment)."""
@@ -252,12 +268,15 @@ class CausalLMPolicy:
         top_k: int | None = None,
         top_p: float | None = None,
         greedy: bool = False,
+        steer: Steer | None = None,
     ) -> Sequences:
-        """Continue prompts [B, P] by `max_new_tokens` action tokens (sample_with_log_probs)."""
-        seqs, _ = self.sample_with_log_probs(
-            prompts, max_new_tokens, generator, temperature, top_k, top_p, greedy
-        )
-        return seqs
+        """Continue prompts [B, P] by `max_new_tokens` action tokens (sample_with_log_probs).
+
+        `steer(step, drawn)` (optional) is called with each step's drawn tokens [B] and returns
+        the tokens [B] to append instead (e.g. DAgger's expert steps), still with one KV-cached
+        forward per token."""
+        decoding = Decoding(temperature, top_k, top_p, greedy, self.act_epsilon)
+        return self._generate(prompts, max_new_tokens, generator, decoding, steer)[0]
 
     def sample_with_log_probs(
         self,
@@ -275,12 +294,22 @@ class CausalLMPolicy:
         under the distribution it was drawn from (after temperature, top-k, top-p; 0 if greedy),
         0 on the prompt. At temperature 1 without filters that equals `log_probs` of the result.
         """
+        decoding = Decoding(temperature, top_k, top_p, greedy, self.act_epsilon)
+        return self._generate(prompts, max_new_tokens, generator, decoding, None)
+
+    def _generate(
+        self,
+        prompts: Tensor,
+        C: int,
+        generator: torch.Generator,
+        decoding: Decoding,
+        steer: Steer | None,
+    ) -> tuple[Sequences, Tensor]:
         _require(
             prompts.dim() == 2 and prompts.shape[1] >= 1 and prompts.dtype == torch.long,
             f"prompts must be [B, P >= 1] long, got {tuple(prompts.shape)} {prompts.dtype}",
         )
-        decoding = Decoding(temperature, top_k, top_p, greedy)
-        P, C = prompts.shape[1], max_new_tokens
+        P = prompts.shape[1]
         context = getattr(self.model.config, "max_position_embeddings", None) or P + C
         _require(0 <= C <= context - P, f"{P} + {C} new tokens do not fit the context {context}")
         prompts = prompts.to(self.device)
@@ -289,7 +318,7 @@ class CausalLMPolicy:
             self.model.eval()
             with torch.inference_mode():
                 lean = LeanGPT2.of(self.model)
-                args = (prompts, C, generator, decoding)
+                args = (prompts, C, generator, decoding, steer)
                 if lean is not None:
                     completion, new_log_probs = lean.sample(self.action_vocab_size, *args)
                 else:
@@ -302,7 +331,12 @@ class CausalLMPolicy:
         return seqs, log_probs
 
     def _sample_hf(
-        self, prompts: Tensor, C: int, generator: torch.Generator, decoding: Decoding
+        self,
+        prompts: Tensor,
+        C: int,
+        generator: torch.Generator,
+        decoding: Decoding,
+        steer: Steer | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Any causal LM: the prompt in one pass, then one cached call per new token.
         Returns the new tokens (B, C) and their log-probs (B, C)."""
@@ -314,6 +348,8 @@ class CausalLMPolicy:
         for step in range(C):
             logits = out.logits[:, -1, : self.action_vocab_size].float()  # (B, A)
             token, log_prob = draw(logits, generator, decoding)
+            if steer is not None:
+                token = steer(step, token)
             tokens[:, step], log_probs[:, step] = token, log_prob
             if step + 1 < C:
                 out = self.model(input_ids=token[:, None], cache=cache, use_cache=True)

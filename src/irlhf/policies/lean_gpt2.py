@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from transformers import GPT2LMHeadModel, GPT2Model
 from transformers.models.gpt2.modeling_gpt2 import GPT2Block
 
-from irlhf.policies.sampling import Decoding, draw
+from irlhf.policies.sampling import Decoding, Steer, draw
 
 
 class LeanGPT2:
@@ -226,9 +226,11 @@ class LeanGPT2:
         C: int,
         generator: torch.Generator,
         decoding: Decoding,
+        steer: Steer | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Ancestral sampling with a preallocated KV cache (call under inference mode).
-        Returns the new tokens (B, C) and their log-probs (B, C)."""
+        Returns the new tokens (B, C) and their log-probs (B, C); `steer` as in
+        `CausalLMPolicy.sample`."""
         B, P = prompts.shape
         nh, width = self.n_head, self.width
         wte, wpe = self.transformer.wte, self.transformer.wpe.weight
@@ -249,6 +251,8 @@ class LeanGPT2:
                     x = self._decode_block(block, x, cache, P + step - 1)
             logits = F.linear(self._final_norm(x), head)  # (B, A)
             token, log_prob = draw(logits.float(), generator, decoding)
+            if steer is not None:
+                token = steer(step, token)
             tokens.append(token)
             log_probs.append(log_prob)
         if not tokens:

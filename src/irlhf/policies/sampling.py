@@ -1,28 +1,37 @@
 """Drawing tokens from next-token logits: temperature, top-k, nucleus (top-p, Holtzman et al.
 2020) and greedy decoding, shared by both samplers of `CausalLMPolicy` (the Hugging Face cached
-loop and `LeanGPT2.sample`).
+loop and `LeanGPT2.sample`), optionally mixed with uniform noise (an acting error).
 
 Each token is drawn by inverting the CDF with one uniform number per row (`draw`).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+Steer = Callable[[int, Tensor], Tensor]
+"""`steer(step, drawn)`: the tokens [B] to append at new-token `step` instead of the drawn
+ones [B] (a sampler's hook for interventions such as DAgger's expert steps)."""
+
 
 @dataclass(frozen=True)
 class Decoding:
     """How each new token is drawn: temperature, then top-k, then top-p (HF's order), or the
-    argmax with `greedy` (temperature and filters are then ignored). Raises ValueError for
+    argmax with `greedy` (temperature and filters are then ignored); then, with `epsilon` > 0,
+    the result is mixed with the uniform distribution over all tokens, (1 - epsilon) p +
+    epsilon / A (a policy's acting error, `CausalLMPolicy.act_epsilon`). Raises ValueError for
     arguments that define no distribution."""
 
     temperature: float = 1.0
     top_k: int | None = None
     top_p: float | None = None
     greedy: bool = False
+    epsilon: float = 0.0
 
     def __post_init__(self) -> None:
         if not (self.greedy or self.temperature > 0):
@@ -31,16 +40,34 @@ class Decoding:
             raise ValueError(f"top_k must be >= 1, got {self.top_k}")
         if not (self.top_p is None or 0 < self.top_p <= 1):
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if not 0 <= self.epsilon < 1:
+            raise ValueError(f"epsilon must be in [0, 1), got {self.epsilon}")
+
+
+def mix_uniform(log_probs: Tensor, epsilon: float) -> Tensor:
+    """log((1 - epsilon) p + epsilon / A) from log p (..., A): normalised log-probs (valid
+    logits) of p mixed with the uniform distribution; `log_probs` itself at epsilon = 0."""
+    if epsilon == 0:
+        return log_probs
+    A = log_probs.shape[-1]
+    floor = log_probs.new_tensor(math.log(epsilon / A))
+    return torch.logaddexp(log_probs + math.log1p(-epsilon), floor)
 
 
 def draw(logits: Tensor, generator: torch.Generator, decoding: Decoding) -> tuple[Tensor, Tensor]:
     """One token per row of logits (B, A), drawn as `decoding` says.
 
-    Returns the tokens (B,) and their log-probs (B,) under the filtered distribution (0 if
-    greedy).
+    Returns the tokens (B,) and their log-probs (B,) under the filtered (and mixed)
+    distribution (0 if greedy without epsilon).
     """
     if decoding.greedy:
-        return logits.argmax(dim=-1), torch.zeros_like(logits[:, 0])
+        best = logits.argmax(dim=-1)
+        if decoding.epsilon == 0:
+            return best, torch.zeros_like(logits[:, 0])
+        # the argmax as a one-hot distribution, mixed below
+        hot = torch.nn.functional.one_hot(best, logits.shape[-1]).bool()
+        logits = torch.zeros_like(logits).masked_fill(~hot, float("-inf"))
+        decoding = Decoding(epsilon=decoding.epsilon)
     temperature, top_k, top_p = decoding.temperature, decoding.top_k, decoding.top_p
     if temperature != 1.0:
         logits = logits / temperature
@@ -54,7 +81,7 @@ def draw(logits: Tensor, generator: torch.Generator, decoding: Decoding) -> tupl
         drop_sorted = probs.cumsum(dim=-1) - probs >= top_p
         drop = drop_sorted.scatter(-1, order, drop_sorted)  # back to vocabulary order
         logits = logits.masked_fill(drop, float("-inf"))
-    log_probs = logits.log_softmax(dim=-1)  # (B, A)
+    log_probs = mix_uniform(logits.log_softmax(dim=-1), decoding.epsilon)  # (B, A)
     # inverse CDF: the token whose cumulative-probability interval holds u ~ U(0, total); one
     # uniform per row (torch.multinomial draws one exponential per vocabulary entry). u stays
     # below the total, so a filtered (zero-probability) token, whose interval is empty, is never
