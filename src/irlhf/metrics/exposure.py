@@ -39,6 +39,7 @@ import torch
 from scipy import sparse, stats
 from torch import Tensor
 
+from irlhf.metrics.advantage import expert_values, pdl_regret
 from irlhf.metrics.undefined import UndefinedMetric
 from irlhf.policies.tabular import TabularPolicy
 from irlhf.protocols import Policy, World
@@ -307,8 +308,11 @@ def exposure_bias_mc(
     world, or a neural world (`irlhf.worlds.oracle.LMWorld`, prompts of any length), whose
     expert is the oracle. R and regret come from `n_samples` of the model's own generations;
     eps from as many expert-generated sequences, each scored with the exact expert distribution
-    per prefix. The expert's return J_L(expert) is exact in the automaton world and a Monte-Carlo
-    mean over the same expert samples elsewhere (its error is then not in regret_se).
+    per prefix. In the automaton world the regret is the performance-difference estimate
+    (`irlhf.metrics.advantage.pdl_regret`: the expert's exact values, the model's exact
+    next-token distribution at each of its sampled prefixes; unbiased, with less variance than
+    sampled rewards); elsewhere J_L(expert) is a Monte-Carlo mean over the expert samples (its
+    error is then not in regret_se) and J_L(model) one over the model's.
 
     A model that gives probability 0 to a token the expert emits at a sampled prefix (e.g. a
     top-k sampler) has +inf KL there: eps / R (and R_se) are +inf from that L, with notes, as in
@@ -317,13 +321,22 @@ def exposure_bias_mc(
         raise ValueError(f"n_samples must be >= 2 for the standard errors (got {n_samples})")
     horizon = world.horizon if horizon is None else horizon
 
-    def per_step(seqs: Sequences) -> tuple[Tensor, Tensor]:
+    automaton = isinstance(world, AutomatonWorld)
+    values = expert_values(world, horizon) if isinstance(world, AutomatonWorld) else None
+
+    def per_step(seqs: Sequences, own: bool = True) -> tuple[Tensor, Tensor]:
+        """Per-step KL and the per-step term of the regret: the sampled reward, or (automaton,
+        the model's own samples) the performance-difference sum per L, differenced back to
+        per-step terms (`irlhf.metrics.advantage`)."""
         P = seqs.prompt_length
         with torch.inference_mode():
             logits = policy.next_token_logits(seqs.to(policy.device)).double().cpu()
         model_probs = torch.softmax(logits[:, P:], dim=-1)  # (B, horizon, V)
         kl = _kl_rows(world.expert_probs(seqs)[:, P:].double(), model_probs)
-        return kl, world.true_rewards(seqs)[:, P:].double()
+        if values is None or not own:
+            return kl, world.true_rewards(seqs)[:, P:].double()
+        regret = pdl_regret(cast(AutomatonWorld, world), seqs, model_probs, values)
+        return kl, -torch.diff(regret, dim=1, prepend=torch.zeros_like(regret[:, :1]))
 
     def expert_samples(n: int) -> Sequences:
         if isinstance(world, AutomatonWorld):
@@ -342,11 +355,11 @@ def exposure_bias_mc(
         kl, rewards = per_step(own)
         model_kl.append(kl)
         model_rewards.append(rewards)
-        kl, rewards = per_step(expert_samples(n))
+        kl, rewards = per_step(expert_samples(n), own=False)
         expert_kl.append(kl)
         expert_rewards.append(rewards)
-    if isinstance(world, AutomatonWorld):
-        expert_steps = expected_rewards(world, world.expert, horizon).numpy()
+    if automaton:  # the per-step terms are minus regret increments: the expert's steps are 0
+        expert_steps = np.zeros(horizon)
     else:
         expert_steps = torch.cat(expert_rewards).mean(dim=0).numpy()
     model_kl_t, rewards_t = torch.cat(model_kl), torch.cat(model_rewards)
