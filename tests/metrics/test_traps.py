@@ -15,13 +15,14 @@ from irlhf.metrics.traps import (
     measured_regret,
     measured_trap_occupancy,
     trap_rates,
+    trap_rates_mc,
     trap_set,
     two_state_occupancy,
 )
 from irlhf.metrics.undefined import UndefinedMetric
 from irlhf.policies.tabular import TabularPolicy
 from irlhf.worlds.automaton import AutomatonSpec, AutomatonWorld
-from irlhf.worlds.flipflop import FlipFlopWorld
+from irlhf.worlds.flipflop import FlipFlopWorld, make_world
 
 
 def two_state_world(start_trap: float = 0.0) -> AutomatonWorld:
@@ -107,3 +108,19 @@ def test_absorbing_rates_give_exponent_two_and_fast_exits_exponent_one():
     recovering = np.cumsum(2.0 * two_state_occupancy(1e-2, 0.5, 128))
     assert fit_power_law(lengths, absorbing[lengths - 1]).exponent == pytest.approx(2.0, abs=0.06)
     assert fit_power_law(lengths, recovering[lengths - 1]).exponent == pytest.approx(1.0, abs=0.1)
+
+
+def test_monte_carlo_rates_of_a_table_agree_with_the_exact_ones():
+    """A tabular policy's roll-outs give p, q, c and eps within Monte-Carlo error of the exact
+    occupancy-weighted values (the estimator only replaces d_t by visited states)."""
+    world = make_world("flipflop-absorbing", horizon=32)
+    noisy = world.demonstrator(1.0, 0.2)  # enters traps often enough to estimate q and c
+    exact = trap_rates(world, noisy)
+    seqs = world.rollout(noisy, 4000, torch.Generator().manual_seed(0))
+    probs = noisy.probs[world.states(seqs)[:, 1:]]
+    mc = trap_rates_mc(world, seqs, probs)
+    assert mc.entry_rate == pytest.approx(exact.entry_rate, rel=0.05)
+    assert mc.exit_rate == pytest.approx(exact.exit_rate, rel=0.05)
+    assert mc.trap_cost == pytest.approx(exact.trap_cost, rel=0.05)
+    assert mc.good_shortfall == pytest.approx(exact.good_shortfall, rel=0.1, abs=0.01)
+    assert mc.first_step_entry_rate == pytest.approx(exact.first_step_entry_rate, rel=0.05)

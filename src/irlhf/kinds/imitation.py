@@ -43,6 +43,8 @@ from irlhf.kinds.common import (
 )
 from irlhf.kinds.world_spec import WorldSpec, make_world
 from irlhf.metrics.exposure import exact_return, exposure_bias, exposure_bias_mc
+from irlhf.metrics.traps import trap_rates_mc
+from irlhf.metrics.undefined import UndefinedMetric
 from irlhf.policies.tabular import TabularPolicy
 from irlhf.protocols import Policy
 from irlhf.worlds import AutomatonSpec, AutomatonWorld, ExpertOracle
@@ -152,6 +154,8 @@ def run(config: ImitationConfig, ctx: RunContext) -> list[dict]:
     records = exposure_records(exposure)
     if isinstance(world, AutomatonWorld):
         records.append({"metric": "j_expert", "value": exact_return(world, world.expert)})
+        if neural:
+            records += neural_trap_records(world, policy, config.mc_samples, generator)
     else:
         records += lm_world_records(world, policy, config.mc_samples, generator)
     records += [
@@ -162,6 +166,27 @@ def run(config: ImitationConfig, ctx: RunContext) -> list[dict]:
         j_model = exact_return(cast(AutomatonWorld, world), cast(TabularPolicy, policy))
         records.append({"metric": "j_model", "value": j_model})
     return records
+
+
+TRAP_FIELDS = ("entry_rate", "exit_rate", "trap_cost", "good_shortfall", "first_step_entry_rate")
+
+
+def neural_trap_records(
+    world: AutomatonWorld, policy: TabularPolicy | Policy, n: int, generator: torch.Generator
+) -> list[dict]:
+    """A neural learner's trap-entry and trap-exit rates (and costs) from n of its own
+    roll-outs (`irlhf.metrics.traps.trap_rates_mc`); an undefined rate (no roll-out entered a
+    trap) is a `trap_note` record, never a nan."""
+    neural = cast("CausalLMPolicy", policy)
+    with torch.inference_mode():
+        prompts = world.sample_prompts(n, generator).to(neural.device)
+        seqs = neural.sample(prompts, world.horizon, generator)
+        probs = torch.softmax(neural.next_token_logits(seqs)[:, 1:].double(), dim=-1).cpu()
+    try:
+        rates = trap_rates_mc(world, seqs.to("cpu"), probs)
+    except UndefinedMetric as error:
+        return [{"metric": "trap_note", "value": 1.0, "note": str(error)}]
+    return [{"metric": f"trap_{k}", "value": getattr(rates, k)} for k in TRAP_FIELDS]
 
 
 def lm_world_records(

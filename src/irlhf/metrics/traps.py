@@ -29,6 +29,9 @@ it wanders into good states the demonstrations never covered. Then the model's p
 exponent (`irlhf.metrics.exposure.fit_power_law` of R(L)) can miss the measured one; comparing
 the two says whether the rates alone explain the compounding.
 
+`trap_rates_mc` estimates the same quantities for a policy that sees tokens only (a neural
+LM) from its own roll-outs.
+
 A rate of a set the policy never occupies (p with no good-state occupancy, q, c with no trap
 occupancy) is undefined: `trap_rates` raises `UndefinedMetric` (never nan).
 """
@@ -44,6 +47,7 @@ from torch import Tensor
 from irlhf.metrics.exposure import float64_table, occupancy
 from irlhf.metrics.undefined import UndefinedMetric
 from irlhf.policies.tabular import TabularPolicy
+from irlhf.types import Sequences
 from irlhf.worlds.automaton import AutomatonWorld
 
 
@@ -138,6 +142,39 @@ def trap_rates(
     )
 
 
+def trap_rates_mc(world: AutomatonWorld, seqs: Sequences, probs: Tensor) -> TrapRates:
+    """p, q, c and eps of a policy that sees tokens only (a neural LM), from its own roll-outs:
+    the same averages as `trap_rates` with the exact occupancy replaced by the visited states
+    of `seqs` (B roll-outs, one prompt token, H completion tokens) and g(s), the expected reward,
+    by the policy's exact next-token distribution at each visited prefix (`probs` [B, H, V]).
+    Raises `UndefinedMetric` when no roll-out visits the good set or the trap set."""
+    states = world.states(seqs)[:, 1:]  # (B, H)
+    H = states.shape[1]
+    probs = probs.double()
+    trap = trap_set(world)
+    into_trap = (probs * trap[world.transition[states]].double()).sum(dim=-1)  # (B, H)
+    reward = (probs * world.reward_table[states]).sum(dim=-1)
+    in_trap = trap[states]
+    expert_d = occupancy(world, world.expert, H)
+    expert_reward = float((expert_d @ _step_reward(world, world.expert)).mean())
+
+    def mean(values: Tensor, where: Tensor, what: str) -> float:
+        if not bool(where.any()):
+            raise UndefinedMetric(f"{what} is undefined: no roll-out visits that set")
+        return float(values[where].mean())
+
+    first = ~in_trap[:, 0]
+    return TrapRates(
+        entry_rate=mean(into_trap, ~in_trap, "the trap-entry rate p"),
+        exit_rate=mean(1.0 - into_trap, in_trap, "the trap-exit rate q"),
+        trap_cost=expert_reward - mean(reward, in_trap, "the trap cost c"),
+        good_shortfall=expert_reward - mean(reward, ~in_trap, "the good-state shortfall"),
+        start_trap=float(world.start[trap].sum()),
+        first_step_entry_rate=mean(into_trap[:, 0], first, "p at step 0") if first.any() else 0.0,
+        horizon=H,
+    )
+
+
 def _step_reward(world: AutomatonWorld, policy: TabularPolicy) -> Tensor:
     return (float64_table(policy) * world.reward_table).sum(dim=1)
 
@@ -166,6 +203,7 @@ __all__ = [
     "measured_regret",
     "measured_trap_occupancy",
     "trap_rates",
+    "trap_rates_mc",
     "trap_set",
     "two_state_occupancy",
 ]
