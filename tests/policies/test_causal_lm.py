@@ -309,3 +309,86 @@ def test_steer_replaces_tokens_and_the_cache_continues_from_them(arch: str) -> N
     # greedy continuation of the forced prefix, recomputed without a cache
     reference = greedy_without_cache(policy, seqs.tokens[:, : 4 + 3], 3)
     assert torch.equal(seqs.tokens, reference)
+
+
+def windowed(window: int | None, n_layer: int = 2, seed: int = 0) -> CausalLMPolicy:
+    """A 32-wide LLaMA whose attention sees the last `window` tokens (None: all of them)."""
+    return CausalLMPolicy.tiny(
+        VOCAB, ACTIONS, n_layer, n_embd=32, n_head=4, max_length=64, arch="llama", seed=seed,
+        window=window,
+    )  # fmt: skip
+
+
+def whole_prompt_logits(policy: CausalLMPolicy, tokens: torch.Tensor) -> torch.Tensor:
+    """(B, T, A): the policy's logits at every position of `tokens`, all of it a prompt."""
+    prompt = torch.ones_like(tokens, dtype=torch.bool)
+    seqs = Sequences(tokens, prompt, torch.zeros_like(prompt))
+    with torch.no_grad():
+        return policy.action_logits(seqs)[0]
+
+
+@pytest.mark.parametrize("n_layer", [1, 2])
+@pytest.mark.parametrize("window", [1, 3])
+def test_window_hides_every_token_before_it(window: int, n_layer: int) -> None:
+    """Each layer lets position t see positions t - window + 1..t, so the logits at t see the
+    last `field` = n_layer * (window - 1) + 1 tokens (layers compound): changing every token
+    before them changes nothing at t, changing the oldest one inside changes every row."""
+    policy, tokens, T = windowed(window, n_layer), prompts(4, length=16), 16
+    field = n_layer * (window - 1) + 1
+    base = whole_prompt_logits(policy, tokens)  # (B, T, A)
+    for t in range(field, T):
+        outside, inside = tokens.clone(), tokens.clone()
+        outside[:, : t - field + 1] = (outside[:, : t - field + 1] + 7) % VOCAB
+        inside[:, t - field + 1] = (inside[:, t - field + 1] + 7) % VOCAB
+        assert torch.equal(whole_prompt_logits(policy, outside)[:, t], base[:, t])
+        moved = (whole_prompt_logits(policy, inside)[:, t] - base[:, t]).abs().amax(dim=-1)
+        assert bool((moved > 1e-4).all()), (t, moved)
+
+
+@pytest.mark.parametrize("window", [1, 2, 3])
+def test_windowed_kv_cached_sampling_equals_greedy_without_a_cache(window: int) -> None:
+    """20 new tokens after a 5-token prompt, far past the window: the KV-cached sampler (whose
+    cache keeps window - 1 keys per layer, or all of them at window 1) and the noisy
+    demonstrator's own cached loop pick the tokens of a full forward pass per step, and warn
+    about nothing."""
+    policy, prompt, n = windowed(window), prompts(6, length=5, seed=2), 20
+    with torch.no_grad():
+        for param in policy.model.model.norm.parameters():
+            param.mul_(3.0)  # sharper logits: fewer near-ties for argmax to break
+    almost_greedy = LMDemonstrator(policy, temperature=0.0, epsilon=1e-9)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        seqs = policy.sample(prompt, n, torch.Generator().manual_seed(0), greedy=True)
+        demo = almost_greedy.sample(prompt, n, torch.Generator().manual_seed(0))
+    expected = greedy_without_cache(policy, prompt, n)
+    assert expected[:, 5:].unique().numel() > 2  # not one token repeated
+    assert torch.equal(seqs.tokens, expected)
+    assert torch.equal(demo.tokens, expected)
+
+
+def test_no_window_is_the_plain_llama_and_a_window_changes_only_the_mask() -> None:
+    """window=None builds exactly today's LLaMA; a windowed model of the same seed has the same
+    parameters, so its logits equal the LLaMA's wherever the whole prefix fits every layer's
+    window (t < window), and everywhere once the window covers the context."""
+    plain = CausalLMPolicy.tiny(VOCAB, ACTIONS, n_embd=32, max_length=64, arch="llama", seed=3)
+    default, narrow, wide = windowed(None, seed=3), windowed(4, seed=3), windowed(64, seed=3)
+    assert type(default.model) is type(plain.model) and default.model.config.model_type == "llama"
+    reference = plain.model.state_dict()
+    for policy in (default, narrow, wide):
+        state = policy.model.state_dict()
+        assert state.keys() == reference.keys()
+        assert all(torch.equal(state[k], reference[k]) for k in reference)
+    tokens = prompts(3, length=12)
+    expected = whole_prompt_logits(plain, tokens)
+    assert torch.equal(whole_prompt_logits(default, tokens), expected)
+    torch.testing.assert_close(whole_prompt_logits(wide, tokens), expected)
+    narrowed = whole_prompt_logits(narrow, tokens)
+    torch.testing.assert_close(narrowed[:, :4], expected[:, :4])
+    assert not torch.allclose(narrowed[:, 4:], expected[:, 4:])
+
+
+@pytest.mark.parametrize(("arch", "window"), [("gpt2", 2), ("bloom", 2), ("llama", 0)])
+def test_window_needs_llama_and_a_positive_width(arch: str, window: int) -> None:
+    with pytest.raises(ValueError, match="window") as error:
+        CausalLMPolicy.tiny(VOCAB, ACTIONS, arch=arch, window=window)
+    assert "\n" not in str(error.value)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Literal, Protocol, cast
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor
 
 from irlhf.experiments import RunContext
@@ -48,6 +48,15 @@ class PolicySpec(BaseModel):
     act_epsilon: float = Field(0.0, ge=0.0, lt=1.0)
     """Neural: a known acting error, pi = (1 - act_epsilon) network + act_epsilon uniform, in
     training roll-outs, scores and evaluation alike (`CausalLMPolicy.act_epsilon`); 0 = none."""
+    window: int | None = Field(None, ge=1)
+    """Neural: attention limited to the last `window` tokens (a sliding window; None = the whole
+    context): the misspecification knob. LLaMA only (`CausalLMPolicy.tiny`)."""
+
+    @model_validator(mode="after")
+    def _window_needs_llama(self) -> PolicySpec:
+        if self.window is not None and self.arch != "llama":
+            raise ValueError(f"policy.window needs arch 'llama', got {self.arch!r}")
+        return self
 
 
 class DemoSpec(BaseModel):
@@ -118,6 +127,7 @@ def build_policy(
         arch=p.arch,
         seed=config.seed,
         act_epsilon=p.act_epsilon,
+        window=p.window,
     )
     return policy.to(default_device())
 

@@ -1,7 +1,8 @@
 """A neural policy: any Hugging Face causal LM, seeing only tokens.
 
 The same class serves as demonstrator, student, reference and RLHF policy: tiny GPT-2 or LLaMA
-models built locally from a config (`CausalLMPolicy.tiny`), or a checkpoint on disk
+models built locally from a config (`CausalLMPolicy.tiny`, optionally a LLaMA whose attention
+sees only the last few tokens: the misspecification knob `window`), or a checkpoint on disk
 (`CausalLMPolicy.from_pretrained`: safetensors only, never pickle, never the hub). The model's
 vocabulary may hold prompt-only tokens; only ids < `action_vocab_size` are actions, so every
 distribution below is over those ids alone.
@@ -34,6 +35,7 @@ from transformers import (
     DynamicCache,
     GPT2Config,
     LlamaConfig,
+    MistralConfig,
     PreTrainedConfig,
     PreTrainedModel,
 )
@@ -89,6 +91,7 @@ class CausalLMPolicy:
         arch: str = "gpt2",
         seed: int = 0,
         act_epsilon: float = 0.0,
+        window: int | None = None,
     ) -> CausalLMPolicy:
         """A small randomly initialised GPT-2 (learned positions), LLaMA (rotary positions) or
         BLOOM (ALiBi: no position embeddings, a fixed per-head linear recency bias on the
@@ -97,12 +100,28 @@ class CausalLMPolicy:
         No special tokens: ids mean whatever the world says. The global RNG is left untouched.
         `max_length` is the context `sample` allows (BLOOM itself has no length limit).
         `act_epsilon`: the policy's acting error (the attribute's docstring).
+
+        `window` (LLaMA only; None = the whole context): every attention layer lets position t
+        attend only to positions t - window + 1..t (1 = itself only). The model is then a
+        Mistral (Jiang et al. 2023: LLaMA plus transformers' sliding-window mask and KV cache),
+        with the same parameters as the LLaMA of the same seed. Layers compound: with `n_layer`
+        layers the logits at t depend on the last n_layer * (window - 1) + 1 tokens.
         """
+        _require(window is None or window >= 1, f"window must be >= 1 or None, got {window}")
+        _require(
+            window is None or arch == "llama",
+            f"window (sliding-window attention) needs arch 'llama', got {arch!r}",
+        )
         cls: type[PreTrainedConfig]
+        extra: dict[str, Any]
         if arch == "gpt2":
             cls, extra = GPT2Config, {"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}
-        elif arch == "llama":
+        elif arch == "llama" and window is None:
             cls, extra = LlamaConfig, {"intermediate_size": 4 * n_embd, "attention_dropout": 0.0}
+        elif arch == "llama":
+            # Mistral's default is grouped-query attention with 8 key/value heads; LLaMA's is none
+            cls, extra = MistralConfig, {"intermediate_size": 4 * n_embd, "attention_dropout": 0.0}
+            extra |= {"sliding_window": window, "num_key_value_heads": n_head}
         elif arch == "bloom":
             cls, extra = BloomConfig, {"hidden_dropout": 0.0, "attention_dropout": 0.0}
         else:
@@ -356,11 +375,20 @@ class CausalLMPolicy:
         return tokens, log_probs
 
     def kv_cache(self) -> DynamicCache:
-        """An empty KV cache for `self.model`, the one its forward would make itself. Pass it as
-        `cache=` (with `use_cache=True`) to each call of a decoding loop; each call appends its
-        keys and values to it in place. Since transformers 5.24 the argument is `cache`:
-        `past_key_values=` (and reading `output.past_key_values`) is deprecated and warns."""
-        return DynamicCache(config=self.model.config)
+        """An empty KV cache for `self.model`, the one its forward would make itself (but at
+        window 1, below). Pass it as `cache=` (with `use_cache=True`) to each call of a decoding
+        loop; each call appends its keys and values to it in place. Since transformers 5.24 the
+        argument is `cache`: `past_key_values=` (and reading `output.past_key_values`) is
+        deprecated and warns.
+
+        A sliding-window model's cache keeps only the last window - 1 keys per layer, except at
+        window 1: transformers' sliding-window cache layer then keeps keys[-0:], i.e. all of
+        them, and disagrees with its own mask, so that model gets a full cache (under the same
+        window mask, which is exact)."""
+        config = self.model.config
+        if getattr(config, "sliding_window", None) == 1:
+            return DynamicCache()
+        return DynamicCache(config=config)
 
 
 def gathered_log_probs(logits: Tensor, targets: Tensor) -> Tensor:
