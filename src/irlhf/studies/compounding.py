@@ -132,6 +132,7 @@ def summarize(df: pd.DataFrame, out: Path) -> dict:
     ok["arm"] = arm_column(ok, ["world.preset", "policy.kind"])
     if flipflop:  # BC at other smoothings: own arms, reported in the `smoothing` table
         ok["arm"] = compounding_flipflop.relabel_smoothing(ok, ok["arm"])
+        ok, every_world = compounding_flipflop.split_world_seeds(ok)
     index = ["world.preset", "policy.kind", "arm"]
     scalars = ok[ok["L"].isna()].pivot_table(
         index=[*index, "seed"], columns="metric", values="value"
@@ -168,7 +169,7 @@ def summarize(df: pd.DataFrame, out: Path) -> dict:
                 "note": note,
             }
         )
-    extra = compounding_flipflop.extra_summary(rows) if flipflop else {}
+    extra = compounding_flipflop.extra_summary(rows, ok, curves, every_world) if flipflop else {}
     rows = [r for r in rows if r["algorithm"] in LABELS]
     _figure({k: v for k, v in curves.items() if k[2] in LABELS}, out / "compounding_regret.png")
     pct = ok[(ok["metric"] == "pct_ex_acc_err") & ok["arm"].isin(list(LABELS))]

@@ -1,5 +1,5 @@
 """Study `compounding` in the flip-flop trap world (`irlhf study compounding --world flipflop`):
-the tabular grid (neural students are a later step).
+tabular and neural learners.
 
 Tabular BC (add-0.1 smoothing), DAgger (8 rounds x 50 roll-outs) and BC at DAgger's budget
 (`sft_equal`) in the `absorbing` and `recoverable` flip-flop presets (`irlhf.worlds.flipflop`),
@@ -10,6 +10,23 @@ summary). Smoothing sensitivity (issue 14, item 6): extra BC arms with add-0.01 
 smoothing (`sft_smooth_0.01`, `sft_smooth_1`), summarised in the `smoothing` table beside the
 add-0.1 arm. Expected: BC compounds in the absorbing world (the prototype: exponent 1.51 at
 V = 16) and not in the recoverable one (1.06); DAgger ~1 in both.
+
+Neural learners (`learner = "causal_lm"`): a 2 x 64 LLaMA student (rotary positions: it can
+represent the expert in both modes, `irlhf.metrics.realizability`) that sees tokens only and
+acts with a known error of 2 % (`policy.act_epsilon`: (1 - 0.02) network + 0.02 uniform, in
+training roll-outs and evaluation alike; ~2.5e-3 trap entries per good step for every learner,
+so the arms differ in what they do once trapped, not in how often they fall in). Without it a
+learner's entry rate is its leftover mass on the trap tokens (~2.6e-4 per step in the
+prototype), so DAgger's and GKD's roll-outs would hardly ever enter a trap. Horizon 64, fitted
+over L = 8..64; regret by the performance-difference lemma (`irlhf.metrics.advantage`). Arms
+(`neural_arms`, equal budgets): BC on 1,024 demonstrations, 300 steps; GKD (lmbda 0.5, forward
+KL) 300 steps; DAgger with beta_r = 0 after the BC round (Ross et al.'s practical choice
+beta_i = I(i = 1): the learner's own roll-outs, so a trapped learner's stay is labelled), 2
+rounds, roll-outs sized to GKD's expected oracle queries, 300 steps in all; BC at that budget
+(`sft_equal`: 1,024 + queries / 64 demonstrations, 300 steps). Expected (Foster et al. 2024,
+Rohatgi et al. 2025): a realizable BC student still compounds where traps absorb, because its
+demonstrations never show the way out; DAgger and GKD, which see their own trapped states,
+do not; nobody compounds where every token exits.
 
 Two-state check (issue 14, item 6; `two_state_table`, not in the summary: it retrains the grid,
 ~40 s at the default profile; `python -m irlhf.studies.compounding_flipflop [profile]`): each
@@ -26,8 +43,9 @@ import numpy as np
 import pandas as pd
 
 from irlhf.algorithms.dagger import DAggerConfig
+from irlhf.algorithms.gkd import GKDConfig
 from irlhf.algorithms.sft import SFTConfig
-from irlhf.kinds.common import DemoSpec
+from irlhf.kinds.common import DemoSpec, PolicySpec
 from irlhf.kinds.imitation import ImitationConfig, train
 from irlhf.kinds.world_spec import FlipFlopWorldSpec, make_world
 from irlhf.metrics.exposure import fit_power_law
@@ -39,7 +57,8 @@ from irlhf.metrics.traps import (
 )
 from irlhf.metrics.undefined import UndefinedMetric
 from irlhf.policies.tabular import TabularPolicy
-from irlhf.studies.budgets import equal_budget_demos
+from irlhf.studies import flipflop_claims
+from irlhf.studies.budgets import EQUAL_ARM, dagger_matching_gkd, equal_budget_demos
 from irlhf.worlds import AutomatonWorld
 
 DESCRIPTION = __doc__.split("\n\n", 1)[1].strip()
@@ -53,6 +72,21 @@ SMOOTHINGS = (0.01, DEFAULT_SMOOTHING, 1.0)
 """BC's add-k smoothing levels of the sensitivity table (the add-0.1 level is the `sft` arm)."""
 # profile -> (seeds, horizon)
 PROFILES = {"quick": (4, 64), "default": (8, 128), "full": (20, 256)}
+# profile -> (neural seeds, horizon, demonstrations, optimiser steps, Monte-Carlo samples)
+NEURAL_PROFILES = {
+    "quick": (2, 32, 256, 100, 256),
+    "default": (4, 64, 1024, 300, 1024),
+    "full": (8, 64, 1024, 300, 2048),
+}
+NEURAL_PRESETS = {
+    "absorbing": ("sft", "dagger", "gkd", EQUAL_ARM),
+    "recoverable": ("sft", "dagger"),
+}
+"""The neural arms run per preset (the recoverable control needs BC and one interactive arm)."""
+STUDENT = PolicySpec(
+    kind="causal_lm", arch="llama", n_layer=2, n_embd=64, n_head=4, act_epsilon=0.02
+)
+"""The neural student: 2 x 64 LLaMA, 4 heads, a 2 % acting error."""
 
 
 def smooth_arm(smoothing: float) -> str:
@@ -61,8 +95,9 @@ def smooth_arm(smoothing: float) -> str:
 
 
 def configs(profile: str) -> list[ImitationConfig]:
-    """The tabular grid: per preset, BC, DAgger, BC at DAgger's budget and BC at the other
-    smoothings, seeds 0..n-1 as data seeds in the world of seed `WORLD_SEED`."""
+    """The tabular grid (per preset, BC, DAgger, BC at DAgger's budget and BC at the other
+    smoothings, seeds 0..n-1 as data seeds in the world of seed `WORLD_SEED`), then the neural
+    one (`neural_configs`)."""
     seeds, horizon = PROFILES[profile]
     n_equal = equal_budget_demos(50, DAggerConfig().expected_queries(horizon), horizon)
     arms: list[tuple[str, int, float]] = [
@@ -83,6 +118,61 @@ def configs(profile: str) -> list[ImitationConfig]:
                         algorithm=algorithm,
                         demonstrations=DemoSpec(n=n),
                         sft=SFTConfig(smoothing=smoothing),
+                    )
+                )
+        for algorithm in ("sft", "dagger"):  # other worlds, data seed 0 (`world_seed_table`)
+            for world_seed in range(1, seeds):
+                out.append(
+                    ImitationConfig(
+                        seed=0,
+                        world=world.model_copy(update={"seed": world_seed}),
+                        algorithm=algorithm,
+                        demonstrations=DemoSpec(n=50),
+                    )
+                )
+    return out + neural_configs(profile)
+
+
+def split_world_seeds(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the grid's runs in the world of seed `WORLD_SEED`, the runs of data seed 0 in every
+    world): the first gives every table but `world_seeds`, the second that table's
+    between-world intervals."""
+    world_seed = runs["world.seed"].astype(int)
+    return runs[world_seed == WORLD_SEED], runs[runs["seed"].astype(int) == 0]
+
+
+def neural_arms(profile: str) -> dict[str, dict]:
+    """Arm -> the fields of its `ImitationConfig` (algorithm, demonstrations, sft, dagger, gkd):
+    BC, DAgger, GKD and BC at their budget (module docstring)."""
+    _, horizon, n, steps, _ = NEURAL_PROFILES[profile]
+    sft = SFTConfig(steps=steps, batch_size=32, lr=3e-3)
+    gkd = GKDConfig(steps=steps, batch_size=32, lr=3e-3, lmbda=0.5, beta=0.0)
+    dagger = dagger_matching_gkd(gkd, n, horizon, rounds=2, fit_steps=steps // 3, beta0=0.0)
+    n_equal = equal_budget_demos(n, gkd.expected_queries(n, horizon), horizon)
+    common = {"sft": sft, "dagger": dagger, "gkd": gkd}
+    return {
+        "sft": {"algorithm": "sft", "demonstrations": DemoSpec(n=n), **common},
+        "dagger": {"algorithm": "dagger", "demonstrations": DemoSpec(n=n), **common},
+        "gkd": {"algorithm": "gkd", "demonstrations": DemoSpec(n=n), **common},
+        EQUAL_ARM: {"algorithm": "sft", "demonstrations": DemoSpec(n=n_equal), **common},
+    }
+
+
+def neural_configs(
+    profile: str, policy: PolicySpec = STUDENT, presets: dict[str, tuple[str, ...]] | None = None
+) -> list[ImitationConfig]:
+    """The neural grid: per preset its arms (`NEURAL_PRESETS`), data seeds 0..n-1, the world
+    of seed `WORLD_SEED`, the student `policy`."""
+    seeds, horizon, _, _, mc = NEURAL_PROFILES[profile]
+    arms = neural_arms(profile)
+    out = []
+    for preset, names in (NEURAL_PRESETS if presets is None else presets).items():
+        world = FlipFlopWorldSpec(preset=preset, horizon=horizon, seed=WORLD_SEED)
+        for name in names:
+            for seed in range(seeds):
+                out.append(
+                    ImitationConfig(
+                        seed=seed, world=world, policy=policy, mc_samples=mc, **arms[name]
                     )
                 )
     return out
@@ -108,11 +198,20 @@ def smoothing_table(rows: list[dict]) -> list[dict]:
     ]
 
 
-def extra_summary(rows: list[dict]) -> dict:
-    """The flip-flop summary's own keys: the smoothing table and the seeds' meaning. (The
-    two-state table, `two_state_table`, retrains the grid: ~40 s for the default profile, so it
-    is not part of the summary.)"""
+def extra_summary(
+    rows: list[dict], ok: pd.DataFrame, curves: dict, every_world: pd.DataFrame
+) -> dict:
+    """The flip-flop summary's own keys (`irlhf.studies.flipflop_claims`): the smoothing table,
+    paired regret gaps of the neural arms, the neural two-state table, the world-vs-data seed
+    table, the claims with verdicts and the seeds' meaning. (The tabular two-state table,
+    `two_state_table`, retrains the grid: ~40 s for the default profile, so it is not part of
+    the summary.)"""
+    gaps = flipflop_claims.paired_gaps(curves)
     return {
+        "claims": flipflop_claims.claims(rows, gaps),
+        "paired_gaps": gaps,
+        "neural_two_state": flipflop_claims.neural_two_state(ok, rows),
+        "world_seeds": flipflop_claims.world_seed_table(every_world, ok, fit_lengths),
         "smoothing": smoothing_table(rows),
         "world_seed": WORLD_SEED,
         "seeds_note": f"every run is in the world of seed {WORLD_SEED} (one world per preset); "
@@ -120,6 +219,17 @@ def extra_summary(rows: list[dict]) -> dict:
         "data only",
         "smoothing_note": "tabular BC on 50 demonstrations with add-k smoothing, k in "
         f"{list(SMOOTHINGS)} (k = {DEFAULT_SMOOTHING:g} is the `sft` arm); same seeds and world",
+        "keys": {
+            "claims": "issue 14's claims for neural students: claim, verdict (holds / does not "
+            "hold / inconclusive, from the 95% interval against the bound), evidence",
+            "paired_gaps": "neural absorbing arms: regret at the longest L of `minus` minus that "
+            "of `arm`, per data seed (same demonstrations), mean and 95% t-interval",
+            "neural_two_state": "neural learners: seed means of the Monte-Carlo trap rates "
+            "(entry_rate p, exit_rate q per step, trap_cost c, good_shortfall eps), the "
+            "two-state chain's exponent (predicted_exponent) against the measured interval",
+            "world_seeds": "tabular BC and DAgger, seeds_vary = data (one world, data seeds) or "
+            "world (world seeds, data seed 0): exponent and regret_at_max_L with intervals",
+        },
     }
 
 
@@ -137,11 +247,13 @@ TWO_STATE_NOTE = (
 
 
 def arm_of(config: ImitationConfig) -> str:
-    """The summary's arm name of a tabular config: sft, dagger, sft_equal (BC with more than
-    50 demonstrations) or sft_smooth_<k>."""
+    """The summary's arm name of a config: sft, dagger, gkd, sft_equal (BC with more than its
+    learner's usual demonstrations: 50 for a table, a neural profile's count for a network) or
+    sft_smooth_<k>."""
     if config.algorithm != "sft":
         return config.algorithm
-    if config.demonstrations.n != 50:
+    usual = {50} if config.policy.kind == "tabular" else {p[2] for p in NEURAL_PROFILES.values()}
+    if config.demonstrations.n not in usual:
         return "sft_equal"
     k = config.sft.smoothing
     return "sft" if k == DEFAULT_SMOOTHING else smooth_arm(k)
@@ -154,7 +266,7 @@ def fit_lengths(horizon: int) -> np.ndarray:
 
 def two_state_table(profile: str) -> list[dict]:
     """The two-state rows of the flip-flop grid of `profile` (`two_state_rows`)."""
-    return two_state_rows(configs(profile))
+    return two_state_rows([c for c in configs(profile) if c.policy.kind == "tabular"])
 
 
 def two_state_rows(grid: Sequence[ImitationConfig]) -> list[dict]:
