@@ -12,6 +12,9 @@ of its own samples by a Bradley-Terry annotator on the gold reward model -> a ne
 Bradley-Terry reward model -> RLOO from the SFT policy with a KL penalty to it); the gain
 J(RLHF) - J(SFT) in gold reward (Monte Carlo) on a grid of demonstrator temperature x comparison
 budget, each seed its own oracle world.
+
+With `--world flipflop` every preference paradigm with neural learners (RLOO, PPO, DPO,
+best-of-n and equal-budget SFT arms) in the flip-flop world (`irlhf.studies.outperform_flipflop`).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from irlhf.kinds.common import AnnotatorSpec, DemoSpec, PolicySpec
 from irlhf.kinds.rlhf import RLHFRunConfig
 from irlhf.kinds.world_spec import OracleWorldSpec
 from irlhf.report.figures import label, new_figure, save_figure
+from irlhf.studies import outperform_flipflop
 from irlhf.studies.base import Study, register_study
 from irlhf.studies.common import ORACLE_KNOBS
 from irlhf.studies.intervals import t_interval
@@ -81,9 +85,12 @@ def neural_configs(profile: str) -> list[RLHFRunConfig]:
 
 
 def configs(profile: str, world: str = "automaton") -> list[RLHFRunConfig]:
-    """The grid in `world`: the automaton (tabular grid + a neural block) or the oracle world."""
+    """The grid in `world`: the automaton (tabular grid + a neural block), the oracle or the
+    flip-flop world."""
     if world == "oracle":
         return oracle_configs(profile)
+    if world == "flipflop":
+        return outperform_flipflop.configs(profile)
     return tabular_configs(profile) + neural_configs(profile)
 
 
@@ -154,6 +161,8 @@ def tabular_configs(profile: str) -> list[RLHFRunConfig]:
 
 def summarize(df: pd.DataFrame, out: Path) -> dict:
     done = df[df["status"] == "done"]
+    if "world.kind" in done and (done["world.kind"] == "flipflop").any():
+        return outperform_flipflop.summarize(done, out)
     if "world.kind" in done and done["world.kind"].notna().any():
         return oracle_summary(done, out)
     neural = _neural_rows(done[done["policy.kind"] == "causal_lm"])
@@ -350,7 +359,8 @@ STUDY = Study(
     description=__doc__.split("\n\n", 1)[1].strip(),
     configs=configs,
     summarize=summarize,
-    worlds=("automaton", "oracle"),
-    descriptions={"oracle": ORACLE_DESCRIPTION},
+    worlds=("automaton", "oracle", "flipflop"),
+    descriptions={"oracle": ORACLE_DESCRIPTION, "flipflop": outperform_flipflop.DESCRIPTION},
+    titles={"flipflop": outperform_flipflop.TITLE},
 )
 register_study(STUDY)
