@@ -14,6 +14,7 @@ from irlhf.metrics.undefined import UndefinedMetric
 from irlhf.policies import TabularPolicy
 from irlhf.types import Sequences
 from irlhf.worlds import Demonstrations, make_world
+from irlhf.worlds.oracle import OracleWorld
 
 
 class TableLM:
@@ -187,6 +188,62 @@ def test_two_steps_after_a_perturbation_in_the_tiny_world_by_hand():
     assert result.reward_perturbed[0] == pytest.approx(-2.0, abs=1e-12)
 
 
+def test_the_trace_by_hand_in_the_tiny_world():
+    """The perturbed prefix ends in the trap (state 2); the clean one in state 1 or 2 with the
+    probabilities of two expert steps from the start. trace[1] = E[KL(L[s_clean] || L[2])];
+    the learner's next token then moves both arms to the same state: trace[2] = 0 exactly."""
+    world = make_world("tiny")
+    E = world.expert.probs
+    L = torch.tensor([[0.5, 0.5], [0.7, 0.3], [0.4, 0.6]], dtype=torch.float64)
+    q_clean = {s: float(E[1, 0] * E[1, s - 1] + E[1, 1] * E[2, s - 1]) for s in (1, 2)}
+
+    def kl(a, b):
+        return float((L[a] * (L[a] / L[b]).log()).sum())
+
+    expected = sum(q * kl(s, 2) for s, q in q_clean.items())
+    result = self_recovery(
+        world,
+        TabularPolicy(L),
+        position=1,
+        horizon_after=3,
+        n_prefixes=20_000,
+        perturbation="unlikely",
+        generator=torch.Generator().manual_seed(6),
+        n_boot=200,
+    )
+    assert_no_nan(result)
+    assert abs(result.trace_kl[0] - expected) < 4 * result.trace_kl_se[0]
+    assert result.trace_kl_se[0] < 0.005
+    np.testing.assert_array_equal(result.trace_kl[1:], 0.0)
+    assert result.half_life_trace == 2.0 and result.half_life_trace_ci == (2.0, 2.0)
+
+
+def test_the_expert_of_a_language_model_world_has_zero_excess_kl_but_a_trace():
+    """In an LM world the perturbation stays in the context: the expert continuing it is still
+    the expert (excess KL 0 at every d, no KL half-life), yet what it predicts next changes."""
+    world = OracleWorld(
+        vocab_size=8, n_prompts=2, n_layer=1, n_embd=8, n_head=2, init_std=1.0, horizon=12
+    )
+    result = self_recovery(
+        world,
+        world.demonstrator(),
+        position=3,
+        horizon_after=6,
+        n_prefixes=64,
+        perturbation="unlikely",
+        generator=torch.Generator().manual_seed(7),
+        n_boot=100,
+    )
+    assert_no_nan(result)
+    np.testing.assert_allclose(result.excess_kl, 0.0, atol=1e-5)
+    np.testing.assert_allclose(result.kl_perturbed, 0.0, atol=1e-5)
+    assert result.kl_half_life is None
+    with pytest.raises(UndefinedMetric, match="nothing to recover from"):
+        _ = result.half_life_kl
+    assert result.trace_kl[0] > 0.01  # the expert's own next token depends on the perturbation
+    assert (result.trace_kl >= 0).all() and result.distances.tolist() == list(range(1, 7))
+
+
 def test_the_neural_path_agrees_with_the_tabular_path():
     world = make_world("tiny", horizon=8)
     L = TabularPolicy(torch.tensor([[0.5, 0.5], [0.7, 0.3], [0.4, 0.6]], dtype=torch.float64))
@@ -202,6 +259,14 @@ def test_the_neural_path_agrees_with_the_tabular_path():
         (tab.excess_regret, neu.excess_regret, tab.excess_regret_se, neu.excess_regret_se),
     ):
         assert (np.abs(a - b) < 4 * np.sqrt(sa**2 + sb**2) + 1e-12).all()
+    # the trace: in the tiny world the next state depends on the token only, so one shared
+    # token after the perturbation merges the two arms' states: 0 from d = 2 on, both paths
+    for result in (tab, neu):
+        assert result.trace_kl[0] > 0
+        np.testing.assert_allclose(result.trace_kl[1:], 0.0, atol=1e-12)
+        assert result.half_life_trace == 2.0
+    diff = abs(tab.trace_kl[0] - neu.trace_kl[0])
+    assert diff < 4 * math.hypot(tab.trace_kl_se[0], neu.trace_kl_se[0])
 
 
 def test_infinite_kl_is_inf_with_a_note_or_a_clear_error_never_nan():

@@ -33,3 +33,24 @@ def test_recovery_study_reads_absorbing_as_slow_and_recoverable_as_fast(tmp_path
     assert rows[("recoverable", "sft")]["half_life"] <= 3
     assert rows[("absorbing", "dagger")]["half_life"] < rows[("absorbing", "sft")]["half_life"]
     assert (tmp_path / "recovery_curves.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_recovery_study_in_the_oracle_world_rows_notes_and_figure(tmp_path, monkeypatch):
+    # a small grid: 100 prefixes, 32 demonstrations, 20 SFT and 10 GKD steps
+    monkeypatch.setitem(recovery.LM_PROFILES["oracle"], "quick", (100, 32, 20, 10))
+    summary = run_study(
+        "recovery", "quick", tmp_path, executor="inline", progress=False, world="oracle"
+    )
+    rows = {(r["algorithm"], r["measure"]): r for r in summary["rows"]}
+    for r in summary["rows"]:
+        assert {"world", "preset", "learner", "half_life", "ci_low", "ci_high"} <= set(r)
+        assert r["world"] == "oracle" and r["preset"] == "default"
+        assert r["ci_low"] <= r["half_life"] <= r["ci_high"] and r["half_life"] >= 2
+    # the expert continuing its own perturbed prefix is still the expert: no excess KL, so no
+    # KL half-life (a note instead), but the perturbation's trace in it has one
+    assert ("expert", "kl") not in rows and rows[("expert", "trace")]["learner"] == "expert"
+    assert any(n["algorithm"] == "expert" and "excess KL" in n["note"] for n in summary["notes"])
+    assert {("sft", "trace"), ("gkd", "trace")} <= set(rows)
+    assert rows[("sft", "trace")]["learner"] == "causal_lm"
+    assert (tmp_path / "recovery_curves_oracle.png").stat().st_size > 10_000

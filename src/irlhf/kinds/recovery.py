@@ -3,8 +3,11 @@ probed for self-recovery (He et al. 2021; `irlhf.metrics.recovery.self_recovery`
 
 A run: world -> demonstrations (+ oracle) -> SFT / DAgger / GKD -> policy -> perturb k expert
 tokens after `position` expert tokens, let the learner continue `horizon_after` steps -> excess
-per-step regret and KL(expert || learner) against the unperturbed prefix at each distance d, and
-their recovery half-lives with bootstrap intervals over prefixes. An undefined half-life (nothing
+per-step regret and KL(expert || learner) against the unperturbed prefix at each distance d, the
+perturbation's trace in the learner's own next-token distribution, and their recovery
+half-lives with bootstrap intervals over prefixes. With `continuer = "expert"` nothing is
+trained: the world's expert continues the prefixes (the reference: its excess KL is 0, its
+trace and regret need not be). An undefined half-life (nothing
 to recover from) is a note record, never a nan value; an infinite one (no recovery within D) is
 +inf with a note. Neural learners are retrained on resume (no checkpoint: the probe's learners
 are small).
@@ -22,6 +25,9 @@ from irlhf.kinds.common import FROZEN
 from irlhf.kinds.imitation import ImitationConfig, train
 from irlhf.kinds.world_spec import make_world
 from irlhf.metrics.recovery import HalfLife, self_recovery
+from irlhf.policies.tabular import TabularPolicy
+from irlhf.protocols import Policy
+from irlhf.worlds import AutomatonWorld
 
 
 class ProbeSpec(BaseModel):
@@ -52,6 +58,9 @@ class RecoveryConfig(BaseModel):
     learner: ImitationConfig = ImitationConfig()
     """The learner: world, algorithm, policy, demonstrations and fits, as an imitation run."""
     probe: ProbeSpec = ProbeSpec()
+    continuer: Literal["learner", "expert"] = "learner"
+    """Who continues the prefixes: the learner `learner` trains, or the world's expert itself
+    (the reference; `learner` then gives only the world)."""
 
     @model_validator(mode="after")
     def _one_seed(self) -> RecoveryConfig:
@@ -72,7 +81,12 @@ def _half_life_records(name: str, half_life: HalfLife | None) -> list[dict]:
 
 def run(config: RecoveryConfig, ctx: RunContext) -> list[dict]:
     world = make_world(config.learner.world)
-    policy, feedback = train(config.learner, world, ctx)  # a neural learner ends in eval mode
+    policy: TabularPolicy | Policy
+    feedback: dict[str, int] = {}
+    if config.continuer == "expert":
+        policy = world.expert if isinstance(world, AutomatonWorld) else world.demonstrator()
+    else:
+        policy, feedback = train(config.learner, world, ctx)  # a neural learner ends in eval mode
     p = config.probe
     probe = self_recovery(
         world,
@@ -87,13 +101,19 @@ def run(config: RecoveryConfig, ctx: RunContext) -> list[dict]:
     )
     records = [
         {"metric": name, "d": int(d), "value": float(v)}
-        for name, values in (("excess_regret", probe.excess_regret), ("excess_kl", probe.excess_kl))
+        for name, values in (
+            ("excess_regret", probe.excess_regret),
+            ("excess_kl", probe.excess_kl),
+            ("trace_kl", probe.trace_kl),
+        )
         for d, v in zip(probe.distances, values, strict=True)
     ]
     records += _half_life_records("regret", probe.regret_half_life)
     records += _half_life_records("kl", probe.kl_half_life)
+    records += _half_life_records("trace", probe.trace_half_life)
     records += [{"metric": "recovery_note", "value": 1.0, "note": note} for note in probe.notes]
     return records + [{"metric": k, "value": float(v)} for k, v in feedback.items()]
 
 
-register_kind("recovery", RecoveryConfig, run, version=1)
+# version 2: the perturbation's trace (trace_kl, half_life_trace); continuer = "expert"
+register_kind("recovery", RecoveryConfig, run, version=2)

@@ -19,7 +19,16 @@ with an exact expert:
    unperturbed: excess_kl[d] = E[KL_pert,d - KL_unpert,d], excess_regret[d] = E[r_unpert,d -
    r_pert,d] (per-step regret against any fixed reference, e.g. the expert's, differs between
    the arms by exactly this: the reference cancels). Means over prefixes, with standard errors
-   of the paired differences; float64 throughout.
+   of the paired differences; float64 throughout. excess_kl is He et al.'s conditional
+   generation deviation after l_gap = d - 1 generated tokens (their CGD_gap, with f_div = KL):
+   the learner's divergence from the data distribution after a distorted prefix, here minus the
+   same after the undistorted one;
+5. the perturbation's *trace* in the learner itself: along the perturbed arm's continuation y,
+   trace_kl[d] = E[KL(learner(. | x, y_<d) || learner(. | x~, y_<d))], x the unperturbed and
+   x~ the perturbed prefix: how much the perturbed token still changes what the learner
+   predicts d steps later (0 once it is forgotten). It needs no expert, so it is defined for
+   the expert itself as the learner, where excess_kl is exactly 0: a language model keeps the
+   perturbation in its context, and whether the *expert* forgets it is this trace.
 
 The recovery half-life of a curve e is the first d with e[d] < e[1] / 2 (so 2 is the fastest
 possible recovery); +inf with a note if that never happens within D. It is undefined (reading it
@@ -34,6 +43,8 @@ completion is prefix + perturbation + continuation (only the continuation is rea
 returned holds nan: a KL of +inf (the learner gives probability 0 to a token the expert emits)
 makes the excess +inf (or -inf when only the unperturbed arm is infinite) with a note and leaves
 the KL half-life undefined; infinite KL in both arms at the same d raises `UndefinedMetric`.
+A trace of +inf (the learner rules out after the perturbation a token it allows after the
+clean prefix) is +inf with a note and no trace half-life.
 """
 
 from __future__ import annotations
@@ -73,9 +84,9 @@ class HalfLife:
 class SelfRecovery:
     """Per distance d = 1..D after the perturbation (index d - 1). No array holds nan.
 
-    `half_life_kl` / `half_life_regret` (and their `_ci`) raise `UndefinedMetric` where the
-    excess at d = 1 is <= 0 (nothing to recover from) or the KL is infinite; `kl_half_life` /
-    `regret_half_life` hold the `HalfLife` or None."""
+    `half_life_kl` / `half_life_regret` / `half_life_trace` (and their `_ci`) raise
+    `UndefinedMetric` where the curve at d = 1 is <= 0 (nothing to recover from) or infinite;
+    `kl_half_life` / `regret_half_life` / `trace_half_life` hold the `HalfLife` or None."""
 
     excess_kl: np.ndarray
     """E[KL_pert,d - KL_unpert,d]: per-step KL(expert || learner), perturbed minus unperturbed
@@ -85,6 +96,10 @@ class SelfRecovery:
     excess_regret: np.ndarray
     """E[r_unpert,d - r_pert,d]: per-step true reward lost to the perturbation (reward units)."""
     excess_regret_se: np.ndarray
+    trace_kl: np.ndarray
+    """E[KL(learner(. | x, y_<d) || learner(. | x~, y_<d))] along the perturbed arm's
+    continuation y: the perturbation's trace in the learner (nats; +inf where infinite)."""
+    trace_kl_se: np.ndarray
     kl_perturbed: np.ndarray
     """E[KL_d] along the perturbed arm (nats, may be +inf)."""
     kl_unperturbed: np.ndarray
@@ -93,6 +108,7 @@ class SelfRecovery:
     reward_unperturbed: np.ndarray
     kl_half_life: HalfLife | None
     regret_half_life: HalfLife | None
+    trace_half_life: HalfLife | None
     n_prefixes: int
     position: int
     k: int
@@ -121,8 +137,19 @@ class SelfRecovery:
         h = self._half_life("regret")
         return h.ci_low, h.ci_high
 
+    @property
+    def half_life_trace(self) -> float:
+        return self._half_life("trace").value
+
+    @property
+    def half_life_trace_ci(self) -> tuple[float, float]:
+        h = self._half_life("trace")
+        return h.ci_low, h.ci_high
+
     def _half_life(self, name: str) -> HalfLife:
-        h = self.kl_half_life if name == "kl" else self.regret_half_life
+        h = {"kl": self.kl_half_life, "regret": self.regret_half_life}.get(
+            name, self.trace_half_life
+        )
         if h is None:
             raise UndefinedMetric(
                 f"the {name} recovery half-life is undefined: {'; '.join(self.notes)}"
@@ -187,38 +214,40 @@ def self_recovery(
     tabular = isinstance(learner, TabularPolicy)
     if tabular and not isinstance(world, AutomatonWorld):
         raise ValueError("a tabular learner needs an AutomatonWorld (it acts on latent states)")
-    parts: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []
+    parts: list[tuple[Tensor, ...]] = []
     for start in range(0, n_prefixes, batch_size):
         n = min(batch_size, n_prefixes - start)
         clean = _expert_prefixes(world, n, position + k, generator)
         perturbed = _perturb(world, clean, position, k, perturbation, generator)
         seed = int(torch.randint(2**62, (1,), generator=generator))
-        if tabular:
-            arms = [
-                _continue_tabular(
-                    cast(AutomatonWorld, world),
-                    cast(TabularPolicy, learner),
-                    prefix,
-                    horizon_after,
-                    torch.Generator().manual_seed(seed),
-                )
-                for prefix in (perturbed, clean)
-            ]
-        else:
-            arms = [
-                _continue_neural(
-                    world,
-                    cast(Policy, learner),
-                    prefix,
-                    horizon_after,
-                    torch.Generator().manual_seed(seed),
-                )
-                for prefix in (perturbed, clean)
-            ]
-        parts.append((arms[0][0], arms[1][0], arms[0][1], arms[1][1]))
-    kl_p, kl_u, r_p, r_u = (torch.cat([p[i] for p in parts]).numpy() for i in range(4))
+        # the perturbed arm also reads the trace (its continuation after the clean prefix)
+        arms = [
+            _continue_tabular(
+                cast(AutomatonWorld, world),
+                cast(TabularPolicy, learner),
+                prefix,
+                horizon_after,
+                torch.Generator().manual_seed(seed),
+                other,
+            )
+            if tabular
+            else _continue_neural(
+                world,
+                cast(Policy, learner),
+                prefix,
+                horizon_after,
+                torch.Generator().manual_seed(seed),
+                other,
+            )
+            for prefix, other in ((perturbed, clean), (clean, None))
+        ]
+        (kl_pert, r_pert, trace_pert), (kl_clean, r_clean, _) = arms
+        parts.append((kl_pert, kl_clean, r_pert, r_clean, cast(Tensor, trace_pert)))
+    kl_p, kl_u, r_p, r_u, trace = (torch.cat([p[i] for p in parts]).numpy() for i in range(5))
     rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=generator)))
-    return _summarise(kl_p, kl_u, r_p, r_u, rng, n_boot, confidence, position, k, str(perturbation))
+    return _summarise(
+        kl_p, kl_u, r_p, r_u, rng, n_boot, confidence, position, k, str(perturbation), trace
+    )
 
 
 def _expert_prefixes(world: World, n: int, length: int, generator: torch.Generator) -> Sequences:
@@ -262,10 +291,13 @@ def _continue_tabular(
     prefix: Sequences,
     steps: int,
     generator: torch.Generator,
-) -> tuple[Tensor, Tensor]:
+    clean: Sequences | None = None,
+) -> tuple[Tensor, Tensor, Tensor | None]:
     """[n, steps] KL(expert || learner) at each visited state and the reward of each emitted
     token, stepping the latent state from the end of the prefix. Inverse-CDF sampling from
-    `generator`'s uniforms, so two arms with equal seeds share their randomness."""
+    `generator`'s uniforms, so two arms with equal seeds share their randomness. With `clean`
+    (the unperturbed prefixes) also the trace: KL(learner(. | s_clean) || learner(. | s)), the
+    clean prefix's state stepped by the same emitted tokens."""
     if tuple(learner.probs.shape) != (world.n_states, world.vocab_size):
         raise ValueError(
             f"learner table must be [{world.n_states}, {world.vocab_size}] for this world, "
@@ -274,37 +306,66 @@ def _continue_tabular(
     table = float64_table(learner)
     cdf = table.cumsum(dim=1)
     kl_state = _kl_rows(float64_table(world.expert), table)  # (S,)
-    state = prefix.tokens[:, 0] - world.vocab_size
-    for t in range(1, prefix.length):
-        state = world.transition[state, prefix.tokens[:, t]]
+    state = _end_states(world, prefix)
+    other = _end_states(world, clean) if clean is not None else state
     n = len(state)
     kl = torch.empty(n, steps, dtype=torch.float64)
     rewards = torch.empty(n, steps, dtype=torch.float64)
+    trace = torch.empty(n, steps, dtype=torch.float64)
     for d in range(steps):
         u = torch.rand(n, generator=generator, dtype=torch.float64)
         row = cdf[state]
         action = (row < u.unsqueeze(1) * row[:, -1:]).sum(dim=1).clamp_max(world.vocab_size - 1)
         kl[:, d] = kl_state[state]
         rewards[:, d] = world.reward_table[state, action]
+        trace[:, d] = _kl_rows(table[other], table[state])
         state = world.transition[state, action]
-    return kl, rewards
+        other = world.transition[other, action]
+    return kl, rewards, trace if clean is not None else None
+
+
+def _end_states(world: AutomatonWorld, prefix: Sequences) -> Tensor:
+    """[n] the latent state after each prefix (its first token is the start-state token)."""
+    state = prefix.tokens[:, 0] - world.vocab_size
+    for t in range(1, prefix.length):
+        state = world.transition[state, prefix.tokens[:, t]]
+    return state
 
 
 def _continue_neural(
-    world: World, learner: Policy, prefix: Sequences, steps: int, generator: torch.Generator
-) -> tuple[Tensor, Tensor]:
+    world: World,
+    learner: Policy,
+    prefix: Sequences,
+    steps: int,
+    generator: torch.Generator,
+    clean: Sequences | None = None,
+) -> tuple[Tensor, Tensor, Tensor | None]:
     """[n, steps] KL(expert || learner) at each of the learner's own prefixes and the true
-    reward of each token it emits, continuing the prompt + prefix with `learner.sample`."""
+    reward of each token it emits, continuing the prompt + prefix with `learner.sample`. With
+    `clean` also the trace: KL(learner(. | clean, y_<d) || learner(. | prefix, y_<d)) on the
+    same continuation y."""
     P = prefix.prompt_length
     with torch.inference_mode():
         out = learner.sample(prefix.tokens.to(learner.device), steps, generator).to("cpu")
     full = Sequences.from_prompt_and_completion(out.tokens[:, :P], out.tokens[:, P:])
-    with torch.inference_mode():
-        logits = learner.next_token_logits(full.to(learner.device)).double().cpu()
-    learner_probs = torch.softmax(logits[:, -steps:], dim=-1)
+    learner_probs = _next_probs(learner, full, steps)  # (n, steps, V)
     kl = _kl_rows(world.expert_probs(full)[:, -steps:].double(), learner_probs)
     rewards = world.true_rewards(full)[:, -steps:].double()
-    return kl.clone(), rewards.clone()
+    trace = None
+    if clean is not None:
+        tokens = full.tokens.clone()
+        tokens[:, : clean.length] = clean.tokens
+        swapped = Sequences.from_prompt_and_completion(tokens[:, :P], tokens[:, P:])
+        trace = _kl_rows(_next_probs(learner, swapped, steps), learner_probs).clone()
+    return kl.clone(), rewards.clone(), trace
+
+
+def _next_probs(learner: Policy, seqs: Sequences, steps: int) -> Tensor:
+    """[n, steps, V] float64 the learner's next-token distributions at the last `steps`
+    positions (those that predict the continuation's tokens)."""
+    with torch.inference_mode():
+        logits = learner.next_token_logits(seqs.to(learner.device)).double().cpu()
+    return torch.softmax(logits[:, -steps:], dim=-1)
 
 
 def _summarise(
@@ -318,8 +379,12 @@ def _summarise(
     position: int,
     k: int,
     perturbation: str,
+    trace: np.ndarray | None = None,
 ) -> SelfRecovery:
+    """The curves, half-lives and notes from per-prefix arrays [N, D] (`trace`: zeros if
+    None)."""
     N, D = kl_p.shape
+    trace = np.zeros((N, D)) if trace is None else trace
     distances = np.arange(1, D + 1)
     notes: list[str] = []
     sqrt_n = math.sqrt(N)
@@ -360,7 +425,8 @@ def _summarise(
         )
     else:
         regret_half = _bootstrap_half_life(regret_diff, rng, n_boot, confidence)
-    for name, h in (("KL", kl_half), ("regret", regret_half)):
+    trace_kl, trace_se, trace_half = _trace(trace, rng, n_boot, confidence, notes)
+    for name, h in (("KL", kl_half), ("regret", regret_half), ("trace", trace_half)):
         if h is None:
             continue
         if math.isinf(h.value):
@@ -378,15 +444,45 @@ def _summarise(
         kl_se,
         excess_regret,
         regret_se,
+        trace_kl,
+        trace_se,
         kl_p.mean(axis=0),  # in [0, +inf]: no nan
         kl_u.mean(axis=0),
         r_p.mean(axis=0),
         r_u.mean(axis=0),
         kl_half,
         regret_half,
+        trace_half,
         N,
         position,
         k,
         perturbation,
         tuple(notes),
     )
+
+
+def _trace(
+    trace: np.ndarray, rng: np.random.Generator, n_boot: int, confidence: float, notes: list[str]
+) -> tuple[np.ndarray, np.ndarray, HalfLife | None]:
+    """Mean and standard error of the per-prefix trace [N, D] (+inf where any is infinite) and
+    its half-life (None, with a note, when infinite or <= 0 at d = 1)."""
+    N, D = trace.shape
+    infinite = np.isinf(trace).any(axis=0)
+    mean = np.full(D, math.inf)
+    se = np.full(D, math.inf)
+    mean[~infinite] = trace[:, ~infinite].mean(axis=0)
+    se[~infinite] = trace[:, ~infinite].std(axis=0, ddof=1) / math.sqrt(N)
+    if infinite.any():
+        where = _ranges(np.arange(1, D + 1)[infinite])
+        notes.append(
+            f"the trace is infinite at d = {where}: after the perturbation the learner rules "
+            "out a token it allows after the clean prefix; no trace half-life"
+        )
+        return mean, se, None
+    if not mean[0] > 0:
+        notes.append(
+            f"the trace at d = 1 is {mean[0]:.3g} <= 0: the perturbation does not change the "
+            "learner's next-token distribution, no trace half-life"
+        )
+        return mean, se, None
+    return mean, se, _bootstrap_half_life(trace, rng, n_boot, confidence)
