@@ -39,8 +39,8 @@ class PolicySpec(BaseModel):
     arch: Literal["gpt2", "llama", "bloom"] = "gpt2"
     """Neural architecture: "gpt2" (learned positions), "llama" (rotary) or "bloom" (ALiBi, a fixed
     per-head recency bias)."""
-    n_layer: int = Field(2, ge=1)
-    """Neural: transformer blocks."""
+    n_layer: int = Field(2, ge=0)
+    """Neural: transformer blocks (0 = a bigram model: embeddings and the output layer)."""
     n_embd: int = Field(64, ge=8)
     """Neural: width."""
     n_head: int = Field(4, ge=1)

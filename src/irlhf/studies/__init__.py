@@ -28,6 +28,7 @@ STUDY_MODULES: list[str] = [
     "irlhf.studies.overoptimization",
     "irlhf.studies.degeneration",
     "irlhf.studies.recovery",
+    "irlhf.studies.misspecification",
 ]
 # ----------------------------------------------------------------------------------------------
 
