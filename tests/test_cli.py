@@ -216,3 +216,31 @@ def test_a_part_the_summary_cannot_use_exits_1_in_one_line(
 def test_worlds_prints_something() -> None:
     result = invoke("worlds")
     assert result.exit_code == 0 and result.stdout.strip()
+
+
+def test_reproduce_runs_a_study_in_each_of_its_reproduce_worlds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A study with worlds ("small", "large") and reproduce_worlds listing both: one directory
+    per world (the default world's under the study's name), both in the report."""
+    import dataclasses
+
+    def configs(profile: str, world: str = "small") -> list:
+        steps = 6 if world == "small" else 9
+        return [toystudy.CounterConfig(seed=seed, steps=steps) for seed in range(2)]
+
+    study = dataclasses.replace(
+        toystudy.STUDY, configs=configs, worlds=("small", "large"),
+        reproduce_worlds=("small", "large"),
+    )  # fmt: skip
+    monkeypatch.setattr(base, "STUDIES", {"toy": study})
+    out = tmp_path / "results"
+    result = invoke("reproduce", "--profile", "quick", "--out", out, "--executor", "inline")
+    assert result.exit_code == 0, result.output
+    small = json.loads((out / "toy" / "summary.json").read_text())
+    large = json.loads((out / "toy-large" / "summary.json").read_text())
+    assert small["n_runs"] == large["n_runs"] == 2
+    # six vs nine uniform draws per step: the large world's totals are larger
+    assert large["headline"][0]["value"] > small["headline"][0]["value"]
+    listed = invoke("studies")
+    assert "small, large" in listed.stdout

@@ -267,9 +267,10 @@ def reproduce(
     workers: Workers = None,
     world: World = None,
 ) -> None:
-    """Run every registered study (all their runs in one pool) and write OUT/report.html;
-    with --world, only the studies that run in that world, in it (OUT/NAME-WORLD outside a
-    study's default world)."""
+    """Run every registered study (all their runs in one pool) in each of its reproduce worlds
+    (its default world and, for some, more: `irlhf studies` lists them) and write
+    OUT/report.html; with --world, only the studies that run in that world, in it
+    (OUT/NAME-WORLD outside a study's default world)."""
     from irlhf.report import write_report
     from irlhf.studies.base import STUDIES, run_studies
 
@@ -281,15 +282,17 @@ def reproduce(
     if not names:
         worlds = sorted({w for s in STUDIES.values() for w in s.worlds})
         _fail(f"--world: no study runs in it; worlds: {', '.join(worlds)} (got {world!r})")
-    targets = {name: out / _study_dir(name, world) for name in names}
+    targets: dict = {}
+    for name in names:
+        for w in (world,) if world is not None else STUDIES[name].reproduce_worlds or (None,):
+            targets[(name, w)] = out / _study_dir(name, w)
     with _user_errors():
-        summaries = run_studies(
-            targets, profile, executor, address, workers, raise_errors=False, world=world
-        )
+        summaries = run_studies(targets, profile, executor, address, workers, raise_errors=False)
     page = write_report(list(targets.values()), out / "report.html")
     minutes, seconds = divmod(time.perf_counter() - start, 60)
     _say(f"wrote {page} in {int(minutes)} min {seconds:.0f} s (profile {profile})")
-    errors = {name: s["error"] for name, s in summaries.items() if "error" in s}
+    errors = {target.name: s["error"] for target, s in zip(targets.values(), summaries.values(),
+              strict=True) if "error" in s}  # fmt: skip
     for name, error in errors.items():
         typer.echo(f"study {name}: {error}", err=True)
     if errors:
@@ -306,8 +309,15 @@ def studies() -> None:
     table.add_column("name")
     table.add_column("title")
     table.add_column("--world (default first)")
+    table.add_column("irlhf reproduce runs")
     for item in STUDIES.values():
-        table.add_row(item.name, item.title, ", ".join(item.worlds) or "fixed")
+        default = item.worlds[:1] or ("fixed",)
+        table.add_row(
+            item.name,
+            item.title,
+            ", ".join(item.worlds) or "fixed",
+            ", ".join(item.reproduce_worlds or default),
+        )
     if not STUDIES:
         _say("no studies registered yet")
         return

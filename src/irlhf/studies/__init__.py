@@ -20,15 +20,15 @@ from irlhf.studies.base import (
 )
 
 # ---- the modules that register studies (fill me) -------------------------------------------
-STUDY_MODULES: list[str] = [
+STUDY_MODULES: list[str] = [  # the essay's order (the report's)
     "irlhf.studies.compounding",
+    "irlhf.studies.misspecification",
+    "irlhf.studies.recovery",
+    "irlhf.studies.decomposition",
     "irlhf.studies.outperform",
     "irlhf.studies.reward_shift",
-    "irlhf.studies.decomposition",
     "irlhf.studies.overoptimization",
     "irlhf.studies.degeneration",
-    "irlhf.studies.recovery",
-    "irlhf.studies.misspecification",
 ]
 # ----------------------------------------------------------------------------------------------
 

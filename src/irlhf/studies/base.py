@@ -68,6 +68,8 @@ class Study:
     descriptions: world -> the claim as measured in that world, where it differs from
                  `description` (shown in the report, with the world in the title).
     titles:      world -> the title in that world, where it differs from `title`.
+    reproduce_worlds: the worlds `irlhf reproduce` (and `make reproduce`) runs the study in;
+                 empty (the default) = its default world only.
     """
 
     name: str
@@ -78,7 +80,11 @@ class Study:
     worlds: tuple[str, ...] = ()
     descriptions: Mapping[str, str] = field(default_factory=dict)
     titles: Mapping[str, str] = field(default_factory=dict)
+    reproduce_worlds: tuple[str, ...] = ()
 
+
+StudyKey = str | tuple[str, str | None]
+"""A study to run: its name (in the `world` of the call, or its default), or (name, world)."""
 
 STUDIES: dict[str, Study] = {}
 
@@ -211,7 +217,7 @@ class StudyPlan:
 
 
 def plan_studies(
-    targets: Mapping[str, Path],
+    targets: Mapping[StudyKey, Path],
     profile: str,
     world: str | None = None,
     teacher: str | Path | None = None,
@@ -223,9 +229,10 @@ def plan_studies(
     (`select_configs`)."""
     check_profile(profile)
     plans = []
-    for name, out in targets.items():
+    for key, out in targets.items():
+        name, wanted = key if isinstance(key, tuple) else (key, world)
         study = get_study(name)
-        chosen = check_world(study, world)
+        chosen = check_world(study, wanted)
         configs = study_configs(study, profile, chosen)
         if teacher is not None:
             configs = with_teacher(configs, teacher, f"study {name}")
@@ -328,7 +335,7 @@ def finish_study(
 
 
 def run_studies(
-    targets: Mapping[str, Path],
+    targets: Mapping[StudyKey, Path],
     profile: str,
     executor: str = "local",
     address: str | None = None,
@@ -339,7 +346,8 @@ def run_studies(
     teacher: str | Path | None = None,
     only: Only | None = None,
 ) -> dict[str, dict]:
-    """Run several studies (name -> out dir) with all their runs in one pool; name -> summary.
+    """Run several studies (name, or (name, world) -> out dir) with all their runs in one pool;
+    the same keys -> summaries.
 
     With raise_errors=False a study whose summarize fails gives {"error": ...} and the others
     still finish (`irlhf reproduce`). `world` applies to every study (None: their defaults);
@@ -350,12 +358,12 @@ def run_studies(
     runs = [(config, plan.out / "runs") for plan in plans for config in plan.configs]
     label = plans[0].study.name if len(plans) == 1 else f"{len(plans)} studies"
     results = execute_runs(runs, executor, address, max_workers, progress, label)
-    summaries: dict[str, dict] = {}
+    summaries: dict = {}
     start = 0
-    for plan in plans:
+    for key, plan in zip(targets, plans, strict=True):
         chunk = results[start : start + len(plan.configs)]
         start += len(plan.configs)
-        summaries[plan.study.name] = finish_study(plan, profile, chunk, raise_errors)
+        summaries[key] = finish_study(plan, profile, chunk, raise_errors)
     return summaries
 
 

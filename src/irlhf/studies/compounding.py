@@ -294,5 +294,6 @@ STUDY = Study(
         "Compounding error: BC vs DAgger vs GKD against the prefix length",
     )
     | {"flipflop": compounding_flipflop.TITLE},
+    reproduce_worlds=("automaton", "flipflop"),
 )
 register_study(STUDY)

@@ -299,5 +299,6 @@ STUDY = Study(
     titles=dict.fromkeys(
         LM_WORLDS, "Self-recovery: where language models sit between absorbing and recoverable"
     ),
+    reproduce_worlds=("flipflop", *LM_WORLDS),
 )
 register_study(STUDY)
