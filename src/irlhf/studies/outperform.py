@@ -362,5 +362,6 @@ STUDY = Study(
     worlds=("automaton", "oracle", "flipflop"),
     descriptions={"oracle": ORACLE_DESCRIPTION, "flipflop": outperform_flipflop.DESCRIPTION},
     titles={"flipflop": outperform_flipflop.TITLE},
+    reproduce_worlds=("automaton", "flipflop"),
 )
 register_study(STUDY)
