@@ -87,6 +87,25 @@ def test_duplicate_configs_run_once(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert markers(tmp_path) == 4 and table["run_id"].nunique() == 4 and len(table) == 8
 
 
+def test_a_run_shared_by_two_roots_runs_once_and_the_other_root_links_to_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two studies of one reproduce share a grid point: it runs once; the second root's run
+    directory is a relative symlink to the first's, and both read back as finished."""
+    monkeypatch.setenv(MARKER_ENV, str(tmp_path / "markers"))
+    config = CounterConfig(seed=3, steps=4)
+    roots = [tmp_path / "a" / "runs", tmp_path / "b" / "runs"]
+    first = sweep_module.execute_runs(
+        [(config, roots[0]), (config, roots[1])], executor="inline", progress=False
+    )
+    assert markers(tmp_path) == 1 and first[0].records == first[1].records
+    linked = sweep_module.run_dir_of(config, roots[1])
+    assert linked.is_symlink() and not Path(linked.readlink()).is_absolute()
+    assert linked.resolve() == sweep_module.run_dir_of(config, roots[0]).resolve()
+    again = sweep_module.execute_runs([(config, roots[1])], executor="inline", progress=False)
+    assert markers(tmp_path) == 1 and again[0].records == first[0].records  # read back
+
+
 def test_parquet_round_trip(tmp_path: Path) -> None:
     table = run_sweep(grid(fail_on_seed=0), tmp_path, executor="inline", progress=False)
     write_results(table, tmp_path / "results.parquet")

@@ -202,26 +202,35 @@ def execute_runs(
 ) -> list[RunResult]:
     """Run every (config, root) pair, finished ones read back, in the given order.
 
-    Duplicates (same root and run id) run once and share the result.
+    Duplicates (the same run id, in one root or in several: e.g. two studies of one
+    `irlhf reproduce` sharing a grid point) run once and share the result; in every other root
+    the run's directory becomes a relative symlink to the one that ran (`_link_duplicates`).
     """
     check_executor(executor, address, max_workers)
     keys = [(str(root), run_id(config)) for config, root in runs]
     unique = dict(zip(keys, runs, strict=True))
+    copies: dict[str, list[tuple[str, str]]] = {}  # run id -> its (root, run id) keys
+    for key in unique:
+        copies.setdefault(key[1], []).append(key)
     results: dict[tuple[str, str], RunResult] = {}
     todo: list[tuple[tuple[str, str], Job]] = []
-    for key, (config, root) in unique.items():
-        done = finished_result(config, root)
-        if done is not None:
-            results[key] = done
+    for same in copies.values():
+        for key in same:
+            done = finished_result(*unique[key])
+            if done is not None:
+                results.update(dict.fromkeys(same, done))
+                break
         else:
-            todo.append((key, make_job(config, root)))
+            todo.append((same[0], make_job(*unique[same[0]])))
     with _progress_bar(progress) as bar:
-        task = bar.add_task(description, total=len(unique), completed=len(results), failed=0)
+        done_ids = len({key[1] for key in results})
+        task = bar.add_task(description, total=len(copies), completed=done_ids, failed=0)
         failed = 0
 
         def on_done(i: int, result: dict[str, Any]) -> None:
             nonlocal failed
-            results[todo[i][0]] = RunResult.from_dict(result)
+            key = todo[i][0]
+            results.update(dict.fromkeys(copies[key[1]], RunResult.from_dict(result)))
             failed += result["status"] != "done"
             bar.update(task, advance=1, failed=failed)
 
@@ -229,7 +238,25 @@ def execute_runs(
             _EXECUTE[executor](
                 [job for _, job in todo], on_done, max_workers=max_workers, address=address
             )
+    _link_duplicates(unique, copies)
     return [results[key] for key in keys]
+
+
+def _link_duplicates(
+    unique: dict[tuple[str, str], tuple[BaseModel, Path]],
+    copies: dict[str, list[tuple[str, str]]],
+) -> None:
+    """Every copy of a run whose directory is missing in its root: a relative symlink to the
+    directory of the copy that exists (the one that ran or was read back)."""
+    for same in copies.values():
+        dirs = [run_dir_of(*unique[key]) for key in same]
+        source = next((d for d in dirs if d.is_dir()), None)
+        if source is None:
+            continue
+        for target in dirs:
+            if not target.exists() and not target.is_symlink():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.symlink_to(os.path.relpath(source, target.parent), target_is_directory=True)
 
 
 def run_sweep(

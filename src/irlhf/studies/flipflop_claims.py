@@ -118,7 +118,11 @@ def world_seed_table(by_world: pd.DataFrame, by_data: pd.DataFrame, fit_lengths)
                 continue
             table = group.pivot_table(index=seed_column, columns="L", values="value")
             lengths = fit_lengths(int(table.columns.max()))
-            fit = fit_power_law(lengths, table[lengths].to_numpy())
+            try:
+                fit = fit_power_law(lengths, table[lengths].to_numpy())
+                exponent, lo, hi, note = fit.exponent, fit.ci_low, fit.ci_high, fit.note
+            except ValueError as error:  # a mean regret <= 0 at some length: no power law
+                exponent, lo, hi, note = math.nan, math.nan, math.nan, str(error)
             mean, low, high = t_interval(table[lengths[-1]].to_numpy())
             rows.append(
                 {
@@ -126,13 +130,14 @@ def world_seed_table(by_world: pd.DataFrame, by_data: pd.DataFrame, fit_lengths)
                     "algorithm": arm,
                     "seeds_vary": source,
                     "seeds": len(table),
-                    "exponent": fit.exponent,
-                    "ci_low": fit.ci_low,
-                    "ci_high": fit.ci_high,
+                    "exponent": exponent,
+                    "ci_low": lo,
+                    "ci_high": hi,
                     "regret_at_max_L": mean,
                     "regret_ci_low": low,
                     "regret_ci_high": high,
-                }  # fmt: skip
+                    "note": note,
+                }
             )
     return rows
 
