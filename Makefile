@@ -36,7 +36,6 @@ data: $(STAMP)
 
 reproduce: $(STAMP) data
 	$(VENV)/bin/irlhf reproduce --profile $(PROFILE) --out $(OUT)
-	for w in oracle text; do $(VENV)/bin/irlhf study recovery --world $$w --profile $(PROFILE) --out $(OUT)/recovery-$$w || exit 1; done; $(VENV)/bin/irlhf report $$(ls -d $(OUT)/*/) --out $(OUT)/report.html
 
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[bench]" "$(TORCH)"
