@@ -75,14 +75,13 @@ PROFILES = {"quick": (4, 64), "default": (8, 128), "full": (20, 256)}
 # profile -> (neural seeds, horizon, demonstrations, optimiser steps, Monte-Carlo samples)
 NEURAL_PROFILES = {
     "quick": (2, 32, 256, 100, 256),
-    "default": (4, 64, 1024, 300, 1024),
+    "default": (4, 64, 1024, 300, 512),
     "full": (8, 64, 1024, 300, 2048),
 }
-NEURAL_PRESETS = {
-    "absorbing": ("sft", "dagger", "gkd", EQUAL_ARM),
-    "recoverable": ("sft", "dagger"),
-}
-"""The neural arms run per preset (the recoverable control needs BC and one interactive arm)."""
+NEURAL_PRESETS = {"absorbing": ("sft", "dagger", "gkd", EQUAL_ARM), "recoverable": ("sft",)}
+"""The neural arms run per preset in the quick and default profiles (the recoverable control
+needs BC; the full profile adds DAgger there, `FULL_PRESETS`)."""
+FULL_PRESETS = {**NEURAL_PRESETS, "recoverable": ("sft", "dagger")}
 STUDENT = PolicySpec(
     kind="causal_lm", arch="llama", n_layer=2, n_embd=64, n_head=4, act_epsilon=0.02
 )
@@ -166,7 +165,9 @@ def neural_configs(
     seeds, horizon, _, _, mc = NEURAL_PROFILES[profile]
     arms = neural_arms(profile)
     out = []
-    for preset, names in (NEURAL_PRESETS if presets is None else presets).items():
+    if presets is None:
+        presets = FULL_PRESETS if profile == "full" else NEURAL_PRESETS
+    for preset, names in presets.items():
         world = FlipFlopWorldSpec(preset=preset, horizon=horizon, seed=WORLD_SEED)
         for name in names:
             for seed in range(seeds):

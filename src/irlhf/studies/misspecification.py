@@ -53,7 +53,7 @@ KNOBS: dict[str, tuple[str, tuple[int | None, ...]]] = {
     "depth": ("n_layer", (2, 1, 0)),
 }
 """Knob -> (the PolicySpec field, its levels from the full student down)."""
-SEEDS = {"quick": 1, "default": 3, "full": 6}
+SEEDS = {"quick": 1, "default": 2, "full": 4}
 """Data seeds per (knob level, algorithm); the rest of each profile is the flip-flop neural
 profile of the same name (`compounding_flipflop.NEURAL_PROFILES`)."""
 
