@@ -1,5 +1,5 @@
 """The `irl` experiment kind: runs, records, validation (one `[method]` table, the chosen
-method's), reproducibility and resume."""
+method's), reproducibility and resume, in automaton and flip-flop worlds."""
 
 import json
 import math
@@ -22,7 +22,9 @@ from irlhf.kinds.common import DemoSpec, PolicySpec, build_policy
 from irlhf.kinds.irl import METHODS, IRLConfig
 from irlhf.kinds.irl_config import METHOD_TABLES
 from irlhf.kinds.irl_neural import NEURAL_METHODS, reward_metrics
+from irlhf.kinds.world_spec import FlipFlopWorldSpec
 from irlhf.worlds import AutomatonSpec, AutomatonWorld
+from irlhf.worlds.flipflop import FlipFlopSpec
 
 HORIZON = 12
 # Small method configs: the kind's plumbing is under test here, not the methods' quality.
@@ -223,3 +225,82 @@ def test_neural_irl_run_is_reproducible_and_resumes_from_its_checkpoint(tmp_path
     resumed = run_one(config, tmp_path / "a")
     assert not resumed.skipped and numbers(resumed) == numbers(first)
     assert len((first.run_dir / "metrics_log.jsonl").read_text().splitlines()) == log_lines
+
+
+# The run ids of automaton configs before the `[world]` table took the flip-flop world too: an
+# automaton config must resolve and hash exactly as before (cached runs stay valid).
+AUTOMATON_RUN_IDS = {
+    "default": "4247579fdef8b4c2",
+    "spread_gail": "abe936cc5399cdf9",
+    "neural_airl": "04bd3f105c10dcac",
+    "tiny_table_gail": "3c4c3dd5b1f10c13",
+}
+
+
+def test_automaton_configs_keep_their_run_ids_and_a_flipflop_world_is_tagged():
+    spread = AutomatonSpec(preset="spread", horizon=12, seed=3)
+    causal_lm = PolicySpec(kind="causal_lm")
+    configs = {
+        "default": IRLConfig(),
+        "spread_gail": IRLConfig(algorithm="gail", world=spread),
+        "neural_airl": IRLConfig(algorithm="airl", policy=causal_lm),
+        "tiny_table_gail": IRLConfig.model_validate(
+            {"algorithm": "gail", "world": {"preset": "tiny", "seed": 2}}
+        ),
+    }
+    assert {name: run_id(c) for name, c in configs.items()} == AUTOMATON_RUN_IDS
+    assert "kind" not in resolved(configs["default"])["world"]
+    flipflop = IRLConfig.model_validate(
+        {"algorithm": "gail", "world": {"kind": "flipflop", "preset": "absorbing"}}
+    )
+    assert isinstance(flipflop.world, FlipFlopWorldSpec) and flipflop.world.exit_prob == 1 / 16
+    assert IRLConfig.model_validate(resolved(flipflop)) == flipflop
+    assert IRLConfig(world=FlipFlopSpec(preset="recoverable")).world.kind == "flipflop"
+    with pytest.raises(ValidationError, match="oracle"):  # no exact DP: not an irl world
+        IRLConfig.model_validate({"world": {"kind": "oracle"}})
+
+
+def test_tabular_irl_runs_in_the_flipflop_world(tmp_path):
+    config = IRLConfig(
+        algorithm="gail",
+        world=FlipFlopWorldSpec(preset="absorbing", vocab_size=8, horizon=HORIZON),
+        demonstrations=DemoSpec(n=10),
+        method=SMALL["gail"],
+    )
+    result = run_one(config, tmp_path)
+    assert result.status == "done", result.error
+    values = scalars(result.records)
+    regret = {r["L"]: r["value"] for r in result.records if r["metric"] == "regret"}
+    assert math.isclose(regret[HORIZON], values["j_expert"] - values["j_model"], abs_tol=1e-9)
+    assert np.isfinite(values["irl/transfer_return"])
+
+
+def flipflop_neural_config(algorithm: str) -> IRLConfig:
+    """A tiny neural run in the absorbing flip-flop world with a 20 % acting error (so that
+    roll-outs enter traps at horizon 16)."""
+    return IRLConfig(
+        algorithm=algorithm,
+        world=FlipFlopWorldSpec(preset="absorbing", horizon=16),
+        policy=PolicySpec(kind="causal_lm", n_layer=1, n_embd=16, n_head=2, act_epsilon=0.2),
+        demonstrations=DemoSpec(n=20),
+        pretrain=SFTConfig(steps=5),
+        mc_samples=64,
+        method=NEURAL_SMALL[algorithm],
+    )
+
+
+@pytest.mark.parametrize("algorithm", list(NEURAL_METHODS))
+def test_neural_irl_in_the_flipflop_world_records_regret_per_length_and_trap_rates(
+    tmp_path, algorithm
+):
+    result = run_one(flipflop_neural_config(algorithm), tmp_path)
+    assert result.status == "done", result.error
+    regret = {r["L"]: r["value"] for r in result.records if r["metric"] == "regret"}
+    assert sorted(regret) == list(range(1, 17))
+    values = scalars(result.records)
+    assert math.isclose(values["j_model"], values["j_expert"] - regret[16])
+    # The imitation kind's trap records (`neural_trap_records`), rates in [0, 1].
+    for name in ("trap_entry_rate", "trap_exit_rate", "trap_first_step_entry_rate"):
+        assert 0.0 <= values[name] <= 1.0, name
+    assert math.isfinite(values["trap_trap_cost"]) and "trap_note" not in values
+    assert values["learner_rollouts"] == NEURAL_ROLLOUTS[algorithm]

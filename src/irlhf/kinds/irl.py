@@ -1,6 +1,7 @@
 """The `irl` experiment kind: a learner (tabular or neural) trained by inverse RL in an automaton
-world, scored like the `imitation` kind (exposure metrics at every prefix length) and by the
-quality of the reward it recovered.
+world (or the flip-flop trap world, an automaton too: `irlhf.kinds.world_spec`), scored like the
+`imitation` kind (exposure metrics at every prefix length) and by the quality of the reward it
+recovered.
 
 The essay's claim: inverse RL fixes exposure bias like DAgger does -- it rolls the learner out (or
 solves for its occupancy exactly) and lowers the reward of what the demonstrator does not do, so
@@ -48,7 +49,7 @@ from irlhf.algorithms.result import Trained
 from irlhf.experiments import RunContext, register_kind
 from irlhf.kinds import irl_neural
 from irlhf.kinds.common import collect_demonstrations, exposure_records, log_training
-from irlhf.kinds.irl_config import IRLConfig, feedback_of
+from irlhf.kinds.irl_config import IRLConfig, feedback_of, irl_world
 from irlhf.metrics.exposure import exact_return, exposure_bias
 from irlhf.metrics.recovered_reward import advantage_correlation, reward_transfer
 from irlhf.metrics.undefined import UndefinedMetricWarning
@@ -130,7 +131,7 @@ def recovered_reward_records(
 def run(config: IRLConfig, ctx: RunContext) -> list[dict]:
     if config.neural:
         return irl_neural.run(config, ctx)
-    world = AutomatonWorld(config.world)
+    world = irl_world(config)
     started = time.perf_counter()
     policy, reward, feedback = train(config, world, ctx)
     train_seconds = time.perf_counter() - started

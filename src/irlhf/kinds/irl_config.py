@@ -8,6 +8,9 @@ method it runs, not on the defaults of the six it does not:
 
     kind = "irl"
     algorithm = "gail"
+    [world]           # an automaton (no kind), or kind = "flipflop" (irlhf.kinds.world_spec)
+    kind = "flipflop"
+    preset = "absorbing"
     [policy]
     kind = "causal_lm"
     [method]          # neural GAIL's settings (method.name = "neural_gail" is filled in)
@@ -27,7 +30,8 @@ from irlhf.algorithms.neural_adversarial_irl import NeuralAdversarialIRLConfig, 
 from irlhf.algorithms.neural_iq_learn import NeuralIQLearnConfig
 from irlhf.algorithms.sft import SFTConfig
 from irlhf.kinds.common import FROZEN, DemoSpec, PolicySpec
-from irlhf.worlds import AutomatonSpec, Demonstrations
+from irlhf.kinds.world_spec import ExactWorldSpec, make_world
+from irlhf.worlds import AutomatonSpec, AutomatonWorld, Demonstrations
 
 
 class MaxEntIRLMethod(MaxEntIRLConfig):
@@ -124,8 +128,9 @@ class IRLConfig(BaseModel):
     kind: Literal["irl"] = "irl"
     seed: int = 0
     """Seed of the demonstrations and of the learner's rollouts (the world has its own seed)."""
-    world: AutomatonSpec = AutomatonSpec(preset="absorbing")
-    """The automaton world (`preset = "absorbing"` plus any knob overrides)."""
+    world: ExactWorldSpec = AutomatonSpec(preset="absorbing")
+    """The world: an automaton (`preset = "absorbing"` plus any knob overrides) or the
+    flip-flop trap world (`kind = "flipflop"` plus its knobs; `irlhf.kinds.world_spec`)."""
     algorithm: IRLAlgorithm = "maxent_irl"
     """"maxent_irl", "gail", "airl" or "iq_learn"."""
     policy: PolicySpec = PolicySpec()
@@ -176,6 +181,14 @@ class IRLConfig(BaseModel):
     @property
     def neural(self) -> bool:
         return self.policy.kind != "tabular"
+
+
+def irl_world(config: IRLConfig) -> AutomatonWorld:
+    """The world of an `irl` run: an `AutomatonWorld` (the flip-flop world is one)."""
+    world = make_world(config.world)
+    if not isinstance(world, AutomatonWorld):  # ExactWorldSpec admits no other world
+        raise TypeError(f"the irl kind needs an automaton world, not {type(world).__name__}")
+    return world
 
 
 def feedback_of(demos: Demonstrations, learner_rollouts: int) -> dict[str, float]:

@@ -6,7 +6,10 @@ A run: world -> Demonstrations -> optional behaviour-cloning warm start (`pretra
 the random network, the neural analogue of the tabular methods' uniform start) -> the method ->
 Monte-Carlo exposure records (regret, eps, R, AccErr, %ExAccErr per L, with standard errors),
 `j_model` by Monte Carlo (J(expert) minus the Monte-Carlo regret at the horizon, with
-`j_model_se`), the exact returns of the expert and the demonstrator.
+`j_model_se`), the exact returns of the expert and the demonstrator, and the learner's trap-entry
+and trap-exit rates from its own roll-outs (`trap_entry_rate`, `trap_exit_rate`, ...; a
+`trap_note` when no roll-out enters a trap), as the neural `imitation` kind records them
+(`irlhf.kinds.imitation.neural_trap_records`).
 
 Recovered reward: the tabular kind's advantage correlation and reward transfer need a reward
 table over latent states, which a reward network over prefixes does not give cheaply, so they are
@@ -50,7 +53,8 @@ from irlhf.kinds.common import (
     log_training,
     model_state,
 )
-from irlhf.kinds.irl_config import IRLConfig, feedback_of
+from irlhf.kinds.imitation import neural_trap_records
+from irlhf.kinds.irl_config import IRLConfig, feedback_of, irl_world
 from irlhf.metrics.exposure import exact_return, exposure_bias_mc
 from irlhf.policies.causal_lm import CausalLMPolicy
 from irlhf.types import Sequences
@@ -153,7 +157,7 @@ def reward_metrics(
 
 def run(config: IRLConfig, ctx: RunContext) -> list[dict]:
     """The neural `irl` run (see the module docstring for the records)."""
-    world = AutomatonWorld(config.world)
+    world = irl_world(config)
     started = time.perf_counter()
     checkpoint = ctx.load_checkpoint()
     if checkpoint is not None:
@@ -174,6 +178,7 @@ def run(config: IRLConfig, ctx: RunContext) -> list[dict]:
     j_demonstrator = exact_return(world, world.demonstrator(d.temperature, d.epsilon))
     assert exposure.regret_se is not None  # Monte Carlo
     records = exposure_records(exposure)
+    records += neural_trap_records(world, policy, config.mc_samples, generator)
     records += [
         {"metric": "j_model", "value": j_expert - float(exposure.regret[-1])},
         {"metric": "j_model_se", "value": float(exposure.regret_se[-1])},

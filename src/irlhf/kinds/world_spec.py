@@ -1,4 +1,4 @@
-"""The `[world]` table of the imitation and rlhf kinds: an automaton, or a neural LM world.
+"""The `[world]` table of the imitation, rlhf and irl kinds: an automaton, or a neural LM world.
 
 A config's world is one of
 
@@ -11,8 +11,9 @@ A config's world is one of
 * `kind = "text"`: the real-text world (`irlhf.worlds.text`: a teacher LM trained on Shakespeare,
   cached under data/teachers, or a local Hugging Face model).
 
-`WorldSpec` is the tagged union (the tag is the table's `kind`, absent = automaton) and
-`make_world` builds the world a spec describes.
+`WorldSpec` is the tagged union (the tag is the table's `kind`, absent = automaton),
+`ExactWorldSpec` its automaton and flip-flop half (the worlds with exact DP), and `make_world`
+builds the world a spec describes.
 """
 
 from __future__ import annotations
@@ -80,6 +81,14 @@ WorldSpec = Annotated[
     BeforeValidator(_tagged),
 ]
 """A config's world: automaton (untagged), `kind = "flipflop"`, `"oracle"` or `"text"`."""
+
+ExactWorldSpec = Annotated[
+    Annotated[AutomatonSpec, Tag("automaton")] | Annotated[FlipFlopWorldSpec, Tag("flipflop")],
+    Discriminator(_tag),
+    BeforeValidator(_tagged),
+]
+"""A config's world with latent states and exact DP (the `irl` kind's): an automaton (untagged,
+so it resolves and hashes as a bare `AutomatonSpec`) or `kind = "flipflop"`."""
 
 
 def world_name(spec: object) -> str:
