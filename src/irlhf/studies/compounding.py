@@ -31,7 +31,7 @@ from irlhf.kinds.imitation import ImitationConfig
 from irlhf.kinds.irl import METHODS, IRLConfig
 from irlhf.metrics.exposure import fit_power_law
 from irlhf.report.figures import label, new_grid, save_figure, shared_legend, style_axes
-from irlhf.studies import compounding_flipflop, compounding_lm
+from irlhf.studies import compounding_flipflop, compounding_flipflop_irl, compounding_lm
 from irlhf.studies.base import Study, register_study
 from irlhf.studies.budgets import (
     EQUAL_ARM,
@@ -67,8 +67,9 @@ def configs(profile: str, world: str = "automaton") -> Sequence[ImitationConfig 
     DAgger as many steps (fit steps / 2 in round 0 and each of 3 rounds) with roll-outs sized to
     GKD's expected oracle queries; neural `sft_equal` is BC with 2 x steps on 50 demonstrations
     plus one per `horizon` of GKD's queries."""
-    if world == "flipflop":
-        return compounding_flipflop.configs(profile)
+    if world == "flipflop":  # neural inverse RL: the full profile only (make reproduce's time)
+        irl = compounding_flipflop_irl.irl_configs(profile) if profile == "full" else []
+        return [*compounding_flipflop.configs(profile), *irl]
     if world != "automaton":
         return compounding_lm.configs(profile, world)
     tab_seeds, tab_horizon, nn_seeds, nn_horizon, nn_steps = PROFILES[profile]
