@@ -43,7 +43,7 @@ def test_each_study_builds_its_grid_in_every_world_it_lists() -> None:
 
 
 WORLDS_C = ("automaton", "flipflop", "oracle", "text")
-WORLDS_O = ("automaton", "oracle")
+WORLDS_O = ("automaton", "oracle", "flipflop")
 
 
 def test_configs_gets_the_world_only_outside_the_default_one() -> None:
