@@ -83,3 +83,32 @@ def test_not_a_study_directory_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="absent: no such directory"):
         write_report([tmp_path / "absent"], tmp_path / "r.html")
     assert not (tmp_path / "r.html").exists()
+
+
+def test_a_section_opens_with_claim_then_verdicts_headline_figures_and_collapses_big_tables(
+    study_dir: Path, tmp_path: Path
+) -> None:
+    summary = json.loads((study_dir / "summary.json").read_text())
+    summary["claims"] = [
+        {"claim": "BC compounds", "verdict": "holds", "evidence": "exponent 1.84 [1.71, 1.97]"},
+        {"claim": "DAgger is linear", "verdict": "inconclusive", "evidence": "1.27 [1.13, 1.40]"},
+        {"claim": "IRL is linear", "verdict": "does not hold", "evidence": "1.8 [1.7, 1.9]"},
+    ]
+    summary["many_rows"] = [{"L": L, "regret": 0.1 * L} for L in range(40)]
+    (study_dir / "summary.json").write_text(json.dumps(summary))
+    page = write_report([study_dir], tmp_path / "report.html").read_text()
+    order = [
+        page.index('class="claim"'),
+        page.index("<h3>Verdicts</h3>"),
+        page.index('<table class="headline">'),
+        page.index("data:image/png;base64,"),
+        page.index("<h3>exponents</h3>"),
+    ]
+    assert order == sorted(order)
+    assert '<span class="verdict holds">holds</span> BC compounds' in page
+    assert '<span class="verdict does-not-hold">does not hold</span>' in page
+    assert '<span class="verdict inconclusive">inconclusive</span>' in page
+    assert "1.27 [1.13, 1.40]" in page
+    # a 40-row table is collapsed; the 1-row one is not
+    assert "<details><summary>many_rows (40 rows)</summary>" in page
+    assert "<h3>many_rows</h3>" not in page and page.count("<h3>Verdicts</h3>") == 1

@@ -1,10 +1,14 @@
 """The static HTML report: one self-contained page with a section per study directory.
 
-Each section shows the study's title and claim, its headline numbers with their intervals
-(summary.json "headline"), every other table in the summary, every PNG figure in the directory
-(embedded as base64, so the single file works anywhere without a server), the failed runs, the
-configs of the grid (a collapsible grid view: the fields that vary and the fixed ones) and the
-software versions the study ran with.
+Each section opens with the study's title and claim, then its verdicts (summary.json "claims":
+rows {claim, verdict, evidence}, the verdict "holds", "does not hold" or "inconclusive" computed
+by the study from its intervals), its headline numbers with their intervals ("headline"), every
+PNG figure in the directory (embedded as base64, so the single file works anywhere without a
+server), then every other table in the summary (a table longer than `_OPEN_ROWS` rows or wider
+than `_OPEN_COLUMNS` columns is collapsed into a <details> element, and every table scrolls
+inside its own box, so none overflows the page), the failed runs, the configs of the grid (a
+collapsible grid view: the fields that vary and the fixed ones) and the software versions the
+study ran with.
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ from irlhf.experiments.provenance import software_versions, utc_now
 from irlhf.experiments.storage import atomic_write_text, read_json
 
 HEADLINE_KEY = "headline"
+CLAIMS_KEY = "claims"
+VERDICTS = ("holds", "does not hold", "inconclusive")
+_OPEN_ROWS, _OPEN_COLUMNS = 12, 9
 _HEADLINE_COLUMNS = ("name", "value", "ci_low", "ci_high")
 _MAX_CONFIGS_LISTED = 50
 _MAX_FAILURES_LISTED = 20
@@ -154,17 +161,40 @@ def _headline_html(rows: list[dict[str, Any]]) -> str:
     )
 
 
-def _summary_html(summary: dict[str, Any]) -> str:
-    """Headline first, then each list of rows as a table, then the loose scalars."""
+def _verdicts_html(claims: list[dict[str, Any]]) -> str:
+    """Each claim with its verdict as a coloured badge and the numbers that decide it."""
+    items = []
+    for row in claims:
+        verdict = str(row.get("verdict", "inconclusive"))
+        css = verdict.replace(" ", "-") if verdict in VERDICTS else "inconclusive"
+        items.append(
+            f'<li><span class="verdict {css}">{_esc(verdict)}</span> {_esc(row.get("claim", ""))}'
+            f'<span class="evidence">{_esc(row.get("evidence", ""))}</span></li>'
+        )
+    return f'<h3>Verdicts</h3><ul class="verdicts">{"".join(items)}</ul>'
+
+
+def _big(rows: list[dict[str, Any]]) -> bool:
+    columns = dict.fromkeys(k for row in rows for k in row)
+    return len(rows) > _OPEN_ROWS or len(columns) > _OPEN_COLUMNS
+
+
+def _tables_html(summary: dict[str, Any]) -> str:
+    """Each list of rows but the claims and the headline as a table (big ones collapsed), then
+    the loose scalars, then anything else as JSON."""
     parts = []
-    if _is_row_list(summary.get(HEADLINE_KEY)):
-        parts.append(_headline_html(summary[HEADLINE_KEY]))
     scalars, other = {}, {}
     for key, value in summary.items():
-        if key == HEADLINE_KEY:
+        if key in (HEADLINE_KEY, CLAIMS_KEY):
             continue
         if _is_row_list(value):
-            parts.append(f"<h3>{_esc(key)}</h3>" + html_table(value))
+            table = html_table(value)
+            if _big(value):
+                parts.append(
+                    f"<details><summary>{_esc(key)} ({len(value)} rows)</summary>{table}</details>"
+                )
+            else:
+                parts.append(f"<h3>{_esc(key)}</h3>" + table)
         elif value is None or isinstance(value, (str, int, float, bool)):
             scalars[key] = value
         else:
@@ -266,14 +296,19 @@ def _meta_line(record: dict[str, Any]) -> str:
 def render_section(section: StudySection) -> str:
     """One study's section of the page."""
     error = section.record.get("error") or section.summary.get("error")
+    summary = section.summary
+    claims = summary.get(CLAIMS_KEY)
+    headline = summary.get(HEADLINE_KEY)
     return (
         f'<section class="study" id="{_esc(section.name)}">'
         f"<h2>{_esc(section.title)}</h2>"
         + _meta_line({"name": section.name, **section.record})
         + (f'<p class="claim">{_esc(section.description)}</p>' if section.description else "")
         + (f'<p class="error">{_esc(error)}</p>' if error else "")
-        + _summary_html(section.summary)
+        + (_verdicts_html(claims) if _is_row_list(claims) else "")
+        + (_headline_html(headline) if _is_row_list(headline) else "")
         + "".join(_figure_html(p) for p in section.figures)
+        + _tables_html(summary)
         + _failures_html(section)
         + _configs_html(section.configs, section.record.get("run_ids", []))
         + _versions_html(section.record.get("versions", {}), "Software versions of this study")
