@@ -51,3 +51,6 @@ def test_the_summary_has_a_row_per_knob_level_and_algorithm(tmp_path, monkeypatc
         assert {"exponent", "ci_low", "ci_high", "regret_at_max_L", "eps"} <= set(row)
         assert row["seeds"] == 1 and row["eps"] >= 0
     assert (tmp_path / "misspecification.png").is_file()
+    # one claim per interactive arm and level, the full student once: (1 + 6) x 2
+    assert len(summary["claims"]) == 14
+    assert {c["verdict"] for c in summary["claims"]} == {"inconclusive"}  # one seed: no interval

@@ -297,8 +297,8 @@ def render_section(section: StudySection) -> str:
     """One study's section of the page."""
     error = section.record.get("error") or section.summary.get("error")
     summary = section.summary
-    claims = summary.get(CLAIMS_KEY)
-    headline = summary.get(HEADLINE_KEY)
+    claims = summary.get(CLAIMS_KEY) or []
+    headline = summary.get(HEADLINE_KEY) or []
     return (
         f'<section class="study" id="{_esc(section.name)}">'
         f"<h2>{_esc(section.title)}</h2>"

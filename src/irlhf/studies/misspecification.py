@@ -117,6 +117,7 @@ def summarize(df: pd.DataFrame, out: Path) -> dict:
                 curves[(knob, value, algorithm)] = _curves(runs_a, "regret")
     _figure(rows, out / "misspecification.png")
     return {
+        "claims": _claims(curves),
         "rows": rows,
         "headline": [
             {
@@ -128,6 +129,8 @@ def summarize(df: pd.DataFrame, out: Path) -> dict:
             for r in rows
         ],
         "keys": {
+            "claims": "per knob level and interactive arm: is its regret at the longest L below "
+            "BC's? verdict from the 95% t-interval of the paired gap (same data seed) against 0",
             "rows": "knob (window | width | depth), value (the level; window None = the whole "
             "context), algorithm, exponent with ci_low / ci_high (regret power law over "
             "L = 8..64, 95% jackknife over data seeds), regret_at_max_L with regret_ci_low / "
@@ -139,6 +142,36 @@ def summarize(df: pd.DataFrame, out: Path) -> dict:
         "BC as the mode becomes invisible (window 1, depth 0): see the study's description",
         "interval": "95% jackknife t-interval over data seeds (exponents); 95% t-interval (regret)",
     }
+
+
+def _claims(curves: dict) -> list[dict]:
+    """Where interaction still helps: per (knob, level) and DAgger / GKD, the paired gap
+    regret_at_max_L(BC) - regret_at_max_L(arm) over data seeds and its verdict."""
+    out = []
+    for (knob, value, algorithm), table in curves.items():
+        bc = curves.get((knob, value, "sft"))
+        if algorithm == "sft" or bc is None or (knob != "window" and value == _full(knob)):
+            continue  # the full student is every knob's first level: its claim once (window)
+        L = int(min(bc.columns.max(), table.columns.max()))
+        gap = (bc[L] - table[L]).dropna().to_numpy()
+        mean, low, high = t_interval(gap)
+        if not np.isfinite(low):
+            verdict = "inconclusive"
+        else:
+            verdict = "holds" if low > 0 else ("does not hold" if high < 0 else "inconclusive")
+        level = "the full student" if value == _full(knob) else f"{knob} = {value}"
+        out.append(
+            {
+                "claim": f"{LABELS[algorithm]}'s regret at L = {L} is below BC's, {level}",
+                "verdict": verdict,
+                "evidence": f"paired gap {mean:.2f} [{low:.2f}, {high:.2f}], {len(gap)} seeds",
+            }
+        )
+    return out
+
+
+def _full(knob: str) -> int | None:
+    return KNOBS[knob][1][0]
 
 
 def _curves(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
