@@ -119,7 +119,23 @@ def summarize(df: pd.DataFrame, out: Path) -> dict:
         }
         for r in rows
     ]
+    claims = []
+    if bc_abs and bc_rec and claim is not None:
+        a = [bc_abs[k] for k in ("half_life", "ci_low", "ci_high")]
+        r = [bc_rec[k] for k in ("half_life", "ci_low", "ci_high")]
+        verdict = (
+            "holds" if claim["holds"] else ("does not hold" if a[2] < r[1] else "inconclusive")
+        )
+        claims.append(
+            {
+                "claim": claim["claim"],
+                "verdict": verdict,
+                "evidence": f"absorbing {a[0]:.2f} [{a[1]:.2f}, {a[2]:.2f}] vs recoverable "
+                f"{r[0]:.2f} [{r[1]:.2f}, {r[2]:.2f}] steps",
+            }
+        )
     return {
+        "claims": claims,
         "world": world,
         "world_seed": WORLD_SEED,
         "rows": rows,
