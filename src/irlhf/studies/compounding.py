@@ -31,7 +31,12 @@ from irlhf.kinds.imitation import ImitationConfig
 from irlhf.kinds.irl import METHODS, IRLConfig
 from irlhf.metrics.exposure import fit_power_law
 from irlhf.report.figures import label, new_grid, save_figure, shared_legend, style_axes
-from irlhf.studies import compounding_flipflop, compounding_flipflop_irl, compounding_lm
+from irlhf.studies import (
+    compounding_flipflop,
+    compounding_flipflop_irl,
+    compounding_lm,
+    flipflop_claims,
+)
 from irlhf.studies.base import Study, register_study
 from irlhf.studies.budgets import (
     EQUAL_ARM,
@@ -184,7 +189,9 @@ def summarize(df: pd.DataFrame, out: Path) -> dict:
         }
         for r in rows
     ]
+    automaton_claims = {"claims": flipflop_claims.claims(rows, [], learner="tabular")}
     return {
+        **({} if flipflop else automaton_claims),
         "exponents": rows,
         **({} if flipflop else {"irl_claim": _irl_claim(rows)}),
         **extra,

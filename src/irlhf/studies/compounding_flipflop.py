@@ -209,7 +209,8 @@ def extra_summary(
     the summary.)"""
     gaps = flipflop_claims.paired_gaps(curves)
     return {
-        "claims": flipflop_claims.claims(rows, gaps),
+        "claims": flipflop_claims.claims(rows, gaps)
+        + flipflop_claims.claims(rows, [], learner="tabular"),
         "paired_gaps": gaps,
         "neural_two_state": flipflop_claims.neural_two_state(ok, rows),
         "world_seeds": flipflop_claims.world_seed_table(every_world, ok, fit_lengths),

@@ -142,11 +142,12 @@ def world_seed_table(by_world: pd.DataFrame, by_data: pd.DataFrame, fit_lengths)
     return rows
 
 
-def claims(exponents: list[dict], gaps: list[dict]) -> list[dict]:
+def claims(exponents: list[dict], gaps: list[dict], learner: str = "causal_lm") -> list[dict]:
     """Issue 14's claims for neural students, each with a verdict from the intervals: "holds"
     (the interval is on the claimed side), "does not hold" (on the other side) or
     "inconclusive" (it straddles the bound), and the numbers that decide it."""
-    neural = {(r["world"], r["algorithm"]): r for r in exponents if r["learner"] == "causal_lm"}
+    neural = {(r["world"], r["algorithm"]): r for r in exponents if r["learner"] == learner}
+    who = "neural" if learner == "causal_lm" else learner
     out = []
 
     def bound(world: str, arm: str, op: str, value: float, text: str) -> None:
@@ -170,10 +171,10 @@ def claims(exponents: list[dict], gaps: list[dict]) -> list[dict]:
             }  # fmt: skip
         )
 
-    bound("absorbing", "sft", ">=", 1.6, "neural BC compounds where traps absorb (exponent >= 1.6)")
+    bound("absorbing", "sft", ">=", 1.6, f"{who} BC compounds where traps absorb (exponent >= 1.6)")
     for arm in ("dagger", "gkd"):
-        bound("absorbing", arm, "<=", 1.3, f"neural {arm} does not compound (exponent <= 1.3)")
-    bound("recoverable", "sft", "<=", 1.3, "neural BC does not compound where traps release")
+        bound("absorbing", arm, "<=", 1.3, f"{who} {arm} does not compound (exponent <= 1.3)")
+    bound("recoverable", "sft", "<=", 1.3, f"{who} BC does not compound where traps release")
     for g in gaps:
         side = "holds" if g["ci_low"] > 0 else ("does not hold" if g["ci_high"] < 0 else
                                                  "inconclusive")  # fmt: skip

@@ -183,7 +183,31 @@ def summarize(done: pd.DataFrame, out: Path) -> dict:
             "interval_above_zero": bool(rloo_noisy["gain_ci_low"] > 0),
             "shrinks": bool(rloo_greedy["gain"] < rloo_noisy["gain"]),
         }
+    claims = []
+    if rloo_noisy and rloo_greedy:
+        lo, hi = rloo_noisy["gain_ci_low"], rloo_noisy["gain_ci_high"]
+        claims.append(
+            {
+                "claim": f"RLHF (RLOO) beats SFT at the noisiest demonstrator (T = {noisy:g}) "
+                f"with {largest} comparisons",
+                "verdict": "holds" if lo > 0 else ("does not hold" if hi < 0 else "inconclusive"),
+                "evidence": f"gain {rloo_noisy['gain']:.2f} [{lo:.2f}, {hi:.2f}]",
+            }
+        )
+        # the gain shrinks: the paired per-seed comparison is not stored, so compare intervals
+        g_lo, g_hi = rloo_greedy["gain_ci_low"], rloo_greedy["gain_ci_high"]
+        apart = g_hi < lo
+        claims.append(
+            {
+                "claim": f"the gain shrinks for a near-greedy demonstrator (T = {greedy:g})",
+                "verdict": "holds" if apart else ("does not hold" if g_lo > hi else "inconclusive"),
+                "evidence": f"gain {rloo_greedy['gain']:.2f} [{g_lo:.2f}, {g_hi:.2f}] at T = "
+                f"{greedy:g} vs {rloo_noisy['gain']:.2f} [{lo:.2f}, {hi:.2f}] (intervals apart "
+                "= holds)",
+            }
+        )
     return {
+        "claims": claims,
         "world": "flipflop",
         "world_seed": WORLD_SEED,
         "rows": rows,
