@@ -22,6 +22,9 @@ Budgets: DAgger queries its oracle (the demonstrator) at every roll-out step it 
 `sft_equal` row is BC given as many demonstration tokens as DAgger's demonstrations plus queries
 (an answer to "is DAgger's edge only its extra data?"); it is not an exposure-only fix and is
 not a candidate for the best one.
+
+With `--world flipflop` the same split with neural learners (a 2 x 64 LLaMA; neural RLHF, DAgger
+and GKD imitating the demonstrator) in the flip-flop world (`irlhf.studies.decomposition_flipflop`).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from irlhf.kinds.irl import METHODS as IRL_METHODS
 from irlhf.kinds.irl import IRLConfig
 from irlhf.kinds.rlhf import RLHFRunConfig
 from irlhf.report.figures import label, new_grid, save_figure, style_axes
+from irlhf.studies import decomposition_flipflop
 from irlhf.studies.base import Study, register_study
 from irlhf.studies.budgets import EQUAL_ARM, equal_budget_demos
 from irlhf.studies.common import LEARNER_NAMES
@@ -87,7 +91,13 @@ CAVEATS = [
 ]
 
 
-def configs(profile: str) -> list[ImitationConfig | IRLConfig | RLHFRunConfig]:
+def configs(
+    profile: str, world: str = "automaton"
+) -> list[ImitationConfig | IRLConfig | RLHFRunConfig]:
+    """The tabular grid in the automaton world; neural learners with `world = "flipflop"`
+    (`irlhf.studies.decomposition_flipflop`)."""
+    if world == "flipflop":
+        return decomposition_flipflop.configs(profile)
     seeds, temperatures = PROFILES[profile]
     return grid(seeds, temperatures)
 
@@ -164,6 +174,9 @@ def _share_interval(j: pd.DataFrame, best: str, n: int = 2000) -> tuple[float, f
 
 
 def summarize(df: pd.DataFrame, out: Path) -> dict:
+    done = df[df["status"] == "done"]
+    if "world.kind" in done and (done["world.kind"] == "flipflop").any():
+        return decomposition_flipflop.summarize(done, out)
     table = returns_table(df)
     rows, gaps, shares = [], [], []
     for temperature, j in table.groupby(level="temperature"):
@@ -364,5 +377,8 @@ STUDY = Study(
     description=__doc__.split("\n\n", 1)[1].strip(),
     configs=configs,
     summarize=summarize,
+    worlds=("automaton", "flipflop"),
+    descriptions={"flipflop": decomposition_flipflop.DESCRIPTION},
+    titles={"flipflop": decomposition_flipflop.TITLE},
 )
 register_study(STUDY)

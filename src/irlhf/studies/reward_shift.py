@@ -6,6 +6,9 @@ versions V1..V5 shifting to the right. Here the true-return distributions of a b
 fresh comparisons of the current policy, reward model refitted on all so far, the policy continues
 from the previous round) are sampled in the `spread` world, and their exact means tested for a
 rise over rounds.
+
+With `--world flipflop` the same picture with neural rounds (a 2 x 64 LLaMA, RLOO against a
+neural reward model) in the flip-flop world (`irlhf.studies.reward_shift_flipflop`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from irlhf.algorithms.rlhf import RLHFConfig
 from irlhf.kinds.common import DemoSpec
 from irlhf.kinds.rlhf import RLHFRunConfig
 from irlhf.report.figures import label, new_figure, save_figure
+from irlhf.studies import reward_shift_flipflop
 from irlhf.studies.base import Study, register_study
 from irlhf.worlds import AutomatonSpec
 
@@ -29,7 +33,11 @@ PROFILES = {"quick": (2, 500), "default": (5, 2000), "full": (10, 4000)}
 ROUNDS = 4
 
 
-def configs(profile: str) -> list[RLHFRunConfig]:
+def configs(profile: str, world: str = "automaton") -> list[RLHFRunConfig]:
+    """Tabular learners in the automaton world; neural rounds with `world = "flipflop"`
+    (`irlhf.studies.reward_shift_flipflop`)."""
+    if world == "flipflop":
+        return reward_shift_flipflop.configs(profile)
     seeds, samples = PROFILES[profile]
     return [
         RLHFRunConfig(
@@ -49,6 +57,8 @@ def _order(name: str) -> tuple[int, int]:
 
 def summarize(df: pd.DataFrame, out: Path) -> dict:
     ok = df[df["status"] == "done"]
+    if "world.kind" in ok and (ok["world.kind"] == "flipflop").any():
+        return reward_shift_flipflop.summarize(ok, out)
     samples = ok[ok["metric"] == "return_sample"]
     names = sorted(samples["model"].unique(), key=_order)
     models = []
@@ -118,5 +128,8 @@ STUDY = Study(
     description=__doc__.split("\n\n", 1)[1].strip(),
     configs=configs,
     summarize=summarize,
+    worlds=("automaton", "flipflop"),
+    descriptions={"flipflop": reward_shift_flipflop.DESCRIPTION},
+    titles={"flipflop": reward_shift_flipflop.TITLE},
 )
 register_study(STUDY)
