@@ -1,0 +1,479 @@
+"""`irlhf measure exposure`: Arora et al. 2022's exposure-bias quantities for a user's own model,
+with a larger model (the expert) as the oracle.
+
+With the per-step loss l(prefix) = KL(expert(. | prefix) || h(. | prefix)) of a policy h, the
+same definitions as `irlhf.metrics.exposure` (Arora et al. 2022, "Why exposure bias matters",
+arXiv 2204.01171), for every l = 1..L:
+
+    eps_<=l       = (1/l) sum_{t<=l} E_{prefix ~ expert}[l_t]   (on the expert's own continuations)
+    R_<=l         = sum_{t<=l} E_{prefix ~ h}[l_t]              (along h's own continuations)
+    AccErr_<=l    = R_<=l / eps_<=l                             (between l and l^2 in theory)
+    %ExAccErr_<=l = (R_<=l - l eps_<=l) / (l eps_<=l) * 100
+
+Two policies are measured per decoding (greedy | sample | top-k=K | top-p=P, at a temperature):
+h = the decoding itself (its filtered distribution: the policy that generated the text; a
+filter that gives probability 0 to a token the expert emits makes the KL +inf), and h = the
+model's own distribution p_theta with contexts from the decoding (`*_model` quantities: finite
+for every decoding, what Arora et al.'s comparison of decodings reads). Also the per-step KL
+curves (eps and R before cumulating) and the NLL-oracle of the continuations (mean -log expert
+per token over the first l tokens). Every quantity has a 95% percentile-bootstrap interval over
+prompts (the statistic recomputed on prompts drawn with replacement).
+
+Computation: KV-cached sampling (`CausalLMPolicy.sample`), then one scoring forward per
+sequence batch for each model (the logits of every completion position at once), the forwards in
+`dtype`, log-softmax and KL in float64. Prompts are batched with prompts of the same token
+length (no padding, so the numbers are those of each prompt alone). No output holds nan: an
+undefined ratio (eps = 0 or +inf) is left out with a note; an infinite KL is +inf with a note.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from irlhf.measure.inputs import (
+    MeasureInputError,
+    Prompts,
+    check_pair,
+    context_length,
+    load_model,
+    load_prompts,
+    resolve_device,
+    resolve_dtype,
+    tokenize_prompts,
+)
+from irlhf.policies.causal_lm import CausalLMPolicy
+from irlhf.policies.sampling import Decoding
+from irlhf.types import Sequences
+
+N_BOOTSTRAP = 1000
+CONFIDENCE = 0.95
+_CHUNK_ELEMENTS = 1 << 24
+"""float64 elements per [B, positions, V] block of the KL computation (memory bound)."""
+
+
+@dataclass(frozen=True)
+class NamedDecoding:
+    """A decoding as the command line names it (`greedy`, `sample`, `top-k=K`, `top-p=P`)."""
+
+    name: str
+    decoding: Decoding
+
+
+def parse_decoding(text: str, temperature: float = 1.0) -> NamedDecoding:
+    """greedy | sample | top-k=K | top-p=P (at `temperature`, except greedy)."""
+    allowed = "allowed: greedy, sample, top-k=K (K >= 1), top-p=P (0 < P <= 1)"
+    head, _, value = text.strip().partition("=")
+    try:
+        if text == "greedy":
+            return NamedDecoding(text, Decoding(greedy=True))
+        if text == "sample":
+            return NamedDecoding(text, Decoding(temperature))
+        if head == "top-k" and value:
+            return NamedDecoding(text, Decoding(temperature, top_k=int(value)))
+        if head == "top-p" and value:
+            return NamedDecoding(text, Decoding(temperature, top_p=float(value)))
+    except ValueError as err:
+        raise MeasureInputError(f"--decoding {text!r}: {err}; {allowed}") from err
+    raise MeasureInputError(f"--decoding {text!r} is unknown; {allowed}")
+
+
+def policy_log_probs(logits: Tensor, decoding: Decoding) -> Tensor:
+    """log h(. | prefix) [..., A] of the policy a decoding draws from, from float64 logits: the
+    same temperature, top-k and top-p filters as `irlhf.policies.sampling.draw` (filtered
+    tokens get -inf), the argmax one-hot for greedy."""
+    if decoding.greedy:
+        hot = torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).bool()
+        return torch.zeros_like(logits).masked_fill(~hot, -math.inf)
+    logits = logits / decoding.temperature
+    top_k, top_p = decoding.top_k, decoding.top_p
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, -math.inf)
+    if top_p is not None and top_p < 1:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        probs = sorted_logits.softmax(dim=-1)
+        drop_sorted = probs.cumsum(dim=-1) - probs >= top_p
+        logits = logits.masked_fill(drop_sorted.scatter(-1, order, drop_sorted), -math.inf)
+    return logits.log_softmax(dim=-1)
+
+
+def kl_from_log_probs(expert: Tensor, policy: Tensor) -> Tensor:
+    """KL(expert || policy) [...] from log-probs [..., A] (float64): 0 log 0 = 0, +inf where the
+    expert has mass the policy lacks, clamped at 0 (round-off)."""
+    p = expert.exp()
+    terms = torch.where(p > 0, p * (expert - policy), torch.zeros_like(p))
+    return terms.sum(dim=-1).clamp_min(0.0)
+
+
+@dataclass
+class _PerPrompt:
+    """Per-step values summed over each prompt's samples ([n_prompts, L] float64 each, the
+    finite part; `infinite` marks the cells where some sample's value is +inf) and the
+    samples counted per prompt."""
+
+    n_prompts: int
+    length: int
+    sums: dict[str, np.ndarray] = field(default_factory=dict)
+    infinite: dict[str, np.ndarray] = field(default_factory=dict)
+    counts: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.counts = np.zeros(self.n_prompts)
+
+    def add(self, rows: np.ndarray, values: dict[str, Tensor]) -> None:
+        """Add [B, L] values of the samples of prompts `rows` [B]."""
+        shape = (self.n_prompts, self.length)
+        for name, value in values.items():
+            array = value.cpu().numpy()
+            inf = np.isinf(array)
+            np.add.at(self.sums.setdefault(name, np.zeros(shape)), rows, np.where(inf, 0.0, array))
+            np.logical_or.at(self.infinite.setdefault(name, np.zeros(shape, bool)), rows, inf)
+        np.add.at(self.counts, rows, 1)
+
+    def means(self, name: str) -> np.ndarray:
+        """[n_prompts, L] the mean over each prompt's samples (+inf where one is +inf)."""
+        return np.where(self.infinite[name], np.inf, self.sums[name] / self.counts[:, None])
+
+
+def _batches(prompts: Prompts, samples: int, batch_size: int) -> list[np.ndarray]:
+    """Row batches (prompt indices, each repeated `samples` times), one token length each."""
+    by_length: dict[int, list[int]] = {}
+    for i, ids in enumerate(prompts.ids):
+        by_length.setdefault(len(ids), []).extend([i] * samples)
+    rows = [np.array(r) for _, r in sorted(by_length.items())]
+    return [r[s : s + batch_size] for r in rows for s in range(0, len(r), batch_size)]
+
+
+def _chunks(batch: int, length: int, vocab: int) -> Iterator[slice]:
+    step = max(1, _CHUNK_ELEMENTS // max(1, batch * vocab))
+    for start in range(0, length, step):
+        yield slice(start, min(length, start + step))
+
+
+def _score(
+    expert: CausalLMPolicy,
+    model: CausalLMPolicy,
+    seqs: Sequences,
+    policies: dict[str, Decoding | None],
+) -> dict[str, Tensor]:
+    """Per-step values [B, L] float64 along the completion of `seqs`: "nll" (-log expert of each
+    token) and "kl:NAME" = KL(expert || h) for each policy (None: the model's own distribution).
+    One forward per model, all completion positions at once."""
+    P, T = seqs.prompt_length, seqs.length
+    with torch.inference_mode():
+        expert_logits, _ = expert.action_logits(seqs, P - 1, T - 1)  # (B, L, A)
+        model_logits, _ = model.action_logits(seqs, P - 1, T - 1)
+    targets = seqs.tokens[:, P:]  # (B, L)
+    parts: dict[str, list[Tensor]] = {"nll": [], **{f"kl:{n}": [] for n in policies}}
+    B, L, A = expert_logits.shape
+    for part in _chunks(B, L, A):
+        log_e = expert_logits[:, part].double().log_softmax(dim=-1)  # (B, l, A)
+        raw = model_logits[:, part].double()
+        parts["nll"].append(-log_e.gather(-1, targets[:, part, None]).squeeze(-1))
+        for name, decoding in policies.items():
+            log_h = raw.log_softmax(-1) if decoding is None else policy_log_probs(raw, decoding)
+            parts[f"kl:{name}"].append(kl_from_log_probs(log_e, log_h))
+    return {name: torch.cat(values, dim=1) for name, values in parts.items()}
+
+
+@dataclass(frozen=True)
+class Setup:
+    """Validated inputs of one measurement (everything checked before anything is computed)."""
+
+    expert: CausalLMPolicy
+    model: CausalLMPolicy
+    tokenizer: Any
+    prompts: Prompts
+    decodings: tuple[NamedDecoding, ...]
+    device: torch.device
+    dtype: torch.dtype
+
+
+def prepare(
+    expert_dir: str | Path,
+    model_dir: str | Path,
+    prompts: str | Path | Sequence[str],
+    max_new_tokens: int,
+    decodings: Sequence[str],
+    temperature: float,
+    samples: int,
+    batch_size: int,
+    device: str,
+    dtype: str,
+    prompt_field: str,
+) -> Setup:
+    """Check every input (a one-line MeasureInputError on the first bad one) and load it."""
+    for option, value, low in (
+        ("--max-new-tokens", max_new_tokens, 1),
+        ("--samples", samples, 1),
+        ("--batch-size", batch_size, 1),
+    ):
+        if not isinstance(value, int) or value < low:
+            raise MeasureInputError(f"{option} must be an integer >= {low} (got {value!r})")
+    if not decodings:
+        raise MeasureInputError("--decoding: give at least one (greedy, sample, top-k=K, top-p=P)")
+    named = tuple(parse_decoding(d, temperature) for d in dict.fromkeys(decodings))
+    torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
+    texts = (
+        load_prompts(prompts, prompt_field) if isinstance(prompts, (str, Path)) else list(prompts)
+    )
+    if not texts or not all(isinstance(t, str) and t.strip() for t in texts):
+        raise MeasureInputError("--prompts: expected at least one non-empty string prompt")
+    expert, expert_tok = load_model(expert_dir, "--expert")
+    model, model_tok = load_model(model_dir, "--model")
+    check_pair(expert, expert_tok, model, model_tok)
+    contexts = [c for c in (context_length(expert), context_length(model)) if c is not None]
+    tokenized = tokenize_prompts(
+        texts,
+        expert_tok,
+        min(expert.vocab_size, model.vocab_size),
+        min(contexts) if contexts else None,
+        max_new_tokens,
+    )
+    for policy in (expert, model):
+        cast(nn.Module, policy.model).to(device=torch_device, dtype=torch_dtype)
+    return Setup(expert, model, expert_tok, tokenized, named, torch_device, torch_dtype)
+
+
+@dataclass(frozen=True)
+class Measured:
+    """Raw per-prompt per-step values of one measurement and its samples."""
+
+    expert: _PerPrompt
+    decodings: dict[str, _PerPrompt]
+    samples: list[dict[str, Any]]
+
+
+def run(
+    setup: Setup,
+    max_new_tokens: int,
+    samples: int,
+    seed: int,
+    batch_size: int,
+    progress: Any = None,
+) -> Measured:
+    """Sample the expert's and each decoding's continuations and score them (module docstring).
+    `progress(n)` (optional) is called after each batch of `n` rows. Deterministic given seed:
+    the expert and each decoding draw from their own generator, seeded from `seed`."""
+    L, n = max_new_tokens, len(setup.prompts.ids)
+    policies: dict[str, Decoding | None] = {d.name: d.decoding for d in setup.decodings}
+    policies["model"] = None
+    seeds = np.random.SeedSequence(seed).generate_state(1 + len(setup.decodings))
+    expert_rows = _PerPrompt(n, L)
+    per_decoding = {d.name: _PerPrompt(n, L) for d in setup.decodings}
+    kept: list[dict[str, Any]] = []
+    sources: list[tuple[str, Decoding | None, int]] = [("expert", None, int(seeds[0]))]
+    sources += [
+        (d.name, d.decoding, int(s)) for d, s in zip(setup.decodings, seeds[1:], strict=True)
+    ]
+    for source, decoding, source_seed in sources:
+        generator = torch.Generator(device=setup.device).manual_seed(source_seed)
+        n_samples = 1 if decoding is not None and decoding.greedy else samples
+        seen: dict[int, int] = {}
+        for rows in _batches(setup.prompts, n_samples, batch_size):
+            prompt = torch.tensor([setup.prompts.ids[i] for i in rows], device=setup.device)
+            if decoding is None:
+                seqs = setup.expert.sample(prompt, L, generator)
+                scored = policies
+            else:
+                seqs = setup.model.sample(
+                    prompt, L, generator, decoding.temperature, decoding.top_k,
+                    decoding.top_p, decoding.greedy,
+                )  # fmt: skip
+                scored = {source: decoding, "model": None}
+            values = _score(setup.expert, setup.model, seqs, scored)
+            (expert_rows if decoding is None else per_decoding[source]).add(rows, values)
+            completions = seqs.tokens[:, seqs.prompt_length :].cpu().tolist()
+            for i, ids in zip(rows.tolist(), completions, strict=True):
+                seen[i] = seen.get(i, -1) + 1
+                kept.append(
+                    {"source": source, "prompt_index": i, "sample": seen[i], "completion_ids": ids}
+                )
+            if progress is not None:
+                progress(len(rows))
+    kept.sort(key=lambda r: (r["source"] != "expert", r["source"], r["prompt_index"], r["sample"]))
+    for row in kept:
+        row["completion"] = setup.tokenizer.decode(row["completion_ids"])
+    return Measured(expert_rows, per_decoding, kept)
+
+
+def total_rows(setup: Setup, samples: int) -> int:
+    """Rows `run` samples and scores (for a progress bar)."""
+    n = len(setup.prompts.ids)
+    return n * samples + sum(n * (1 if d.decoding.greedy else samples) for d in setup.decodings)
+
+
+# ---- statistics -------------------------------------------------------------------------------
+
+
+def weighted_mean(weights: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """[k, L] weights [k, n] @ values [n, L] for values in [0, +inf]: +inf where a prompt of
+    infinite value has positive weight, and a prompt of weight 0 adds 0 (never 0 * inf)."""
+    infinite = np.isinf(values)
+    finite = weights @ np.where(infinite, 0.0, values)
+    reached = (weights > 0).astype(float) @ infinite.astype(float) > 0
+    return np.where(reached, np.inf, finite)
+
+
+def statistics(
+    weights: np.ndarray, expert: _PerPrompt, own: _PerPrompt, name: str
+) -> dict[str, np.ndarray]:
+    """Every quantity [k, L] under prompt weights [k, n] (rows summing to 1) for one decoding:
+    with NaN where a ratio is undefined (eps = 0 or +inf)."""
+    L = own.length
+    lengths = np.arange(1, L + 1)
+    out: dict[str, np.ndarray] = {}
+    for suffix, key in (("", name), ("_model", "model")):
+        e_step = weighted_mean(weights, expert.means(f"kl:{key}"))  # (k, L)
+        r_step = weighted_mean(weights, own.means(f"kl:{key}"))
+        eps = np.cumsum(e_step, axis=1) / lengths
+        R = np.cumsum(r_step, axis=1)
+        defined = (eps > 0) & np.isfinite(eps)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            acc = np.where(defined, R / np.where(defined, eps, 1.0), np.nan)
+            pct = np.where(defined, (acc - lengths) / lengths * 100.0, np.nan)
+        out |= {f"eps{suffix}": eps, f"R{suffix}": R, f"acc_err{suffix}": acc}
+        out |= {f"pct_ex_acc_err{suffix}": pct}
+        out |= {f"kl_step_expert{suffix}": e_step, f"kl_step_own{suffix}": r_step}
+    out["nll_oracle"] = np.cumsum(weighted_mean(weights, own.means("nll")), axis=1) / lengths
+    return out
+
+
+def bootstrap_weights(n: int, n_boot: int, seed: int) -> np.ndarray:
+    """[n_boot, n] resampling weights: multinomial counts of n draws with replacement, / n."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 15]))
+    return rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot) / n
+
+
+def with_intervals(
+    point: dict[str, np.ndarray], boot: dict[str, np.ndarray], confidence: float = CONFIDENCE
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """name -> (value [L], ci_low [L], ci_high [L]): percentile bootstrap intervals over the
+    defined replicates (NaN only where the value itself is undefined)."""
+    tail = (1 - confidence) / 2
+    out = {}
+    for name, value in point.items():
+        draws = boot[name]
+        low = np.full(value.shape[1], np.nan)
+        high = np.full(value.shape[1], np.nan)
+        for j in range(value.shape[1]):
+            ok = draws[~np.isnan(draws[:, j]), j]
+            if len(ok) and not np.isnan(value[0, j]):
+                low[j], high[j] = np.quantile(ok, [tail, 1 - tail], method="inverted_cdf")
+        out[name] = (value[0], low, high)
+    return out
+
+
+def summarise(measured: Measured, seed: int, n_boot: int = N_BOOTSTRAP) -> dict[str, Any]:
+    """decoding -> quantity -> (value, ci_low, ci_high) arrays over l = 1..L, plus the expert's
+    own NLL-oracle under the key "expert"."""
+    n = measured.expert.n_prompts
+    point_w, boot_w = np.full((1, n), 1.0 / n), bootstrap_weights(n, n_boot, seed)
+    table: dict[str, Any] = {}
+    for name, own in measured.decodings.items():
+        table[name] = with_intervals(
+            statistics(point_w, measured.expert, own, name),
+            statistics(boot_w, measured.expert, own, name),
+        )
+    lengths = np.arange(1, measured.expert.length + 1)
+    nll = measured.expert.means("nll")
+    expert_point = {"nll_oracle": np.cumsum(weighted_mean(point_w, nll), axis=1) / lengths}
+    expert_boot = {"nll_oracle": np.cumsum(weighted_mean(boot_w, nll), axis=1) / lengths}
+    table["expert"] = with_intervals(expert_point, expert_boot)
+    return table
+
+
+# ---- the measurement --------------------------------------------------------------------------
+
+
+def _progress_bar(total: int) -> Any:
+    """A rich progress bar on stderr with the time left."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("measure exposure"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("left"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+
+
+def measure_exposure(
+    expert_dir: str | Path,
+    model_dir: str | Path,
+    prompts: str | Path | Sequence[str],
+    out_dir: str | Path,
+    max_new_tokens: int = 64,
+    decodings: Sequence[str] = ("sample",),
+    temperature: float = 1.0,
+    samples: int = 1,
+    seed: int = 0,
+    batch_size: int = 32,
+    device: str = "auto",
+    dtype: str = "float32",
+    prompt_field: str = "prompt",
+    progress: bool = False,
+    n_bootstrap: int = N_BOOTSTRAP,
+) -> dict[str, Any]:
+    """Measure the model's exposure bias against the expert (module docstring) on `prompts` (a
+    file or datasets directory, `irlhf.measure.inputs.load_prompts`, or a list of strings) and
+    write OUT_DIR/measure.json, results.parquet, samples.parquet, figures and report.html.
+
+    Every input is checked before anything is computed or written (a one-line
+    `MeasureInputError` on the first bad one). `samples` continuations per prompt from the
+    expert and from each decoding (one for greedy). Returns the contents of measure.json."""
+    from irlhf.measure.exposure_report import write_outputs
+
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise MeasureInputError(f"--out {out} is a file; expected a directory (new or existing)")
+    setup = prepare(
+        expert_dir, model_dir, prompts, max_new_tokens, decodings, temperature, samples,
+        batch_size, device, dtype, prompt_field,
+    )  # fmt: skip
+    if progress:
+        with _progress_bar(total_rows(setup, samples)) as bar:
+            task = bar.add_task("measure", total=total_rows(setup, samples))
+            measured = run(setup, max_new_tokens, samples, seed, batch_size,
+                           lambda n: bar.advance(task, n))  # fmt: skip
+    else:
+        measured = run(setup, max_new_tokens, samples, seed, batch_size)
+    table = summarise(measured, seed, n_bootstrap)
+    inputs = {
+        "expert": str(expert_dir),
+        "model": str(model_dir),
+        "prompts": str(prompts) if isinstance(prompts, (str, Path)) else "(a list of strings)",
+        "prompt_field": prompt_field,
+        "n_prompts": len(setup.prompts.ids),
+        "max_new_tokens": max_new_tokens,
+        "decodings": [d.name for d in setup.decodings],
+        "temperature": temperature,
+        "samples": samples,
+        "seed": seed,
+        "batch_size": batch_size,
+        "device": str(setup.device),
+        "dtype": dtype,
+        "n_bootstrap": n_bootstrap,
+        "confidence": CONFIDENCE,
+    }
+    return write_outputs(out, table, inputs, measured.samples)
