@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import torch
 import torch.nn.functional as F
@@ -263,18 +263,7 @@ class CausalLMPolicy:
 
     def log_probs(self, seqs: Sequences) -> Tensor:
         """(B, T): log pi(token_t | tokens_<t) at completion positions, 0 elsewhere."""
-        A, mask = self.action_vocab_size, seqs.completion_mask
-        _require(not bool(mask[:, 0].any()), "a completion cannot start at position 0")
-        _require(not bool((seqs.tokens[mask] >= A).any()), f"completion has ids >= {A}")
-        if not bool(mask.any()):
-            return torch.zeros(seqs.tokens.shape, device=self.device)
-        # positions before the first completion token predict nothing that is scored
-        first = int(mask.any(dim=0).long().argmax())  # >= 1
-        T = seqs.length
-        logits, _ = self.action_logits(seqs, start=first - 1, end=T - 1)  # (B, T - first, A)
-        targets = seqs.tokens[:, first:].clamp(max=A - 1)  # prompt-only ids are masked below
-        token_log_probs = gathered_log_probs(logits, targets)  # (B, T - first)
-        return F.pad(token_log_probs, (first, 0)) * mask
+        return completion_log_probs(self, seqs)
 
     # ---- generation ----
 
@@ -389,6 +378,35 @@ class CausalLMPolicy:
         if getattr(config, "sliding_window", None) == 1:
             return DynamicCache()
         return DynamicCache(config=config)
+
+
+class _Scorer(Protocol):
+    """What `completion_log_probs` calls: a policy's device, action vocabulary and logits."""
+
+    @property
+    def device(self) -> torch.device: ...
+    @property
+    def action_vocab_size(self) -> int: ...
+    def action_logits(
+        self, seqs: Sequences, start: int = 0, end: int | None = None, hidden: bool = False
+    ) -> tuple[Tensor, Tensor | None]: ...
+
+
+def completion_log_probs(policy: _Scorer, seqs: Sequences) -> Tensor:
+    """(B, T): log pi(token_t | tokens_<t) at completion positions, 0 elsewhere, from the
+    policy's `action_logits` (`CausalLMPolicy.log_probs`; the ensemble's, row by row)."""
+    A, mask = policy.action_vocab_size, seqs.completion_mask
+    _require(not bool(mask[:, 0].any()), "a completion cannot start at position 0")
+    _require(not bool((seqs.tokens[mask] >= A).any()), f"completion has ids >= {A}")
+    if not bool(mask.any()):
+        return torch.zeros(seqs.tokens.shape, device=policy.device)
+    # positions before the first completion token predict nothing that is scored
+    first = int(mask.any(dim=0).long().argmax())  # >= 1
+    T = seqs.length
+    logits, _ = policy.action_logits(seqs, start=first - 1, end=T - 1)  # (B, T - first, A)
+    targets = seqs.tokens[:, first:].clamp(max=A - 1)  # prompt-only ids are masked below
+    token_log_probs = gathered_log_probs(logits, targets)  # (B, T - first)
+    return F.pad(token_log_probs, (first, 0)) * mask
 
 
 def gathered_log_probs(logits: Tensor, targets: Tensor) -> Tensor:

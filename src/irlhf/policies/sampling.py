@@ -8,7 +8,7 @@ Each token is drawn by inverting the CDF with one uniform number per row (`draw`
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -54,8 +54,14 @@ def mix_uniform(log_probs: Tensor, epsilon: float) -> Tensor:
     return torch.logaddexp(log_probs + math.log1p(-epsilon), floor)
 
 
-def draw(logits: Tensor, generator: torch.Generator, decoding: Decoding) -> tuple[Tensor, Tensor]:
+def draw(
+    logits: Tensor, generator: torch.Generator | Sequence[torch.Generator], decoding: Decoding
+) -> tuple[Tensor, Tensor]:
     """One token per row of logits (B, A), drawn as `decoding` says.
+
+    With G generators (an ensemble's members, `irlhf.policies.ensemble`) the rows are G equal
+    consecutive groups and group g's uniforms come from generator g: each group gets the tokens
+    that `draw` of its rows alone with its generator gives.
 
     Returns the tokens (B,) and their log-probs (B,) under the filtered (and mixed)
     distribution (0 if greedy without epsilon).
@@ -88,7 +94,19 @@ def draw(logits: Tensor, generator: torch.Generator, decoding: Decoding) -> tupl
     # picked, not even the last one after rounding.
     cdf = log_probs.exp().cumsum(dim=-1)  # (B, A)
     total = cdf[:, -1:]
-    u = torch.rand(total.shape, generator=generator, device=logits.device) * total
+    u = _uniforms(total.shape[0], generator, logits.device) * total
     u = torch.minimum(u, total.nextafter(torch.zeros_like(total)))
     token = torch.searchsorted(cdf, u, right=True)  # (B, 1)
     return token.squeeze(-1), log_probs.gather(-1, token).squeeze(-1)
+
+
+def _uniforms(
+    B: int, generator: torch.Generator | Sequence[torch.Generator], device: torch.device
+) -> Tensor:
+    """(B, 1) uniforms on [0, 1): from one generator, or B / G rows from each of G in turn."""
+    if isinstance(generator, torch.Generator):
+        return torch.rand((B, 1), generator=generator, device=device)
+    G = len(generator)
+    if G == 0 or B % G:
+        raise ValueError(f"{B} rows do not split into {G} generators' equal groups")
+    return torch.cat([torch.rand((B // G, 1), generator=g, device=device) for g in generator])
