@@ -7,6 +7,8 @@
     irlhf report DIR... --out report.html
     irlhf reproduce [--profile default] [--world W] [--out results]
     irlhf worlds
+    irlhf measure exposure --expert DIR --model DIR --prompts FILE --out DIR
+                [--max-new-tokens L] [--decoding greedy|sample|top-k=K|top-p=P ...]
 
 Bad input (a missing file, an invalid config, an unknown study, profile, world or executor) is
 reported as one line, ``error: <file>: <field>: <allowed values> (got ...)``, with exit code 2 and
@@ -333,6 +335,70 @@ def worlds() -> None:
         _say("no worlds registered yet")
         return
     console.print(describe_presets())
+
+
+measure_app = typer.Typer(
+    help="Measure irlhf's metrics for your own Hugging Face models (an expert and a model).",
+    no_args_is_help=True,
+)
+app.add_typer(measure_app, name="measure")
+
+ModelDir = Annotated[Path, typer.Option(help="A Hugging Face causal LM directory (safetensors).")]
+
+
+@measure_app.command()
+def exposure(
+    expert: Annotated[
+        Path, typer.Option(help="The expert (oracle): a causal LM directory with its tokenizer.")
+    ],
+    model: ModelDir,
+    prompts: Annotated[
+        Path,
+        typer.Option(
+            help="Prompts: .txt (one per line), .jsonl / .json (objects with --prompt-field), "
+            ".parquet, or a datasets directory (save_to_disk)."
+        ),
+    ],
+    out: Annotated[Path, typer.Option(help="Output directory.")],
+    max_new_tokens: Annotated[
+        int, typer.Option("--max-new-tokens", help="Continuation length L (tokens).")
+    ] = 64,
+    decoding: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--decoding",
+            help="greedy, sample, top-k=K or top-p=P; repeat it to compare decodings "
+            "(default: sample).",
+        ),
+    ] = None,
+    temperature: Annotated[
+        float, typer.Option(help="Sampling temperature of the model's decodings.")
+    ] = 1.0,
+    samples: Annotated[int, typer.Option(help="Continuations per prompt and decoding.")] = 1,
+    seed: Annotated[int, typer.Option(help="Seed: the same seed gives the same numbers.")] = 0,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Sequences per batch.")] = 32,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+    dtype: Annotated[
+        str, typer.Option(help="float32, bfloat16 or float16 for the forward passes.")
+    ] = "float32",
+    prompt_field: Annotated[
+        str, typer.Option("--prompt-field", help="The prompt field of .jsonl/.json/.parquet.")
+    ] = "prompt",
+) -> None:
+    """Exposure bias (Arora et al. 2022) of MODEL with EXPERT as the oracle: eps, R, AccErr and
+    %ExAccErr for every continuation length l <= L, with bootstrap intervals over prompts; writes
+    OUT/measure.json, results.parquet, samples.parquet, figures and report.html."""
+    from irlhf.measure import MeasureInputError, measure_exposure
+
+    try:
+        result = measure_exposure(
+            expert, model, prompts, out, max_new_tokens, tuple(decoding or ("sample",)),
+            temperature, samples, seed, batch_size, device, dtype, prompt_field, progress=True,
+        )  # fmt: skip
+    except MeasureInputError as err:
+        _fail(str(err))
+    _say(result["finding"])
+    _say(f"wrote {out}")
 
 
 if __name__ == "__main__":
