@@ -71,6 +71,12 @@ EXPOSURE_ONLY = ("dagger", "gkd")
 IRL_ARMS = compounding_flipflop_irl.ALGORITHMS
 METHODS = ("sft", EQUAL_ARM, *EXPOSURE_ONLY, *IRL_ARMS, EQUAL_RLHF, "rlhf")
 REFERENCES = ("demonstrator", "expert", "optimum")
+COLORS = {
+    **{m: f"C{i}" for i, m in enumerate(METHODS)},
+    "demonstrator": "black",
+    "expert": "dimgrey",
+    "optimum": "silver",
+}
 NAMES = {
     "sft": "BC (SFT)",
     EQUAL_ARM: "BC at DAgger's budget",
@@ -81,6 +87,7 @@ NAMES = {
     "iq_learn": "IQ-Learn",
     EQUAL_RLHF: "BC at RLHF's budget",
     "rlhf": "RLHF (RLOO) from SFT",
+    "demonstrator": "demonstrator (bottom: SFT's imitation gap)",
 }
 # profile -> (seeds, temperatures, steps, RL iterations, Monte-Carlo samples, inverse RL arms)
 PROFILES: dict[str, tuple[int, tuple[float, ...], int, int, int, bool]] = {
@@ -372,7 +379,7 @@ def _claims(t: float, j: pd.DataFrame, best: str) -> list[dict]:
             "demonstrator",
         ),  # fmt: skip
         (
-            f"RLHF beats BC at RLHF's budget (256 + 2 x {COMPARISONS} demonstrations) at T = {t:g}",
+            f"RLHF beats BC at RLHF's budget (its demonstrations + 2 per comparison) at T = {t:g}",
             "rlhf",
             EQUAL_RLHF,
         ),  # fmt: skip
@@ -421,9 +428,15 @@ def _figure(rows: pd.DataFrame, gains: pd.DataFrame, shares: pd.DataFrame, path:
             high = "j_ci_high" if column == "j_mean" else "ci_high"
             centre = sub[column].to_numpy(dtype=float)
             err = np.stack([centre - sub[low].to_numpy(float), sub[high].to_numpy(float) - centre])
-            ax.bar(x + (i - (len(present) - 1) / 2) * width, centre, width,
-                   yerr=np.nan_to_num(err), capsize=2, color=f"C{i}" if method in METHODS else
-                   "grey", label=NAMES.get(method, method))  # fmt: skip
+            ax.bar(
+                x + (i - (len(present) - 1) / 2) * width,
+                centre,
+                width,
+                yerr=np.nan_to_num(err),
+                capsize=2,
+                color=COLORS[method],
+                label=NAMES.get(method, method),
+            )
         ax.set_xticks(x, ticks)
         ax.axhline(0.0, color="black", linewidth=0.6)
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
