@@ -25,6 +25,7 @@ measures the speed-up.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterator, Sequence
 from typing import cast
@@ -63,8 +64,13 @@ class EnsembleGPT2(nn.Module):
         for model in models:
             _require(isinstance(model, GPT2LMHeadModel), f"not a GPT-2: {type(model).__name__}")
             _require(model.config.to_dict() == first.config.to_dict(), "members differ in config")
+            c = model.config
+            # no dropout here, in training either: a member must compute what its model would
+            _require(max(c.resid_pdrop, c.embd_pdrop, c.attn_pdrop) == 0, "members use dropout")
+            was_training = model.training
             _require(LeanGPT2.of(model.eval()) is not None, "a member LeanGPT2 does not cover")
-        self.config: GPT2Config = first.config
+            model.train(was_training)
+        self.config: GPT2Config = copy.deepcopy(first.config)
         self.members = len(models)
         self.n_head, self.width = self.config.n_head, self.config.n_embd
         self.eps = self.config.layer_norm_epsilon
@@ -284,8 +290,10 @@ class EnsemblePolicy:
 
     def member(self, m: int) -> CausalLMPolicy:
         """Member m as a standalone `CausalLMPolicy` (a copy of its current parameters)."""
-        model = GPT2LMHeadModel(self.model.config)
-        model.to(device=self.device, dtype=self.model.param("transformer.wte.weight").dtype)
+        with torch.random.fork_rng(devices=[]):  # its random initialisation is overwritten
+            model = GPT2LMHeadModel(self.model.config)
+        dtype = self.model.param("transformer.wte.weight").dtype
+        cast(nn.Module, model).to(self.device, dtype)  # transformers' wrapped `to` is mistyped
         self.model.load_member(m, model)
         return CausalLMPolicy(model.eval(), self.action_vocab_size, self.act_epsilon)
 
