@@ -28,7 +28,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Iterator, Sequence
-from typing import cast
+from typing import NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +42,32 @@ from irlhf.types import Sequences
 
 Generators = torch.Generator | Sequence[torch.Generator]
 """One generator for all rows, or one per member (member m's rows drawn from generator m)."""
+
+
+class _Layer(NamedTuple):
+    """One block's stacked parameters: layer norms' (M, 1, C), Conv1D weights (M, in, out),
+    biases (M, 1, out)."""
+
+    ln_1_weight: Tensor
+    ln_1_bias: Tensor
+    attn_weight: Tensor
+    attn_bias: Tensor
+    proj_weight: Tensor
+    proj_bias: Tensor
+    ln_2_weight: Tensor
+    ln_2_bias: Tensor
+    fc_weight: Tensor
+    fc_bias: Tensor
+    mlp_weight: Tensor
+    mlp_bias: Tensor
+
+
+_LAYER_NAMES = (
+    *("ln_1.weight", "ln_1.bias", "attn.c_attn.weight", "attn.c_attn.bias"),
+    *("attn.c_proj.weight", "attn.c_proj.bias", "ln_2.weight", "ln_2.bias"),
+    *("mlp.c_fc.weight", "mlp.c_fc.bias", "mlp.c_proj.weight", "mlp.c_proj.bias"),
+)
+"""The Hugging Face names (under transformer.h.<i>.) of `_Layer`'s fields, in order."""
 
 
 def _require(cond: bool, message: str) -> None:
@@ -90,9 +116,6 @@ class EnsembleGPT2(nn.Module):
         """The stacked parameter (M, ...) of Hugging Face name `name`."""
         return cast(nn.Parameter, self.stacked[self._index[name]])
 
-    def _block_param(self, layer: int, name: str) -> Tensor:
-        return self.param(f"transformer.h.{layer}.{name}")
-
     def head(self, action_vocab_size: int) -> Tensor:
         """(M, C, A): the output layer's weights of the first A tokens, transposed for bmm."""
         name = "transformer.wte.weight" if self.tied else "lm_head.weight"
@@ -107,106 +130,103 @@ class EnsembleGPT2(nn.Module):
 
     # ---- forward ----
 
+    def _layers(self) -> list[_Layer]:
+        """Every block's stacked parameters, shaped for the batched ops (views, made once per
+        forward or per sampled sequence, not per op)."""
+
+        def shaped(t: Tensor) -> Tensor:  # vectors (M, X) -> (M, 1, X): one per member's rows
+            return t.unsqueeze(1) if t.dim() == 2 else t
+
+        return [
+            _Layer._make(shaped(self.param(f"transformer.h.{i}.{n}")) for n in _LAYER_NAMES)
+            for i in range(self.n_layer)
+        ]
+
     def _ln(self, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-        """Layer norm of x (M, ..., C) with member m's weight and bias (M, C) on its rows."""
-        shape = (x.shape[0],) + (1,) * (x.dim() - 2) + (x.shape[-1],)
-        normed = F.layer_norm(x, (self.width,), eps=self.eps)
-        return torch.addcmul(bias.view(shape), normed, weight.view(shape))
+        """Layer norm of x (M, N, C) with member m's weight and bias (M, 1, C) on its rows."""
+        return torch.addcmul(bias, F.layer_norm(x, (self.width,), eps=self.eps), weight)
 
-    def _linear(self, x: Tensor, layer: int, name: str) -> Tensor:
-        """x (M, N, C_in) @ W (M, C_in, C_out) + b: GPT-2's Conv1D stores W as (in, out)."""
-        w, b = self._block_param(layer, f"{name}.weight"), self._block_param(layer, f"{name}.bias")
-        return torch.baddbmm(b.unsqueeze(1), x, w)
-
-    def _qkv(self, layer: int, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _qkv(self, p: _Layer, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Queries, keys and values (M*B, nh, T, hd) of a block's attention for x (M, B, T, C)."""
         M, B, T, C = x.shape
-        h = self._ln(
-            x, self._block_param(layer, "ln_1.weight"), self._block_param(layer, "ln_1.bias")
-        )
-        qkv = self._linear(h.view(M, B * T, C), layer, "attn.c_attn")  # (M, B*T, 3C)
+        h = self._ln(x.view(M, B * T, C), p.ln_1_weight, p.ln_1_bias)
+        # GPT-2's Conv1D stores W as (in, out): x (M, N, in) @ W (M, in, out) + b
+        qkv = torch.baddbmm(p.attn_bias, h, p.attn_weight)  # (M, B*T, 3C)
         q, k, v = qkv.view(M * B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)
         return q, k, v
 
-    def _finish(self, layer: int, x: Tensor, y: Tensor) -> Tensor:
+    def _finish(self, p: _Layer, x: Tensor, y: Tensor) -> Tensor:
         """x (M, B, T, C) + projection of the heads' outputs y (M*B, nh, T, hd), then the MLP."""
         M, B, T, C = x.shape
         y = y.transpose(1, 2).reshape(M, B * T, C)  # heads side by side
-        x = x + self._linear(y, layer, "attn.c_proj").view(M, B, T, C)
-        h = self._ln(
-            x, self._block_param(layer, "ln_2.weight"), self._block_param(layer, "ln_2.bias")
-        )
-        h = _gelu(self._linear(h.view(M, B * T, C), layer, "mlp.c_fc"))
-        return x + self._linear(h, layer, "mlp.c_proj").view(M, B, T, C)
+        x = x + torch.baddbmm(p.proj_bias, y, p.proj_weight).view(M, B, T, C)
+        h = self._ln(x.view(M, B * T, C), p.ln_2_weight, p.ln_2_bias)
+        h = _gelu(torch.baddbmm(p.fc_bias, h, p.fc_weight))
+        return x + torch.baddbmm(p.mlp_bias, h, p.mlp_weight).view(M, B, T, C)
 
     def _block(
-        self,
-        layer: int,
-        x: Tensor,
-        cache: Tensor | None = None,
-        queries_from: int = 0,
+        self, p: _Layer, x: Tensor, cache: Tensor | None = None, queries_from: int = 0
     ) -> Tensor:
         """`LeanGPT2._block` for x (M, B, T, C): with a cache (2, M*B, nh, T_max, hd) the keys
         and values go to positions 0..T-1; with `queries_from` = s only positions s.. are
         output (M, B, T - s, C)."""
-        q, k, v = self._qkv(layer, x)
+        q, k, v = self._qkv(p, x)
         if cache is not None:
             T = x.shape[2]
             cache[0, :, :, :T], cache[1, :, :, :T] = k, v
         if queries_from:
             q, x = q[:, :, queries_from:], x[:, :, queries_from:]
-        return self._finish(layer, x, _attention(q, k, v, causal=True))
+        return self._finish(p, x, _attention(q, k, v, causal=True))
 
     def _final_norm(self, x: Tensor) -> Tensor:
-        return self._ln(
-            x, self.param("transformer.ln_f.weight"), self.param("transformer.ln_f.bias")
+        """The final layer norm of x (M, N, C)."""
+        weight, bias = (
+            self.param(f"transformer.ln_f.{w}").unsqueeze(1) for w in ("weight", "bias")
         )
+        return self._ln(x, weight, bias)
 
-    def _embed(self, tokens: Tensor, position: int | slice) -> Tensor:
-        """Token + position embeddings: tokens (M, B, ...) -> (M, B, ..., C); member m's rows
-        read member m's tables (one lookup in the (M * V, C) table)."""
-        M, V = self.members, self.config.vocab_size
-        wte = self.param("transformer.wte.weight")
-        offsets = (
-            torch.arange(M, device=tokens.device).mul_(V).view((M,) + (1,) * (tokens.dim() - 1))
-        )
-        wpe = self.param("transformer.wpe.weight")[:, position]  # (M, C) or (M, T, C)
-        x = F.embedding(tokens + offsets, wte.reshape(M * V, self.width))
-        return x + wpe.view((M,) + (1,) * (x.dim() - wpe.dim()) + wpe.shape[1:])
+    def _embed(self, tokens: Tensor) -> Tensor:
+        """Token + position embeddings (M, B, T, C) of tokens (M, B, T) at positions 0..T-1;
+        member m's rows read member m's tables (one lookup in the (M * V, C) table)."""
+        M, B, T = tokens.shape
+        wte = self.param("transformer.wte.weight").reshape(M * self.config.vocab_size, self.width)
+        x = F.embedding(tokens + self._offsets(tokens.device).view(M, 1, 1), wte)
+        return x + self.param("transformer.wpe.weight")[:, :T].unsqueeze(1)
+
+    def _offsets(self, device: torch.device) -> Tensor:
+        """(M,): where member m's rows start in the (M * V, C) token table."""
+        return torch.arange(self.members, device=device) * self.config.vocab_size
 
     def hidden_states(self, tokens: Tensor, start: int = 0, end: int | None = None) -> Tensor:
         """(M, B, end - start, C): the last hidden states at positions start..end-1 of tokens
         (M, B, T). As `LeanGPT2.hidden_states`, nothing after end - 1 is computed and the last
         block computes queries and MLP only at start..end-1 (no prompt sharing)."""
         end = tokens.shape[2] if end is None else end
-        tokens = tokens[:, :, :end]
-        x = self._embed(tokens, slice(0, end))  # (M, B, end, C)
-        for layer in range(self.n_layer - 1):
-            x = self._block(layer, x)
-        x = self._block(self.n_layer - 1, x, queries_from=start)
-        return self._final_norm(x)
+        x = self._embed(tokens[:, :, :end])  # (M, B, end, C)
+        *lower, last = self._layers()
+        for p in lower:
+            x = self._block(p, x)
+        x = self._block(last, x, queries_from=start)  # (M, B, end - start, C)
+        M, B, T, C = x.shape
+        return self._final_norm(x.reshape(M, B * T, C)).view(M, B, T, C)
 
-    def _decode_block(self, layer: int, x: Tensor, cache: Tensor, position: int) -> Tensor:
+    def _decode_block(self, p: _Layer, x: Tensor, cache: Tensor, position: int) -> Tensor:
         """`LeanGPT2._decode_block` for one new token per row, x (M, B, C)."""
         M, B, C = x.shape
         nh, hd = self.n_head, C // self.n_head
         S = position + 1
-        h = self._ln(
-            x, self._block_param(layer, "ln_1.weight"), self._block_param(layer, "ln_1.bias")
-        )
-        qkv = self._linear(h, layer, "attn.c_attn").view(M * B, 3, nh, hd)
+        h = self._ln(x, p.ln_1_weight, p.ln_1_bias)
+        qkv = torch.baddbmm(p.attn_bias, h, p.attn_weight).view(M * B, 3, nh, hd)
         cache[:, :, :, position] = qkv[:, 1:].transpose(0, 1)  # (2, M*B, nh, hd)
-        keys = cache[0, :, :, :S].reshape(M * B * nh, S, hd)
+        keys = cache[0, :, :, :S].reshape(M * B * nh, S, hd)  # views of the cache
         values = cache[1, :, :, :S].reshape(M * B * nh, S, hd)
-        q = (qkv[:, 0] * (1.0 / math.sqrt(hd))).reshape(M * B * nh, 1, hd)
+        q = (qkv[:, 0] * (1.0 / math.sqrt(hd))).view(M * B * nh, 1, hd)
         scores = torch.bmm(q, keys.transpose(1, 2))  # (M*B*nh, 1, S)
         y = torch.bmm(scores.softmax(dim=-1), values).view(M, B, C)
-        x = x + self._linear(y, layer, "attn.c_proj")
-        h = self._ln(
-            x, self._block_param(layer, "ln_2.weight"), self._block_param(layer, "ln_2.bias")
-        )
-        h = _gelu(self._linear(h, layer, "mlp.c_fc"))
-        return x + self._linear(h, layer, "mlp.c_proj")
+        x = x + torch.baddbmm(p.proj_bias, y, p.proj_weight)
+        h = self._ln(x, p.ln_2_weight, p.ln_2_bias)
+        h = _gelu(torch.baddbmm(p.fc_bias, h, p.fc_weight))
+        return x + torch.baddbmm(p.mlp_bias, h, p.mlp_weight)
 
     def sample(
         self,
@@ -223,18 +243,23 @@ class EnsembleGPT2(nn.Module):
         M, B, P = prompts.shape
         nh, width = self.n_head, self.width
         head = self.head(action_vocab_size)  # (M, C, A)
-        caches = [head.new_empty((2, M * B, nh, P + C, width // nh)) for _ in range(self.n_layer)]
+        layers = self._layers()
+        caches = [head.new_empty((2, M * B, nh, P + C, width // nh)) for _ in layers]
+        wte = self.param("transformer.wte.weight").reshape(-1, width)  # (M * V, C)
+        wpe = self.param("transformer.wpe.weight").unsqueeze(1)  # (M, 1, T_max, C)
+        offsets = self._offsets(prompts.device).repeat_interleave(B)  # (M * B,)
         tokens: list[Tensor] = []
         log_probs: list[Tensor] = []
-        x = self._embed(prompts, slice(0, P))  # (M, B, P, C)
-        for layer, cache in enumerate(caches):
-            x = self._block(layer, x, cache)
+        x = self._embed(prompts)  # (M, B, P, C): the prompts in one pass
+        for p, cache in zip(layers, caches, strict=True):
+            x = self._block(p, x, cache)
         x = x[:, :, -1]  # (M, B, C)
         for step in range(C):
-            if step:
-                x = self._embed(tokens[-1].view(M, B), P + step - 1)  # (M, B, C)
-                for layer, cache in enumerate(caches):
-                    x = self._decode_block(layer, x, cache, P + step - 1)
+            if step:  # the tokens drawn last step, at position P + step - 1
+                x = F.embedding(tokens[-1] + offsets, wte).view(M, B, width)
+                x = x + wpe[:, :, P + step - 1]
+                for p, cache in zip(layers, caches, strict=True):
+                    x = self._decode_block(p, x, cache, P + step - 1)
             logits = torch.bmm(self._final_norm(x), head).view(M * B, -1)  # (M*B, A)
             token, log_prob = draw(logits.float(), generator, decoding)
             if steer is not None:
