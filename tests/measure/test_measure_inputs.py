@@ -89,6 +89,7 @@ BAD = [
     ({"device": "tpu"}, "--device must be one of auto, cpu, cuda, mps"),
     ({"dtype": "int8"}, "--dtype must be one of float32, bfloat16, float16"),
     ({"samples": 0}, "--samples must be an integer >= 1"),
+    ({"temperature": 0}, "--temperature must be > 0"),
 ]
 
 

@@ -14,7 +14,9 @@ Two policies are measured per decoding (greedy | sample | top-k=K | top-p=P, at 
 h = the decoding itself (its filtered distribution: the policy that generated the text; a
 filter that gives probability 0 to a token the expert emits makes the KL +inf), and h = the
 model's own distribution p_theta with contexts from the decoding (`*_model` quantities: finite
-for every decoding, what Arora et al.'s comparison of decodings reads). Also the per-step KL
+for every decoding; what Arora et al.'s code, kushalarora/quantifying_exposure_bias, computes in
+its comparison of decodings: the KL to the model's full softmax, though at a temperature T != 1
+it divides both the oracle's and the model's logits by T, which neither variant here does). Also the per-step KL
 curves (eps and R before cumulating) and the NLL-oracle of the continuations (mean -log expert
 per token over the first l tokens). Every quantity has a 95% percentile-bootstrap interval over
 prompts (the statistic recomputed on prompts drawn with replacement).
@@ -29,6 +31,7 @@ undefined ratio (eps = 0 or +inf) is left out with a note; an infinite KL is +in
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,6 +190,8 @@ def prepare(
     ):
         if not isinstance(value, int) or value < low:
             raise MeasureInputError(f"{option} must be an integer >= {low} (got {value!r})")
+    if not temperature > 0:
+        raise MeasureInputError(f"--temperature must be > 0 (got {temperature})")
     if not decodings:
         raise MeasureInputError("--decoding: give at least one (greedy, sample, top-k=K, top-p=P)")
     named = tuple(parse_decoding(d, temperature) for d in dict.fromkeys(decodings))
@@ -235,16 +240,15 @@ def run(
     L, n = max_new_tokens, len(setup.prompts.ids)
     policies: dict[str, Decoding | None] = {d.name: d.decoding for d in setup.decodings}
     policies["model"] = None
-    seeds = np.random.SeedSequence(seed).generate_state(1 + len(setup.decodings))
     expert_rows = PerPrompt(n, L)
     per_decoding = {d.name: PerPrompt(n, L) for d in setup.decodings}
     kept: list[dict[str, Any]] = []
-    sources: list[tuple[str, Decoding | None, int]] = [("expert", None, int(seeds[0]))]
-    sources += [
-        (d.name, d.decoding, int(s)) for d, s in zip(setup.decodings, seeds[1:], strict=True)
-    ]
-    for source, decoding, source_seed in sources:
-        generator = torch.Generator(device=setup.device).manual_seed(source_seed)
+    sources: list[tuple[str, Decoding | None]] = [("expert", None)]
+    sources += [(d.name, d.decoding) for d in setup.decodings]
+    for source, decoding in sources:
+        # one stream per source, from (seed, its name): adding a decoding changes no other's
+        state = np.random.SeedSequence([seed, zlib.crc32(source.encode())]).generate_state(1)
+        generator = torch.Generator(device=setup.device).manual_seed(int(state[0]))
         n_samples = 1 if decoding is not None and decoding.greedy else samples
         seen: dict[int, int] = {}
         for rows in _batches(setup.prompts, n_samples, batch_size):

@@ -173,10 +173,14 @@ def claims_and_finding(table: dict[str, Curves], L: int) -> tuple[list[dict[str,
 
 
 def headline(table: dict[str, Curves], L: int) -> list[dict[str, Any]]:
+    """The main quantities at l = L per decoding: with h = the decoding's distribution where its
+    %ExAccErr is finite, else with h = the model's distribution (named so)."""
     rows = []
     for decoding, curves in table.items():
+        suffix = "" if decoding == "expert" else _main_suffix(curves, L - 1)
         names = ["nll_oracle"] if decoding == "expert" else [
-            "pct_ex_acc_err", "acc_err", "eps", "R", "pct_ex_acc_err_model", "nll_oracle",
+            f"pct_ex_acc_err{suffix}", f"acc_err{suffix}", f"eps{suffix}", f"R{suffix}",
+            "nll_oracle",
         ]  # fmt: skip
         for name in names:
             value, low, high = _at(curves, name, L - 1)
