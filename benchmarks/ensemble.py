@@ -42,8 +42,8 @@ from common import PROMPT, Series, Size, Workload, load_average, random_tokens, 
 
 from irlhf.algorithms.optim import adamw
 from irlhf.algorithms.sft import SFTConfig, fit_neural
-from irlhf.policies.ensemble import EnsemblePolicy
-from irlhf.types import ExpertLabels, Sequences
+from irlhf.policies.ensemble import EnsemblePolicy, member_major
+from irlhf.types import ExpertLabels
 
 SIZE = Size("2 x 64", n_layer=2, n_embd=64, completion=32, sample_tokens=64)
 WORK = Workload()
@@ -52,16 +52,6 @@ SFT_STEPS = 5  # per timed block
 
 Block = Callable[[], float]
 """Runs one timed block and returns the work done (ensemble steps or tokens)."""
-
-
-def concat(parts: list[ExpertLabels]) -> ExpertLabels:
-    """The members' label batches as one member-major batch."""
-    seqs = Sequences(
-        torch.cat([p.sequences.tokens for p in parts]),
-        torch.cat([p.sequences.prompt_mask for p in parts]),
-        torch.cat([p.sequences.completion_mask for p in parts]),
-    )
-    return ExpertLabels(seqs, torch.cat([p.mask for p in parts]), actions=seqs.tokens)
 
 
 def member_labels(m: int) -> ExpertLabels:
@@ -78,7 +68,7 @@ def sft(members: int, ensemble: bool) -> Block:
     if ensemble:
         whole = EnsemblePolicy.of(policies)
         optimizer = adamw(list(whole.parameters()), config.lr, config.weight_decay)
-        merged = [concat(labels)]
+        merged = [member_major(labels)]
 
         def run_ensemble() -> float:
             fit_neural(whole, merged, config, generators, optimizer)

@@ -19,6 +19,7 @@ from irlhf.policies.ensemble import (
     EnsembleGPT2,
     EnsemblePolicy,
     clip_member_grad_norms,
+    member_major,
     member_mean_weights,
 )
 from irlhf.policies.sampling import Decoding, draw
@@ -47,22 +48,14 @@ def labels(n: int, seed: int) -> ExpertLabels:
     return ExpertLabels(seqs, seqs.completion_mask, actions=seqs.tokens)
 
 
-def concat(parts: list[ExpertLabels]) -> ExpertLabels:
-    """The members' label batches as one member-major batch."""
-    seqs = Sequences(
-        torch.cat([p.sequences.tokens for p in parts]),
-        torch.cat([p.sequences.prompt_mask for p in parts]),
-        torch.cat([p.sequences.completion_mask for p in parts]),
-    )
-    return ExpertLabels(seqs, torch.cat([p.mask for p in parts]), actions=seqs.tokens)
-
-
 def test_members_have_the_single_runs_weights_and_forward() -> None:
     runs = [single(s, torch.float64) for s in SEEDS]
     ensemble = EnsemblePolicy.of(runs)
     assert ensemble.model.tied  # GPT-2 ties its output layer to the token embedding
     data = [labels(5, 100 + m) for m in range(len(SEEDS))]
-    logits, hidden = ensemble.action_logits(concat(data).sequences, start=2, end=9, hidden=True)
+    logits, hidden = ensemble.action_logits(
+        member_major(data).sequences, start=2, end=9, hidden=True
+    )
     assert logits.shape == (15, 7, ACTIONS) and hidden is not None
     for m, run in enumerate(runs):
         alone, states = run.action_logits(data[m].sequences, start=2, end=9, hidden=True)
@@ -88,23 +81,35 @@ def test_untied_output_layer_is_stacked_per_member() -> None:
     ensemble = EnsemblePolicy.of(runs)
     assert not ensemble.model.tied
     data = [labels(4, 200 + m) for m in range(2)]
-    logits = ensemble.action_logits(concat(data).sequences)[0]
+    logits = ensemble.action_logits(member_major(data).sequences)[0]
     for m, run in enumerate(runs):
         torch.testing.assert_close(
             logits[4 * m : 4 * m + 4], run.action_logits(data[m].sequences)[0], rtol=0, atol=1e-12
         )
 
 
-def test_first_sft_step_loss_and_gradients_equal_the_single_runs() -> None:
+def soft(hard: ExpertLabels, seed: int) -> ExpertLabels:
+    """The same prefixes with random expert distributions as labels (GKD's soft labels)."""
+    shape = (*hard.mask.shape, ACTIONS)
+    probs = torch.rand(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return ExpertLabels(hard.sequences, hard.mask, probs=probs / probs.sum(-1, keepdim=True))
+
+
+@pytest.mark.parametrize("jsd_beta", [None, 0.0, 0.5])  # None: hard labels (NLL)
+def test_first_sft_step_loss_and_gradients_equal_the_single_runs(jsd_beta: float | None) -> None:
     runs = [single(s, torch.float64) for s in SEEDS]
     ensemble = EnsemblePolicy.of(runs)
     data = [labels(6, 300 + m) for m in range(len(SEEDS))]  # members' token counts differ
-    loss, _ = label_loss(ensemble, concat(data), jsd_beta=0.0)
+    if jsd_beta is not None:
+        data = [soft(d, 700 + m) for m, d in enumerate(data)]
+    merged = member_major(data)
+    beta = 0.0 if jsd_beta is None else jsd_beta
+    loss, _ = label_loss(ensemble, merged, jsd_beta=beta)
     loss.backward()
     clip_member_grad_norms(list(ensemble.parameters()), 1.0, len(SEEDS))
     alone = []
     for m, run in enumerate(runs):
-        loss_m, _ = label_loss(run, data[m], jsd_beta=0.0)
+        loss_m, _ = label_loss(run, data[m], jsd_beta=beta)
         loss_m.backward()
         torch.nn.utils.clip_grad_norm_(list(run.parameters()), 1.0)
         alone.append(loss_m)
@@ -124,7 +129,7 @@ def test_fifty_sft_steps_train_each_member_as_alone() -> None:
     data = [[labels(7, 400 + m), labels(5, 500 + m)] for m in range(len(SEEDS))]
     runs = [single(s) for s in SEEDS]
     ensemble = EnsemblePolicy.of(runs)
-    merged = [concat([d[i] for d in data]) for i in range(2)]
+    merged = [member_major([d[i] for d in data]) for i in range(2)]
     records = fit_neural(
         ensemble, merged, config, [torch.Generator().manual_seed(s) for s in SEEDS]
     )

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple, cast
 
 import torch
@@ -38,7 +38,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from irlhf.policies.causal_lm import CausalLMPolicy, completion_log_probs
 from irlhf.policies.lean_gpt2 import LeanGPT2, _attention, _gelu
 from irlhf.policies.sampling import Decoding, Steer, draw, mix_uniform
-from irlhf.types import Sequences
+from irlhf.types import ExpertLabels, Sequences
 
 Generators = torch.Generator | Sequence[torch.Generator]
 """One generator for all rows, or one per member (member m's rows drawn from generator m)."""
@@ -439,6 +439,24 @@ class EnsemblePolicy:
             self.model.train(was_training)
         seqs = Sequences.from_prompt_and_completion(prompts, completion.clone())
         return seqs, F.pad(new_log_probs.clone(), (P, 0))
+
+
+def member_major(parts: Sequence[ExpertLabels]) -> ExpertLabels:
+    """The members' label batches (equal sizes, one per member) as one member-major batch: the
+    data an `EnsemblePolicy` trains on (`irlhf.algorithms.sft.fit_neural`)."""
+    _require(len({p.sequences.batch_size for p in parts}) == 1, "members' batches differ in size")
+
+    def cat(field: Callable[[ExpertLabels], Tensor | None]) -> Tensor:
+        return torch.cat([cast(Tensor, field(p)) for p in parts])
+
+    seqs = Sequences(
+        cat(lambda p: p.sequences.tokens),
+        cat(lambda p: p.sequences.prompt_mask),
+        cat(lambda p: p.sequences.completion_mask),
+    )
+    if parts[0].soft:
+        return ExpertLabels(seqs, cat(lambda p: p.mask), probs=cat(lambda p: p.probs))
+    return ExpertLabels(seqs, cat(lambda p: p.mask), actions=cat(lambda p: p.actions))
 
 
 def member_mean_weights(mask: Tensor, members: int) -> Tensor:
