@@ -11,15 +11,16 @@ arXiv 2204.01171), for every l = 1..L:
     %ExAccErr_<=l = (R_<=l - l eps_<=l) / (l eps_<=l) * 100
 
 Two policies are measured per decoding (greedy | sample | top-k=K | top-p=P, at a temperature):
-h = the decoding itself (its filtered distribution: the policy that generated the text; a
-filter that gives probability 0 to a token the expert emits makes the KL +inf), and h = the
-model's own distribution p_theta with contexts from the decoding (`*_model` quantities: finite
-for every decoding; what Arora et al.'s code, kushalarora/quantifying_exposure_bias, computes in
-its comparison of decodings: the KL to the model's full softmax, though at a temperature T != 1
-it divides both the oracle's and the model's logits by T, which neither variant here does). Also the per-step KL
-curves (eps and R before cumulating) and the NLL-oracle of the continuations (mean -log expert
-per token over the first l tokens). Every quantity has a 95% percentile-bootstrap interval over
-prompts (the statistic recomputed on prompts drawn with replacement).
+h = the decoding itself (its tempered, filtered distribution: the policy that generated the
+text; a filter that gives probability 0 to a token the expert emits makes the KL +inf), and
+h = the model's own distribution p_theta with contexts from the decoding (`*_model` quantities,
+finite for every decoding). The latter is what Arora et al.'s code
+(kushalarora/quantifying_exposure_bias) computes when it compares decodings, except that at a
+temperature T != 1 it also divides the oracle's logits by T; here the expert is never tempered.
+Also the per-step KL curves (eps and R before cumulating) and the NLL-oracle of the
+continuations (mean -log expert per token over the first l tokens). Every quantity has a 95%
+percentile-bootstrap interval over prompts (the statistic recomputed on prompts drawn with
+replacement).
 
 Computation: KV-cached sampling (`CausalLMPolicy.sample`), then one scoring forward per
 sequence batch for each model (the logits of every completion position at once), the forwards in

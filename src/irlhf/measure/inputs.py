@@ -95,7 +95,8 @@ def check_causal_lm(path: Path, option: str) -> None:
     model_types, architectures = _causal_lm_classes()
     model_type = config.get("model_type")
     listed = config.get("architectures") or []
-    if model_type not in model_types or (listed and not set(listed) & architectures):
+    known_type = model_type in model_types or (model_type is None and bool(listed))
+    if not known_type or (listed and not set(listed) & architectures):
         what = f"model_type {model_type!r}" + (f", architectures {listed}" if listed else "")
         _fail(
             f"{where} is not a causal LM ({what}); expected e.g. GPT2LMHeadModel, LlamaForCausalLM"
