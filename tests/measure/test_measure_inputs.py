@@ -30,9 +30,11 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("inputs")
     words = token_words(V)
     tiny = dict(n_layer=1, n_embd=8, n_head=2, max_length=8)
-    save_model(CausalLMPolicy.tiny(V, seed=1, **tiny), root / "expert", words)  # type: ignore[arg-type]
-    save_model(CausalLMPolicy.tiny(V, seed=2, **tiny), root / "model", words)  # type: ignore[arg-type]
-    save_model(CausalLMPolicy.tiny(V, seed=2, **tiny), root / "other_tok", token_words(V, "w"))  # type: ignore[arg-type]
+    save_model(CausalLMPolicy.tiny(V, seed=1, **tiny), root / "expert", words)
+    save_model(CausalLMPolicy.tiny(V, seed=2, **tiny), root / "model", words)
+    save_model(CausalLMPolicy.tiny(V, seed=2, **tiny), root / "other_tok", token_words(V, "w"))
+    save_model(CausalLMPolicy.tiny(V + 6, seed=3, **tiny), root / "padded", words)
+    save_model(CausalLMPolicy.tiny(V - 2, seed=3, **tiny), root / "short", words)
     malformed = root / "malformed"
     malformed.mkdir()
     (malformed / "config.json").write_text("{not json")
@@ -47,7 +49,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.save({"w": torch.zeros(1)}, pickled / "pytorch_model.bin")
     word_tokenizer(words).save_pretrained(pickled)
     no_tok = root / "no_tokenizer"
-    CausalLMPolicy.tiny(V, seed=2, **tiny).save(no_tok)  # type: ignore[arg-type]
+    CausalLMPolicy.tiny(V, seed=2, **tiny).save(no_tok)
     (root / "prompts.txt").write_text("\n".join(PROMPTS) + "\n")
     (root / "empty.txt").write_text("\n\n")
     (root / "binary.txt").write_bytes(b"\xff\xfe\x00\x81")
@@ -76,6 +78,7 @@ BAD = [
     ({"model": "{root}/malformed"}, "config.json is unreadable"),
     ({"model": "{root}/classifier"}, "is not a causal LM"),
     ({"model": "{root}/other_tok"}, "different tokenizers"),
+    ({"model": "{root}/short"}, "the smaller does not cover the tokenizer's 10 ids"),
     ({"model": "{root}/pickled"}, "only pickle weights ['pytorch_model.bin']"),
     ({"model": "{root}/no_tokenizer"}, "has no tokenizer"),
     ({"prompts": "{root}/empty.txt"}, "holds no prompts"),
@@ -146,3 +149,11 @@ def test_the_command_writes_its_documented_files(root: Path) -> None:
     assert invoke(root, out=again, decoding="greedy", samples=2, device="cpu").exit_code == 0
     first = pd.read_parquet(out / "results.parquet")
     pd.testing.assert_frame_equal(first, pd.read_parquet(again / "results.parquet"))
+
+
+def test_a_model_padded_beyond_the_tokenizer_is_compared_over_the_shared_ids(root: Path) -> None:
+    out = root / "out_padded"
+    result = invoke(root, out=out, model=root / "padded", device="cpu")
+    assert result.exit_code == 0, result.output
+    samples = pd.read_parquet(out / "samples.parquet")
+    assert max(max(ids) for ids in samples.completion_ids) < V

@@ -144,8 +144,11 @@ def context_length(policy: CausalLMPolicy) -> int | None:
 def check_pair(
     expert: CausalLMPolicy, expert_tok: Any, model: CausalLMPolicy, model_tok: Any
 ) -> None:
-    """Expert and model must share a tokenizer (the same vocabulary: token -> id) and their
-    action vocabularies (the ids a distribution is over)."""
+    """Expert and model must share a tokenizer (the same vocabulary: token -> id). Their output
+    layers may differ in size only by padding beyond the tokenizer's ids (as in model families
+    whose embedding matrices are rounded up): both distributions are then taken over the
+    common ids (`action_vocab_size` set to the smaller size, renormalised), which hold every
+    token the tokenizer can produce."""
     expert_vocab, model_vocab = expert_tok.get_vocab(), model_tok.get_vocab()
     if expert_vocab != model_vocab:
         differ = len(set(expert_vocab.items()) ^ set(model_vocab.items()))
@@ -153,11 +156,15 @@ def check_pair(
             f"--expert and --model have different tokenizers ({len(expert_vocab)} vs "
             f"{len(model_vocab)} tokens, {differ} token-id pairs differ); they must share one"
         )
-    if expert.action_vocab_size != model.action_vocab_size:
+    sizes = (expert.action_vocab_size, model.action_vocab_size)
+    common, needed = min(sizes), max(expert_vocab.values()) + 1
+    if sizes[0] != sizes[1] and common < needed:
         _fail(
-            f"--expert and --model predict different vocabularies ({expert.action_vocab_size} vs "
-            f"{model.action_vocab_size} tokens); they must share one"
+            f"--expert and --model predict different vocabularies ({sizes[0]} vs {sizes[1]} "
+            f"tokens) and the smaller does not cover the tokenizer's {needed} ids; they must "
+            "share one"
         )
+    expert.action_vocab_size = model.action_vocab_size = common
 
 
 # ---- prompts ----------------------------------------------------------------------------------
