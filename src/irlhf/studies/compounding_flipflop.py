@@ -195,7 +195,7 @@ def smoothing_table(rows: list[dict]) -> list[dict]:
     return [
         {"smoothing": names[r["algorithm"]], "algorithm": "sft", **{k: r[k] for k in keys}}
         for r in rows
-        if r["algorithm"] in names
+        if r["algorithm"] in names and r["learner"] == "tabular"  # add-k is a table's knob
     ]
 
 
