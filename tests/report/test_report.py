@@ -112,3 +112,13 @@ def test_a_section_opens_with_claim_then_verdicts_headline_figures_and_collapses
     # a 40-row table is collapsed; the 1-row one is not
     assert "<details><summary>many_rows (40 rows)</summary>" in page
     assert "<h3>many_rows</h3>" not in page and page.count("<h3>Verdicts</h3>") == 1
+
+
+def test_a_study_in_two_worlds_gets_two_anchors(study_dir: Path, tmp_path: Path) -> None:
+    other = tmp_path / "compounding-flipflop"
+    other.mkdir()
+    for name in ("study.json", "summary.json", "configs.json", "regret.png"):
+        (other / name).write_bytes((study_dir / name).read_bytes())
+    page = write_report([study_dir, other], tmp_path / "report.html").read_text()
+    assert 'id="compounding"' in page and 'id="compounding-flipflop"' in page
+    assert 'href="#compounding-flipflop"' in page

@@ -51,6 +51,12 @@ class StudySection:
     configs: list[dict[str, Any]] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
 
+    @property
+    def anchor(self) -> str:
+        """The section's id in the page: its directory's name (a study run in two worlds has
+        two directories, compounding and compounding-flipflop, so two distinct anchors)."""
+        return self.directory.name
+
 
 def _read_optional(path: Path, default: Any) -> Any:
     return read_json(path) if path.exists() else default
@@ -300,7 +306,7 @@ def render_section(section: StudySection) -> str:
     claims = summary.get(CLAIMS_KEY) or []
     headline = summary.get(HEADLINE_KEY) or []
     return (
-        f'<section class="study" id="{_esc(section.name)}">'
+        f'<section class="study" id="{_esc(section.anchor)}">'
         f"<h2>{_esc(section.title)}</h2>"
         + _meta_line({"name": section.name, **section.record})
         + (f'<p class="claim">{_esc(section.description)}</p>' if section.description else "")
@@ -322,7 +328,7 @@ def _css() -> str:
 
 def render_report(sections: Sequence[StudySection], title: str = "Why do we need RLHF?") -> str:
     """The whole page."""
-    toc = "".join(f'<li><a href="#{_esc(s.name)}">{_esc(s.title)}</a></li>' for s in sections)
+    toc = "".join(f'<li><a href="#{_esc(s.anchor)}">{_esc(s.title)}</a></li>' for s in sections)
     versions = _versions_html(software_versions(), "Software that wrote this report")
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
