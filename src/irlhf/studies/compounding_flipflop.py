@@ -63,7 +63,7 @@ from irlhf.worlds import AutomatonWorld
 
 DESCRIPTION = __doc__.split("\n\n", 1)[1].strip()
 """The claim as measured here (the report's text for the flip-flop world)."""
-TITLE = "Compounding error in the flip-flop trap world: tabular BC vs DAgger"
+TITLE = "Compounding error in the flip-flop trap world: neural and tabular BC vs DAgger vs GKD"
 PRESETS = ("absorbing", "recoverable")
 WORLD_SEED = 0
 """The world seed of every run of the grid (the run seed is the data seed)."""
