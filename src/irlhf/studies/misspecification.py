@@ -159,7 +159,7 @@ def _claims(curves: dict) -> list[dict]:
             verdict = "inconclusive"
         else:
             verdict = "holds" if low > 0 else ("does not hold" if high < 0 else "inconclusive")
-        level = "the full student" if value == _full(knob) else f"{knob} = {value}"
+        level = "the full student" if value == _full(knob) else f"{knob} = {_shown(value)}"
         out.append(
             {
                 "claim": f"{LABELS[algorithm]}'s regret at L = {L} is below BC's, {level}",
@@ -168,6 +168,11 @@ def _claims(curves: dict) -> list[dict]:
             }
         )
     return out
+
+
+def _shown(value: int | None) -> str:
+    """A level as the report shows it: a window of None is the whole context."""
+    return "all" if value is None else str(value)
 
 
 def _full(knob: str) -> int | None:
