@@ -58,8 +58,8 @@ from irlhf.policies.causal_lm import CausalLMPolicy
 from irlhf.policies.sampling import Decoding
 from irlhf.types import Sequences
 
-_CHUNK_ELEMENTS = 1 << 24
-"""float64 elements per [B, positions, V] block of the KL computation (memory bound)."""
+_CHUNK_ELEMENTS = 1 << 22
+"""float64 elements (32 MiB) per [B, positions, V] block of the KL computation."""
 
 
 @dataclass(frozen=True)
@@ -108,12 +108,33 @@ def policy_log_probs(logits: Tensor, decoding: Decoding) -> Tensor:
     return logits.log_softmax(dim=-1)
 
 
-def kl_from_log_probs(expert: Tensor, policy: Tensor) -> Tensor:
+def kl_from_log_probs(
+    expert: Tensor, policy: Tensor, p: Tensor | None = None, neg_entropy: Tensor | None = None
+) -> Tensor:
     """KL(expert || policy) [...] from log-probs [..., A] (float64): 0 log 0 = 0, +inf where the
-    expert has mass the policy lacks, clamped at 0 (round-off)."""
-    p = expert.exp()
-    terms = torch.where(p > 0, p * (expert - policy), torch.zeros_like(p))
-    return terms.sum(dim=-1).clamp_min(0.0)
+    expert has mass the policy lacks, clamped at 0 (round-off).
+
+    Computed as sum p log p - sum p log q, the second sum one batched matrix product (pass the
+    expert's probabilities `p` and `neg_entropy` = sum p log p to share them between policies);
+    the rare rows where that is nan (p = 0 where q = 0: 0 * -inf) are recomputed term by term."""
+    p = expert.exp() if p is None else p
+    neg_entropy = _neg_entropy(expert, p) if neg_entropy is None else neg_entropy
+    cross = (p.unsqueeze(-2) @ policy.unsqueeze(-1)).squeeze(-1).squeeze(-1)  # sum p log q
+    kl = neg_entropy - cross
+    bad = kl.isnan()
+    if bool(bad.any()):
+        terms = torch.where(p[bad] > 0, p[bad] * (expert[bad] - policy[bad]), 0.0)
+        kl[bad] = terms.sum(dim=-1)
+    return kl.clamp_min(0.0)
+
+
+def _neg_entropy(log_p: Tensor, p: Tensor) -> Tensor:
+    """sum p log p [...] with 0 log 0 = 0 (term by term only in rows where p = 0 somewhere)."""
+    total = (p.unsqueeze(-2) @ log_p.unsqueeze(-1)).squeeze(-1).squeeze(-1)
+    bad = total.isnan()
+    if bool(bad.any()):
+        total[bad] = torch.where(p[bad] > 0, p[bad] * log_p[bad], 0.0).sum(dim=-1)
+    return total
 
 
 def _batches(prompts: Prompts, samples: int, batch_size: int) -> list[np.ndarray]:
@@ -123,6 +144,17 @@ def _batches(prompts: Prompts, samples: int, batch_size: int) -> list[np.ndarray
         by_length.setdefault(len(ids), []).extend([i] * samples)
     rows = [np.array(r) for _, r in sorted(by_length.items())]
     return [r[s : s + batch_size] for r in rows for s in range(0, len(r), batch_size)]
+
+
+def _unfiltered(decoding: Decoding) -> bool:
+    """Whether a decoding's policy is the model's own distribution (temperature 1, no filter)."""
+    return (
+        not decoding.greedy
+        and decoding.temperature == 1.0
+        and decoding.top_k is None
+        and (decoding.top_p is None or decoding.top_p >= 1)
+        and decoding.epsilon == 0
+    )
 
 
 def _chunks(batch: int, length: int, vocab: int) -> Iterator[slice]:
@@ -149,11 +181,17 @@ def _score(
     B, L, A = expert_logits.shape
     for part in _chunks(B, L, A):
         log_e = expert_logits[:, part].double().log_softmax(dim=-1)  # (B, l, A)
+        p = log_e.exp()
+        neg_entropy = _neg_entropy(log_e, p)  # (B, l)
         raw = model_logits[:, part].double()
+        log_m = raw.log_softmax(dim=-1)
         parts["nll"].append(-log_e.gather(-1, targets[:, part, None]).squeeze(-1))
         for name, decoding in policies.items():
-            log_h = raw.log_softmax(-1) if decoding is None else policy_log_probs(raw, decoding)
-            parts[f"kl:{name}"].append(kl_from_log_probs(log_e, log_h))
+            if decoding is None or _unfiltered(decoding):
+                log_h = log_m
+            else:
+                log_h = policy_log_probs(raw, decoding)
+            parts[f"kl:{name}"].append(kl_from_log_probs(log_e, log_h, p, neg_entropy))
     return {name: torch.cat(values, dim=1) for name, values in parts.items()}
 
 
