@@ -14,6 +14,8 @@ more (bootstrap intervals, NLL-oracle, figures, report, parquet files); its time
 repeats is reported, and a row `measure_exposure` is written into benchmarks/results.json.
 
     .venv/bin/python benchmarks/measure_exposure.py [--repeats 3] [--threads 2]
+
+benchmarks/run.py rewrites results.json from scratch without this row: run this script after it.
 """
 
 from __future__ import annotations
