@@ -157,3 +157,16 @@ def test_a_model_padded_beyond_the_tokenizer_is_compared_over_the_shared_ids(roo
     assert result.exit_code == 0, result.output
     samples = pd.read_parquet(out / "samples.parquet")
     assert max(max(ids) for ids in samples.completion_ids) < V
+
+
+def test_adding_a_decoding_changes_no_other_decodings_numbers(root: Path) -> None:
+    from irlhf.measure import measure_exposure
+
+    common = dict(max_new_tokens=3, samples=2, seed=4, device="cpu", n_bootstrap=50)
+    one = measure_exposure(root / "expert", root / "model", PROMPTS, root / "one", **common)
+    two = measure_exposure(
+        root / "expert", root / "model", PROMPTS, root / "two",
+        decodings=("greedy", "sample"), **common,
+    )  # fmt: skip
+    sample = [r for r in two["at_L"] if r["decoding"] in ("sample", "expert")]
+    assert sample == one["at_L"]
