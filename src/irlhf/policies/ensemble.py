@@ -45,29 +45,28 @@ Generators = torch.Generator | Sequence[torch.Generator]
 
 
 class _Layer(NamedTuple):
-    """One block's stacked parameters: layer norms' (M, 1, C), Conv1D weights (M, in, out),
-    biases (M, 1, out)."""
+    """One block's stacked parameters for the batched ops: matmul weights (M, in, out) and
+    biases (M, 1, out), each layer norm's affine folded into the matmul after it (`_fold`)."""
 
-    ln_1_weight: Tensor
-    ln_1_bias: Tensor
     attn_weight: Tensor
     attn_bias: Tensor
     proj_weight: Tensor
     proj_bias: Tensor
-    ln_2_weight: Tensor
-    ln_2_bias: Tensor
     fc_weight: Tensor
     fc_bias: Tensor
     mlp_weight: Tensor
     mlp_bias: Tensor
 
 
-_LAYER_NAMES = (
-    *("ln_1.weight", "ln_1.bias", "attn.c_attn.weight", "attn.c_attn.bias"),
-    *("attn.c_proj.weight", "attn.c_proj.bias", "ln_2.weight", "ln_2.bias"),
-    *("mlp.c_fc.weight", "mlp.c_fc.bias", "mlp.c_proj.weight", "mlp.c_proj.bias"),
-)
-"""The Hugging Face names (under transformer.h.<i>.) of `_Layer`'s fields, in order."""
+def _fold(
+    ln_weight: Tensor, ln_bias: Tensor, weight: Tensor, bias: Tensor
+) -> tuple[Tensor, Tensor]:
+    """A layer norm's per-member affine (w, b: (M, C)) folded into the matmul after it (W:
+    (M, C, out), c: (M, out)): (n w + b) W + c = n (w^T * W) + (b W + c) for the normalised
+    n. Returns (w^T * W, b W + c) as (M, C, out) and (M, 1, out): the activations then get no
+    pass for the affine, forward or backward, where a separate scale-and-shift costs three."""
+    folded_bias = torch.baddbmm(bias.unsqueeze(1), ln_bias.unsqueeze(1), weight)
+    return ln_weight.unsqueeze(2) * weight, folded_bias
 
 
 def _require(cond: bool, message: str) -> None:
@@ -116,10 +115,22 @@ class EnsembleGPT2(nn.Module):
         """The stacked parameter (M, ...) of Hugging Face name `name`."""
         return cast(nn.Parameter, self.stacked[self._index[name]])
 
-    def head(self, action_vocab_size: int) -> Tensor:
-        """(M, C, A): the output layer's weights of the first A tokens, transposed for bmm."""
+    def head(self, action_vocab_size: int) -> tuple[Tensor, Tensor]:
+        """The output layer for the first A tokens with the final layer norm's affine folded in
+        (`_fold`): weights (M, C, A) and biases (M, 1, A), applied to `normed_states`."""
         name = "transformer.wte.weight" if self.tied else "lm_head.weight"
-        return self.param(name)[:, :action_vocab_size].transpose(1, 2)
+        weight = self.param(name)[:, :action_vocab_size].transpose(1, 2)  # (M, C, A)
+        ln_weight, ln_bias = (
+            self.param("transformer.ln_f.weight"),
+            self.param("transformer.ln_f.bias"),
+        )
+        return _fold(ln_weight, ln_bias, weight, torch.zeros_like(weight[:, 0]))
+
+    def final_affine(self, normed: Tensor) -> Tensor:
+        """The final layer norm's affine on normalised states (M, B, T, C): the hidden states."""
+        shape = (self.members, 1, 1, self.width)
+        weight = self.param("transformer.ln_f.weight").view(shape)
+        return torch.addcmul(self.param("transformer.ln_f.bias").view(shape), normed, weight)
 
     def load_member(self, m: int, model: GPT2LMHeadModel) -> None:
         """Copy member m's parameters into `model` (a member-shaped GPT-2), e.g. to save it as
@@ -131,25 +142,40 @@ class EnsembleGPT2(nn.Module):
     # ---- forward ----
 
     def _layers(self) -> list[_Layer]:
-        """Every block's stacked parameters, shaped for the batched ops (views, made once per
-        forward or per sampled sequence, not per op)."""
+        """Every block's stacked parameters for the batched ops (`_Layer`), made once per
+        forward or per sampled batch, not per op."""
+        layers = []
+        for i in range(self.n_layer):
 
-        def shaped(t: Tensor) -> Tensor:  # vectors (M, X) -> (M, 1, X): one per member's rows
-            return t.unsqueeze(1) if t.dim() == 2 else t
+            def p(name: str, i: int = i) -> Tensor:
+                return self.param(f"transformer.h.{i}.{name}")
 
-        return [
-            _Layer._make(shaped(self.param(f"transformer.h.{i}.{n}")) for n in _LAYER_NAMES)
-            for i in range(self.n_layer)
-        ]
+            attn = _fold(
+                p("ln_1.weight"), p("ln_1.bias"), p("attn.c_attn.weight"), p("attn.c_attn.bias")
+            )
+            fc = _fold(p("ln_2.weight"), p("ln_2.bias"), p("mlp.c_fc.weight"), p("mlp.c_fc.bias"))
+            layers.append(
+                _Layer(
+                    attn_weight=attn[0],
+                    attn_bias=attn[1],
+                    proj_weight=p("attn.c_proj.weight"),
+                    proj_bias=p("attn.c_proj.bias").unsqueeze(1),
+                    fc_weight=fc[0],
+                    fc_bias=fc[1],
+                    mlp_weight=p("mlp.c_proj.weight"),
+                    mlp_bias=p("mlp.c_proj.bias").unsqueeze(1),
+                )
+            )
+        return layers
 
-    def _ln(self, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-        """Layer norm of x (M, N, C) with member m's weight and bias (M, 1, C) on its rows."""
-        return torch.addcmul(bias, F.layer_norm(x, (self.width,), eps=self.eps), weight)
+    def _norm(self, x: Tensor) -> Tensor:
+        """Layer normalisation without the affine (folded into the next matmul: `_fold`)."""
+        return F.layer_norm(x, (self.width,), eps=self.eps)
 
     def _qkv(self, p: _Layer, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Queries, keys and values (M*B, nh, T, hd) of a block's attention for x (M, B, T, C)."""
         M, B, T, C = x.shape
-        h = self._ln(x.view(M, B * T, C), p.ln_1_weight, p.ln_1_bias)
+        h = self._norm(x.view(M, B * T, C))
         # GPT-2's Conv1D stores W as (in, out): x (M, N, in) @ W (M, in, out) + b
         qkv = torch.baddbmm(p.attn_bias, h, p.attn_weight)  # (M, B*T, 3C)
         q, k, v = qkv.view(M * B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)
@@ -160,7 +186,7 @@ class EnsembleGPT2(nn.Module):
         M, B, T, C = x.shape
         y = y.transpose(1, 2).reshape(M, B * T, C)  # heads side by side
         x = x + torch.baddbmm(p.proj_bias, y, p.proj_weight).view(M, B, T, C)
-        h = self._ln(x.view(M, B * T, C), p.ln_2_weight, p.ln_2_bias)
+        h = self._norm(x.view(M, B * T, C))
         h = _gelu(torch.baddbmm(p.fc_bias, h, p.fc_weight))
         return x + torch.baddbmm(p.mlp_bias, h, p.mlp_weight).view(M, B, T, C)
 
@@ -178,13 +204,6 @@ class EnsembleGPT2(nn.Module):
             q, x = q[:, :, queries_from:], x[:, :, queries_from:]
         return self._finish(p, x, _attention(q, k, v, causal=True))
 
-    def _final_norm(self, x: Tensor) -> Tensor:
-        """The final layer norm of x (M, N, C)."""
-        weight, bias = (
-            self.param(f"transformer.ln_f.{w}").unsqueeze(1) for w in ("weight", "bias")
-        )
-        return self._ln(x, weight, bias)
-
     def _embed(self, tokens: Tensor) -> Tensor:
         """Token + position embeddings (M, B, T, C) of tokens (M, B, T) at positions 0..T-1;
         member m's rows read member m's tables (one lookup in the (M * V, C) table)."""
@@ -197,25 +216,26 @@ class EnsembleGPT2(nn.Module):
         """(M,): where member m's rows start in the (M * V, C) token table."""
         return torch.arange(self.members, device=device) * self.config.vocab_size
 
-    def hidden_states(self, tokens: Tensor, start: int = 0, end: int | None = None) -> Tensor:
+    def normed_states(self, tokens: Tensor, start: int = 0, end: int | None = None) -> Tensor:
         """(M, B, end - start, C): the last hidden states at positions start..end-1 of tokens
-        (M, B, T). As `LeanGPT2.hidden_states`, nothing after end - 1 is computed and the last
-        block computes queries and MLP only at start..end-1 (no prompt sharing)."""
+        (M, B, T) before the final layer norm's affine (`final_affine` gives the hidden
+        states, `head` the logits). As `LeanGPT2.hidden_states`, nothing after end - 1 is
+        computed and the last block computes queries and MLP only at start..end-1 (no prompt
+        sharing)."""
         end = tokens.shape[2] if end is None else end
         x = self._embed(tokens[:, :, :end])  # (M, B, end, C)
         *lower, last = self._layers()
         for p in lower:
             x = self._block(p, x)
         x = self._block(last, x, queries_from=start)  # (M, B, end - start, C)
-        M, B, T, C = x.shape
-        return self._final_norm(x.reshape(M, B * T, C)).view(M, B, T, C)
+        return self._norm(x)
 
     def _decode_block(self, p: _Layer, x: Tensor, cache: Tensor, position: int) -> Tensor:
         """`LeanGPT2._decode_block` for one new token per row, x (M, B, C)."""
         M, B, C = x.shape
         nh, hd = self.n_head, C // self.n_head
         S = position + 1
-        h = self._ln(x, p.ln_1_weight, p.ln_1_bias)
+        h = self._norm(x)
         qkv = torch.baddbmm(p.attn_bias, h, p.attn_weight).view(M * B, 3, nh, hd)
         cache[:, :, :, position] = qkv[:, 1:].transpose(0, 1)  # (2, M*B, nh, hd)
         keys = cache[0, :, :, :S].reshape(M * B * nh, S, hd)  # views of the cache
@@ -224,7 +244,7 @@ class EnsembleGPT2(nn.Module):
         scores = torch.bmm(q, keys.transpose(1, 2))  # (M*B*nh, 1, S)
         y = torch.bmm(scores.softmax(dim=-1), values).view(M, B, C)
         x = x + torch.baddbmm(p.proj_bias, y, p.proj_weight)
-        h = self._ln(x, p.ln_2_weight, p.ln_2_bias)
+        h = self._norm(x)
         h = _gelu(torch.baddbmm(p.fc_bias, h, p.fc_weight))
         return x + torch.baddbmm(p.mlp_bias, h, p.mlp_weight)
 
@@ -242,7 +262,7 @@ class EnsembleGPT2(nn.Module):
         `steer` sees all M * B rows."""
         M, B, P = prompts.shape
         nh, width = self.n_head, self.width
-        head = self.head(action_vocab_size)  # (M, C, A)
+        head, head_bias = self.head(action_vocab_size)  # (M, C, A), (M, 1, A)
         layers = self._layers()
         caches = [head.new_empty((2, M * B, nh, P + C, width // nh)) for _ in layers]
         wte = self.param("transformer.wte.weight").reshape(-1, width)  # (M * V, C)
@@ -260,7 +280,7 @@ class EnsembleGPT2(nn.Module):
                 x = x + wpe[:, :, P + step - 1]
                 for p, cache in zip(layers, caches, strict=True):
                     x = self._decode_block(p, x, cache, P + step - 1)
-            logits = torch.bmm(self._final_norm(x), head).view(M * B, -1)  # (M*B, A)
+            logits = torch.baddbmm(head_bias, self._norm(x), head).view(M * B, -1)  # (M*B, A)
             token, log_prob = draw(logits.float(), generator, decoding)
             if steer is not None:
                 token = steer(step, token)
@@ -364,13 +384,15 @@ class EnsemblePolicy:
             bool(mask[:, 0].all()) and not bool((mask[:, 1:] & ~mask[:, :-1]).any()),
             "the ensemble takes right-padded rows only",
         )
-        states = self.model.hidden_states(self._members(seqs.tokens), start, end)  # (M, B, T', C)
-        M, B, Tq, C = states.shape
-        head = self.model.head(self.action_vocab_size)  # (M, C, A)
-        logits = torch.bmm(states.view(M, B * Tq, C), head).view(M * B, Tq, -1)
+        normed = self.model.normed_states(self._members(seqs.tokens), start, end)  # (M, B, T', C)
+        M, B, Tq, C = normed.shape
+        head, head_bias = self.model.head(self.action_vocab_size)  # (M, C, A), (M, 1, A)
+        logits = torch.baddbmm(head_bias, normed.reshape(M, B * Tq, C), head).view(M * B, Tq, -1)
         if self.act_epsilon:
             logits = mix_uniform(logits.log_softmax(dim=-1), self.act_epsilon)
-        return logits, states.reshape(M * B, Tq, C) if hidden else None
+        if not hidden:
+            return logits, None
+        return logits, self.model.final_affine(normed).view(M * B, Tq, C)
 
     def next_token_logits(self, seqs: Sequences) -> Tensor:
         """(M * B, T, A): position t holds the logits of token t given tokens < t."""
