@@ -9,11 +9,13 @@ import pytest
 
 from irlhf.algorithms.dagger import DAggerConfig
 from irlhf.algorithms.gkd import GKDConfig
+from irlhf.algorithms.ppo import PPOConfig
 from irlhf.algorithms.reward_model import RewardModelConfig
 from irlhf.algorithms.rloo import RLOOConfig
 from irlhf.algorithms.sft import SFTConfig
 from irlhf.kinds.common import PolicySpec
 from irlhf.kinds.imitation import ImitationConfig
+from irlhf.kinds.irl_config import IRLConfig
 from irlhf.kinds.rlhf import RLHFRunConfig
 from irlhf.kinds.world_spec import FlipFlopWorldSpec
 from irlhf.studies import decomposition, decomposition_flipflop
@@ -85,6 +87,21 @@ def tiny(config):
                 "heldout_pairs": 10,
             }
         )
+    if isinstance(config, IRLConfig):
+        step = PPOConfig(iterations=1, prompts_per_iteration=2, samples_per_prompt=2, epochs=1)
+        method = config.method.model_copy(
+            update={"rounds": 1, "rollouts_per_round": 4, "disc_steps": 2, "policy_step": step}
+        )
+        return config.model_copy(
+            update={
+                "world": world,
+                "policy": student,
+                "pretrain": fit,
+                "method": method,
+                "demonstrations": config.demonstrations.model_copy(update={"n": 8}),
+                "mc_samples": 8,
+            }
+        )
     n = 8 if config.algorithm != "sft" else 16  # the equal-budget arm keeps more demonstrations
     return config.model_copy(
         update={
@@ -99,7 +116,9 @@ def tiny(config):
 
 @pytest.mark.slow
 def test_a_tiny_run_has_the_documented_keys_and_valid_verdicts(tmp_path, monkeypatch):
-    configs = [tiny(c) for c in decomposition.configs("quick", "flipflop")]
+    gail = next(c for c in decomposition.configs("full", "flipflop") if c.kind == "irl")
+    quick = decomposition.configs("quick", "flipflop")
+    configs = [tiny(c) for c in quick] + [tiny(gail.model_copy(update={"seed": s})) for s in (0, 1)]
     patched = dataclasses.replace(decomposition.STUDY, configs=lambda profile, world: configs)
     monkeypatch.setitem(STUDIES, "decomposition", patched)
     summary = run_study(
@@ -108,17 +127,26 @@ def test_a_tiny_run_has_the_documented_keys_and_valid_verdicts(tmp_path, monkeyp
     assert json.loads((tmp_path / "summary.json").read_text()) == summary
     assert summary["world"] == "flipflop"
     assert set(decomposition_flipflop.KEYS) <= set(summary)
-    methods = ("sft", EQUAL_ARM, "dagger", "gkd", decomposition_flipflop.EQUAL_RLHF, "rlhf")
+    methods = (
+        "sft",
+        EQUAL_ARM,
+        "dagger",
+        "gkd",
+        gail.algorithm,
+        decomposition_flipflop.EQUAL_RLHF,
+        "rlhf",
+    )
     rows = {r["method"]: r for r in summary["rows"]}
     assert set(rows) == {*methods, *decomposition_flipflop.REFERENCES}
     for method in methods:
         assert rows[method]["seeds"] == 2
         assert rows[method]["j_ci_low"] <= rows[method]["j_mean"] <= rows[method]["j_ci_high"]
-        assert {"demo_tokens", "optimizer_steps"} <= set(rows[method])
+        spent = {"demo_tokens", "learner_rollouts" if method == "gail" else "optimizer_steps"}
+        assert spent <= set(rows[method])
     assert rows["dagger"]["oracle_queries"] > 0 and rows["rlhf"]["annotator_comparisons"] == 6
     assert rows[EQUAL_ARM]["demo_tokens"] == 16 * 16 and rows["sft"]["demo_tokens"] == 8 * 16
     (share,) = summary["shares"]
-    assert share["best_exposure_only"] in ("dagger", "gkd")
+    assert share["best_exposure_only"] in ("dagger", "gkd", gail.algorithm)
     if math.isfinite(share["exposure_share"]):
         assert share["beyond_share"] == pytest.approx(1 - share["exposure_share"])
     else:

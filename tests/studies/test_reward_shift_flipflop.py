@@ -22,13 +22,13 @@ def test_one_iterated_neural_rlhf_run_per_data_seed_in_the_spread_world(profile)
     assert reward_shift.STUDY.worlds == ("automaton", "flipflop")
     assert reward_shift.STUDY.reproduce_worlds == ()
     grid = study_configs(reward_shift.STUDY, profile, "flipflop")
-    seeds, rounds, steps, iterations, samples = reward_shift_flipflop.PROFILES[profile]
+    seeds, rounds, steps, iterations, samples, rm_steps = reward_shift_flipflop.PROFILES[profile]
     assert sorted(c.seed for c in grid) == list(range(seeds))
     for c in grid:
         assert c.world == reward_shift_flipflop.WORLD and c.world.preset == "spread"
         assert c.policy == reward_shift_flipflop.STUDENT and c.rl == "rloo"
         assert c.rlhf.rounds == rounds and c.rlhf.anchor == "previous"
-        assert c.rlhf.reward_model.kind == "neural"
+        assert c.rlhf.reward_model.kind == "neural" and c.rlhf.reward_model.steps == rm_steps
         assert c.sft.steps == steps and c.rloo.iterations == iterations
         assert c.return_samples == c.eval_samples == samples
         assert c.demonstrations.temperature == reward_shift_flipflop.TEMPERATURE
