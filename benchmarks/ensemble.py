@@ -13,7 +13,14 @@ member has its own seed, its own data and its own generator, on both sides. Rows
 
 For each, the speed-up of the ensemble of M over M sequential runs, and at M = 1 the ensemble's
 overhead over the single run (overhead_m1 = single rate / ensemble rate - 1). Sides alternate
-within each repeat (the order flips every repeat); the table gives medians over repeats. The
+within each repeat (the order flips every repeat); the table gives medians over repeats.
+
+Measured (README-worthy): the gain depends on the threading regime more than on the model. With
+run.py's settings (2 threads, OMP_WAIT_POLICY=PASSIVE) on an otherwise idle machine, every
+parallel region wakes a sleeping thread, and the ensemble pays that once for all members; with
+1 thread, or spinning threads (OMP_WAIT_POLICY=ACTIVE), single runs are 1.3-3x faster and the
+ensemble's SFT step gains nothing (its larger tensors fall out of cache), its sampler ~1.3-1.7x.
+The
 rows replace earlier `ensemble_*` rows of benchmarks/results.json (run.py rewrites that file
 without them: run this after it). Thread and allocator settings as run.py (bench_env.py,
 common.timing_malloc).
@@ -34,6 +41,7 @@ reexec_with_settings()
 # ruff: noqa: E402  (imports after the re-exec above, on purpose)
 import argparse
 import json
+import os
 import time
 from collections.abc import Callable
 
@@ -155,6 +163,7 @@ def measure(row: str, make: Callable[[int, bool], Block], members: int, args) ->
         "steps_per_block": SFT_STEPS if row == "ensemble_sft" else None,
         "repeats": args.repeats,
         "threads": args.threads,
+        "env": {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")},
         "workload": {"size": SIZE.__dict__, **WORK.__dict__},
     }
 
