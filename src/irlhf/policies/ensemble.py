@@ -1,26 +1,21 @@
 """Seeds in parallel (issue 16): M independent GPT-2 students of one architecture, trained and
-sampled as one batched model.
+sampled as one batched model whose parameters carry a leading member dimension [M, ...]: every
+matmul of `LeanGPT2` becomes a batched matmul over [M, B, T, ...] (PureJaxRL-style vectorised
+seeds), so M members pay one member's operator calls. Member m computes the function of the
+`CausalLMPolicy` it was built from (`LeanGPT2`'s math), and nothing couples the members:
 
-For models this small most of a step is per-operator overhead, not arithmetic, so M members whose
-parameters carry a leading member dimension [M, ...] cost about one member's operator calls: every
-matmul of `LeanGPT2` becomes a batched matmul over [M, B, T, ...] (`torch.baddbmm`, `torch.bmm`),
-as PureJaxRL vectorises seeds. Member m computes exactly the function of the `CausalLMPolicy`
-it was built from (the same math as `LeanGPT2`: layer norms, causal attention, tanh-GELU, the tied
-output layer), and nothing couples the members:
-
-* the ensemble's batch is the concatenation of the members' batches, member-major: rows
-  m * B .. (m + 1) * B - 1 of a [M * B, T] batch are member m's (`EnsemblePolicy`);
+* the batch is the members' batches concatenated, member-major: rows m * B .. (m + 1) * B - 1
+  of a [M * B, T] batch are member m's (`EnsemblePolicy`);
 * a loss written as the sum over members of per-member means (`member_mean_weights`) gives each
   member the gradient of its own mean, as alone;
-* AdamW is elementwise (and every member's tensors step together, so the bias-correction step
-  counts agree): one optimiser over the stacked parameters is M independent optimisers;
+* AdamW is elementwise and all members step together (equal bias-correction counts): one
+  optimiser over the stacked parameters is M independent ones;
 * gradient clipping is per member, by the member's own norm (`clip_member_grad_norms`);
 * randomness is per member: one `torch.Generator` per member for its minibatches
-  (`irlhf.algorithms.sft.fit_neural`) and for its tokens (`draw` gives each member's rows the
-  uniforms of that member's generator), so member m samples the tokens of the single run.
+  (`irlhf.algorithms.sft.fit_neural`) and its tokens (`draw`).
 
 tests/policies/test_ensemble.py checks member m against the single run; benchmarks/ensemble.py
-measures the speed-up.
+measures the speed-up (on 2 CPU threads it depends on the threading regime: see there).
 """
 
 from __future__ import annotations
@@ -35,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from irlhf.policies.causal_lm import CausalLMPolicy, completion_log_probs
+from irlhf.policies.causal_lm import CausalLMPolicy, _require, completion_log_probs
 from irlhf.policies.lean_gpt2 import LeanGPT2, _attention, _gelu
 from irlhf.policies.sampling import Decoding, Steer, draw, mix_uniform
 from irlhf.types import ExpertLabels, Sequences
@@ -67,11 +62,6 @@ def _fold(
     pass for the affine, forward or backward, where a separate scale-and-shift costs three."""
     folded_bias = torch.baddbmm(bias.unsqueeze(1), ln_bias.unsqueeze(1), weight)
     return ln_weight.unsqueeze(2) * weight, folded_bias
-
-
-def _require(cond: bool, message: str) -> None:
-    if not cond:
-        raise ValueError(message)
 
 
 class EnsembleGPT2(nn.Module):
