@@ -33,3 +33,13 @@ def test_paired_gaps_pair_arms_by_data_seed():
     assert gap["ci_low"] > 0
     (verdict,) = claims([], [gap])
     assert verdict["verdict"] == "holds" and "below sft" in verdict["claim"]
+
+
+def test_the_shared_verdict_reads_an_interval_against_a_bound():
+    from irlhf.studies.intervals import verdict
+
+    assert verdict(0.1, 0.5) == "holds"
+    assert verdict(-0.5, -0.1) == "does not hold"
+    assert verdict(-0.1, 0.5) == "inconclusive"
+    assert verdict(float("nan"), float("nan")) == "inconclusive"
+    assert verdict(1.7, 1.9, bound=1.6) == "holds"

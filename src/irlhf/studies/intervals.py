@@ -27,3 +27,14 @@ def t_interval(
     if bounds is not None:
         low, high = max(low, bounds[0]), min(high, bounds[1])
     return mean, float(low), float(high)
+
+
+def verdict(low: float, high: float, bound: float = 0.0) -> str:
+    """A claim "the quantity is above `bound`" read from its interval [low, high]: "holds" (the
+    interval is above), "does not hold" (below) or "inconclusive" (it straddles the bound, or
+    there is no interval: nan bounds)."""
+    if low > bound:
+        return "holds"
+    if high < bound:
+        return "does not hold"
+    return "inconclusive"
