@@ -34,22 +34,24 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from irlhf.measure.bootstrap import CONFIDENCE, N_BOOTSTRAP, PerPrompt, summarise
 from irlhf.measure.inputs import (
     MeasureInputError,
     Prompts,
+    check_integers,
     check_pair,
     context_length,
     load_model,
-    load_prompts,
+    place,
+    read_prompt_texts,
     resolve_device,
     resolve_dtype,
     tokenize_prompts,
@@ -208,6 +210,35 @@ class Setup:
     dtype: torch.dtype
 
 
+def load_setup(
+    expert_dir: str | Path,
+    model_dir: str | Path,
+    prompts: str | Path | Sequence[str],
+    new_tokens: int,
+    device: str,
+    dtype: str,
+    prompt_field: str,
+) -> Setup:
+    """Device, dtype, prompts, expert and model checked (a one-line MeasureInputError on the
+    first bad one) and loaded; every prompt must leave room for `new_tokens` tokens in both
+    models' contexts. No decodings (`prepare` adds them)."""
+    torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
+    texts = read_prompt_texts(prompts, prompt_field)
+    expert, expert_tok = load_model(expert_dir, "--expert")
+    model, model_tok = load_model(model_dir, "--model")
+    check_pair(expert, expert_tok, model, model_tok)
+    contexts = [c for c in (context_length(expert), context_length(model)) if c is not None]
+    tokenized = tokenize_prompts(
+        texts,
+        expert_tok,
+        min(expert.vocab_size, model.vocab_size),
+        min(contexts) if contexts else None,
+        new_tokens,
+    )
+    place((expert, model), torch_device, torch_dtype)
+    return Setup(expert, model, expert_tok, tokenized, (), torch_device, torch_dtype)
+
+
 def prepare(
     expert_dir: str | Path,
     model_dir: str | Path,
@@ -222,38 +253,17 @@ def prepare(
     prompt_field: str,
 ) -> Setup:
     """Check every input (a one-line MeasureInputError on the first bad one) and load it."""
-    for option, value, low in (
-        ("--max-new-tokens", max_new_tokens, 1),
-        ("--samples", samples, 1),
+    check_integers(
+        ("--max-new-tokens", max_new_tokens, 1), ("--samples", samples, 1),
         ("--batch-size", batch_size, 1),
-    ):
-        if not isinstance(value, int) or value < low:
-            raise MeasureInputError(f"{option} must be an integer >= {low} (got {value!r})")
+    )  # fmt: skip
     if not temperature > 0:
         raise MeasureInputError(f"--temperature must be > 0 (got {temperature})")
     if not decodings:
         raise MeasureInputError("--decoding: give at least one (greedy, sample, top-k=K, top-p=P)")
     named = tuple(parse_decoding(d, temperature) for d in dict.fromkeys(decodings))
-    torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
-    texts = (
-        load_prompts(prompts, prompt_field) if isinstance(prompts, (str, Path)) else list(prompts)
-    )
-    if not texts or not all(isinstance(t, str) and t.strip() for t in texts):
-        raise MeasureInputError("--prompts: expected at least one non-empty string prompt")
-    expert, expert_tok = load_model(expert_dir, "--expert")
-    model, model_tok = load_model(model_dir, "--model")
-    check_pair(expert, expert_tok, model, model_tok)
-    contexts = [c for c in (context_length(expert), context_length(model)) if c is not None]
-    tokenized = tokenize_prompts(
-        texts,
-        expert_tok,
-        min(expert.vocab_size, model.vocab_size),
-        min(contexts) if contexts else None,
-        max_new_tokens,
-    )
-    for policy in (expert, model):
-        cast(nn.Module, policy.model).to(device=torch_device, dtype=torch_dtype)
-    return Setup(expert, model, expert_tok, tokenized, named, torch_device, torch_dtype)
+    setup = load_setup(expert_dir, model_dir, prompts, max_new_tokens, device, dtype, prompt_field)
+    return replace(setup, decodings=named)
 
 
 @dataclass(frozen=True)
@@ -326,8 +336,8 @@ def total_rows(setup: Setup, samples: int) -> int:
 # ---- the measurement --------------------------------------------------------------------------
 
 
-def _progress_bar(total: int) -> Any:
-    """A rich progress bar on stderr with the time left."""
+def _progress_bar(total: int, name: str = "measure exposure") -> Any:
+    """A rich progress bar on stderr with the time left, labelled `name`."""
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -339,7 +349,7 @@ def _progress_bar(total: int) -> Any:
     )
 
     return Progress(
-        TextColumn("measure exposure"),
+        TextColumn(name),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),

@@ -67,7 +67,7 @@ KEYS = {
 def _json_value(x: float) -> float | str | None:
     if math.isnan(x):
         return None
-    return "inf" if math.isinf(x) else float(x)
+    return ("inf" if x > 0 else "-inf") if math.isinf(x) else float(x)
 
 
 def _ranges(lengths: np.ndarray) -> str:
@@ -264,10 +264,17 @@ def _parquet(path: Path, rows: list[dict[str, Any]]) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def _page(section: StudySection, inputs: dict[str, Any], notes_: list[str]) -> str:
+def _page(
+    section: StudySection,
+    inputs: dict[str, Any],
+    notes_: list[str],
+    command: str = "exposure",
+    heading: str = "Exposure bias of a model against its expert",
+) -> str:
+    """The page of one measurement (`irlhf measure COMMAND`): its section, inputs and notes."""
     css = resources.files("irlhf.report").joinpath("style.css").read_text(encoding="utf-8")
     shown = {k: v for k, v in inputs.items() if not isinstance(v, (list, dict))}
-    shown["decodings"] = ", ".join(inputs["decodings"])
+    shown |= {k: ", ".join(map(str, v)) for k, v in inputs.items() if isinstance(v, list)}
     extra = html_table([{"input": k, "value": v} for k, v in shown.items()], caption="Inputs")
     if notes_:
         extra += "<h3>Notes</h3><ul>" + "".join(f"<li>{escape(n)}</li>" for n in notes_) + "</ul>"
@@ -275,9 +282,9 @@ def _page(section: StudySection, inputs: dict[str, Any], notes_: list[str]) -> s
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>irlhf measure exposure</title><style>{css}</style></head><body><main>"
-        "<header><h1>Exposure bias of a model against its expert</h1>"
-        f"<p>irlhf measure exposure · generated {utc_now()}</p></header>"
+        f"<title>irlhf measure {command}</title><style>{css}</style></head><body><main>"
+        f"<header><h1>{escape(heading)}</h1>"
+        f"<p>irlhf measure {command} · generated {utc_now()}</p></header>"
         f"{body}</main></body></html>\n"
     )
 

@@ -19,9 +19,10 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import torch
+from torch import nn
 
 from irlhf.policies.causal_lm import CausalLMPolicy
 from irlhf.worlds.tokenizer import TOKENIZER_FILES
@@ -141,26 +142,36 @@ def context_length(policy: CausalLMPolicy) -> int | None:
     return getattr(policy.model.config, "max_position_embeddings", None)
 
 
+def check_same_vocab(first_tok: Any, second_tok: Any, names: tuple[str, str]) -> None:
+    """Two tokenizers with the same vocabulary (token -> id), or a one-line error naming both
+    inputs (`names`, e.g. ("--expert", "--model"))."""
+    first, second = first_tok.get_vocab(), second_tok.get_vocab()
+    if first != second:
+        differ = len(set(first.items()) ^ set(second.items()))
+        _fail(
+            f"{names[0]} and {names[1]} have different tokenizers ({len(first)} vs "
+            f"{len(second)} tokens, {differ} token-id pairs differ); they must share one"
+        )
+
+
 def check_pair(
-    expert: CausalLMPolicy, expert_tok: Any, model: CausalLMPolicy, model_tok: Any
+    expert: CausalLMPolicy,
+    expert_tok: Any,
+    model: CausalLMPolicy,
+    model_tok: Any,
+    names: tuple[str, str] = ("--expert", "--model"),
 ) -> None:
     """Expert and model must share a tokenizer (the same vocabulary: token -> id). Their output
     layers may differ in size only by padding beyond the tokenizer's ids (as in model families
     whose embedding matrices are rounded up): both distributions are then taken over the
     common ids (`action_vocab_size` set to the smaller size, renormalised), which hold every
-    token the tokenizer can produce."""
-    expert_vocab, model_vocab = expert_tok.get_vocab(), model_tok.get_vocab()
-    if expert_vocab != model_vocab:
-        differ = len(set(expert_vocab.items()) ^ set(model_vocab.items()))
-        _fail(
-            f"--expert and --model have different tokenizers ({len(expert_vocab)} vs "
-            f"{len(model_vocab)} tokens, {differ} token-id pairs differ); they must share one"
-        )
+    token the tokenizer can produce. `names`: the two inputs as the errors name them."""
+    check_same_vocab(expert_tok, model_tok, names)
     sizes = (expert.action_vocab_size, model.action_vocab_size)
-    common, needed = min(sizes), max(expert_vocab.values()) + 1
+    common, needed = min(sizes), max(expert_tok.get_vocab().values()) + 1
     if sizes[0] != sizes[1] and common < needed:
         _fail(
-            f"--expert and --model predict different vocabularies ({sizes[0]} vs {sizes[1]} "
+            f"{names[0]} and {names[1]} predict different vocabularies ({sizes[0]} vs {sizes[1]} "
             f"tokens) and the smaller does not cover the tokenizer's {needed} ids; they must "
             "share one"
         )
@@ -301,3 +312,39 @@ def tokenize_prompts(
             )
         ids.append(tokens)
     return Prompts(tuple(texts), tuple(ids))
+
+
+# ---- shared by the measurements ---------------------------------------------------------------
+
+
+def check_integers(*checks: tuple[str, Any, int]) -> None:
+    """Each (option, value, low): value must be an int >= low."""
+    for option, value, low in checks:
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            _fail(f"{option} must be an integer >= {low} (got {value!r})")
+
+
+def read_prompt_texts(
+    prompts: str | Path | Sequence[str], field: str = "prompt", option: str = "--prompts"
+) -> list[str]:
+    """The prompts of a file or datasets directory (`load_prompts`) or of a list of strings;
+    errors name `option` (e.g. --sentences for a file read like a prompts file)."""
+    if isinstance(prompts, (str, Path)):
+        try:
+            return load_prompts(prompts, field)
+        except MeasureInputError as err:
+            if option == "--prompts":
+                raise
+            raise MeasureInputError(str(err).replace("--prompts", option, 1)) from None
+    texts = list(prompts)
+    if not texts or not all(isinstance(t, str) and t.strip() for t in texts):
+        _fail(f"{option}: expected at least one non-empty string")
+    return texts
+
+
+def place(policies: Sequence[CausalLMPolicy], device: torch.device, dtype: torch.dtype) -> None:
+    """Move every policy's network to `device` and `dtype` (the forward passes' precision)."""
+    for policy in policies:
+        cast(nn.Module, policy.model).to(
+            device=device, dtype=dtype
+        )  # transformers' `to` is mistyped

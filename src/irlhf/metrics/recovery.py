@@ -167,23 +167,30 @@ def half_life(curve: np.ndarray) -> float:
     return float(below[0] + 1) if len(below) else math.inf
 
 
-def _bootstrap_half_life(
-    diffs: np.ndarray, rng: np.random.Generator, n_boot: int, confidence: float
-) -> HalfLife:
-    """Half-life of the mean curve of per-prefix differences [N, D], with a percentile
-    bootstrap interval over prefixes."""
-    N = len(diffs)
-    value = half_life(diffs.mean(axis=0))
-    weights = rng.multinomial(N, np.full(N, 1.0 / N), size=n_boot)  # (n_boot, N)
-    curves = weights @ diffs / N  # (n_boot, D)
-    defined = curves[:, 0] > 0
-    lives = np.array([half_life(c) for c in curves[defined]])
+def half_life_interval(curve: np.ndarray, replicates: np.ndarray, confidence: float) -> HalfLife:
+    """Half-life of `curve` [D] (needs curve[1] > 0) with the percentile interval of the
+    half-lives of its bootstrap `replicates` [n_boot, D]; replicates whose value at d = 1 is
+    not > 0 have no half-life and are left out (counted in `undefined_resamples`)."""
+    n_boot = len(replicates)
+    value = half_life(curve)
+    defined = replicates[:, 0] > 0
+    lives = np.array([half_life(c) for c in replicates[defined]])
     if len(lives) == 0:
         return HalfLife(value, -math.inf, math.inf, n_boot)
     alpha = (1 - confidence) / 2
     lo = float(np.quantile(lives, alpha, method="lower"))  # no interpolation: inf stays inf
     hi = float(np.quantile(lives, 1 - alpha, method="higher"))
     return HalfLife(value, lo, hi, int(n_boot - defined.sum()))
+
+
+def _bootstrap_half_life(
+    diffs: np.ndarray, rng: np.random.Generator, n_boot: int, confidence: float
+) -> HalfLife:
+    """Half-life of the mean curve of per-prefix differences [N, D], with a percentile
+    bootstrap interval over prefixes."""
+    N = len(diffs)
+    weights = rng.multinomial(N, np.full(N, 1.0 / N), size=n_boot)  # (n_boot, N)
+    return half_life_interval(diffs.mean(axis=0), weights @ diffs / N, confidence)
 
 
 def self_recovery(
