@@ -401,5 +401,64 @@ def exposure(
     _say(f"wrote {out}")
 
 
+PromptsFile = Annotated[
+    Path,
+    typer.Option(
+        help="Prompts: .txt (one per line), .jsonl / .json (objects with --prompt-field), "
+        ".parquet, or a datasets directory (save_to_disk)."
+    ),
+]
+Seed = Annotated[int, typer.Option(help="Seed: the same seed gives the same numbers.")]
+BatchSize = Annotated[int, typer.Option("--batch-size", help="Sequences per batch.")]
+Device = Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")]
+Dtype = Annotated[str, typer.Option(help="float32, bfloat16 or float16 for the forward passes.")]
+PromptField = Annotated[
+    str, typer.Option("--prompt-field", help="The prompt field of .jsonl/.json/.parquet.")
+]
+
+
+@measure_app.command()
+def recovery(
+    expert: Annotated[
+        Path, typer.Option(help="The expert (oracle): a causal LM directory with its tokenizer.")
+    ],
+    model: ModelDir,
+    prompts: PromptsFile,
+    out: Annotated[Path, typer.Option(help="Output directory.")],
+    position: Annotated[
+        int, typer.Option(help="Expert tokens before the perturbation (position t).")
+    ] = 16,
+    k: Annotated[int, typer.Option("--k", help="Tokens replaced by the perturbation.")] = 1,
+    distance: Annotated[
+        int, typer.Option(help="D: tokens the model continues after the perturbation.")
+    ] = 16,
+    perturbation: Annotated[
+        str,
+        typer.Option(help="random (uniform tokens) or unlikely (the expert's least likely)."),
+    ] = "random",
+    samples: Annotated[int, typer.Option(help="Perturbed prefixes per prompt.")] = 1,
+    seed: Seed = 0,
+    batch_size: BatchSize = 32,
+    device: Device = "auto",
+    dtype: Dtype = "float32",
+    prompt_field: PromptField = "prompt",
+) -> None:
+    """Self-recovery (He et al. 2021) of MODEL with EXPERT as the oracle: replace k tokens of an
+    expert prefix, let MODEL continue, and measure the excess KL(expert || model) at each
+    distance d = 1..D with bootstrap intervals over prompts and its half-life; writes
+    OUT/measure.json, results.parquet, samples.parquet, figures and report.html."""
+    from irlhf.measure import MeasureInputError, measure_recovery
+
+    try:
+        result = measure_recovery(
+            expert, model, prompts, out, position, k, distance, perturbation, samples, seed,
+            batch_size, device, dtype, prompt_field, progress=True,
+        )  # fmt: skip
+    except MeasureInputError as err:
+        _fail(str(err))
+    _say(result["finding"])
+    _say(f"wrote {out}")
+
+
 if __name__ == "__main__":
     sys.exit(app())

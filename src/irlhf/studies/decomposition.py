@@ -412,6 +412,7 @@ STUDY = Study(
     configs=configs,
     summarize=summarize,
     worlds=("automaton", "flipflop"),
+    reproduce_worlds=("automaton", "flipflop"),
     descriptions={"flipflop": decomposition_flipflop.DESCRIPTION},
     titles={"flipflop": decomposition_flipflop.TITLE},
 )

@@ -139,6 +139,7 @@ STUDY = Study(
     configs=configs,
     summarize=summarize,
     worlds=("automaton", "flipflop"),
+    reproduce_worlds=("automaton", "flipflop"),
     descriptions={"flipflop": reward_shift_flipflop.DESCRIPTION},
     titles={"flipflop": reward_shift_flipflop.TITLE},
 )
