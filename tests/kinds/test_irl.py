@@ -299,7 +299,7 @@ def test_neural_irl_in_the_flipflop_world_records_regret_per_length_and_trap_rat
     assert sorted(regret) == list(range(1, 17))
     values = scalars(result.records)
     assert math.isclose(values["j_model"], values["j_expert"] - regret[16])
-    # The imitation kind's trap records (`neural_trap_records`), rates in [0, 1].
+    # The imitation kind's trap records (`TrapRollouts`), rates in [0, 1].
     for name in ("trap_entry_rate", "trap_exit_rate", "trap_first_step_entry_rate"):
         assert 0.0 <= values[name] <= 1.0, name
     assert math.isfinite(values["trap_trap_cost"]) and "trap_note" not in values

@@ -166,6 +166,25 @@ def test_monte_carlo_estimate_agrees_with_exact_values():
     assert np.allclose(mc.eps, exact.eps, rtol=0.1)
 
 
+def test_observe_sees_every_own_sample_with_the_models_exact_probabilities():
+    """The hook gets the model's own roll-outs (all n, in batches, none of the expert's) and
+    its next-token distribution at their completion positions: the table's rows at the visited
+    states, computed here from the states directly."""
+    world = make_world("spread", horizon=8)
+    policy = random_policy(world, 0).mix(world.expert, 0.7)
+    seen: list = []
+    exposure_bias_mc(
+        world, TableAsLM(world, policy), 10, torch.Generator().manual_seed(0), batch_size=4,
+        observe=lambda seqs, probs: seen.append((seqs, probs)),
+    )  # fmt: skip
+    assert [s.tokens.shape[0] for s, _ in seen] == [4, 4, 2]
+    for seqs, probs in seen:
+        states = world.states(seqs)[:, 1:]  # the state before each completion token
+        want = policy.probs[states].double()
+        assert probs.shape == (seqs.tokens.shape[0], 8, world.vocab_size)
+        torch.testing.assert_close(probs, want, rtol=1e-12, atol=1e-12)
+
+
 def test_optimal_return_is_the_best_of_every_deterministic_sequence():
     from irlhf.metrics.exposure import optimal_return
 

@@ -20,7 +20,7 @@ VERDICTS = {"holds", "does not hold", "inconclusive"}
 @pytest.mark.parametrize("profile", ["quick", "default", "full"])
 def test_one_iterated_neural_rlhf_run_per_data_seed_in_the_spread_world(profile):
     assert reward_shift.STUDY.worlds == ("automaton", "flipflop")
-    assert reward_shift.STUDY.reproduce_worlds == ()
+    assert reward_shift.STUDY.reproduce_worlds == ("automaton", "flipflop")
     grid = study_configs(reward_shift.STUDY, profile, "flipflop")
     seeds, rounds, steps, iterations, samples, rm_steps = reward_shift_flipflop.PROFILES[profile]
     assert sorted(c.seed for c in grid) == list(range(seeds))

@@ -47,6 +47,7 @@ from irlhf.metrics.traps import trap_rates_mc
 from irlhf.metrics.undefined import UndefinedMetric
 from irlhf.policies.tabular import TabularPolicy
 from irlhf.protocols import Policy
+from irlhf.types import Sequences
 from irlhf.worlds import AutomatonSpec, AutomatonWorld, ExpertOracle
 from irlhf.worlds.oracle import LMWorld
 
@@ -148,14 +149,15 @@ def run(config: ImitationConfig, ctx: RunContext) -> list[dict]:
     if neural:
         policy = cast("CausalLMPolicy", policy).eval()
         generator = torch.Generator().manual_seed(config.seed + 10_000)
-        exposure = exposure_bias_mc(world, policy, config.mc_samples, generator)
+        rollouts = TrapRollouts()
+        exposure = exposure_bias_mc(world, policy, config.mc_samples, generator, observe=rollouts)
     else:
         exposure = exposure_bias(cast(AutomatonWorld, world), cast(TabularPolicy, policy))
     records = exposure_records(exposure)
     if isinstance(world, AutomatonWorld):
         records.append({"metric": "j_expert", "value": exact_return(world, world.expert)})
         if neural:
-            records += neural_trap_records(world, policy, config.mc_samples, generator)
+            records += rollouts.records(world)
     else:
         records += lm_world_records(world, policy, config.mc_samples, generator)
     records += [
@@ -171,22 +173,28 @@ def run(config: ImitationConfig, ctx: RunContext) -> list[dict]:
 TRAP_FIELDS = ("entry_rate", "exit_rate", "trap_cost", "good_shortfall", "first_step_entry_rate")
 
 
-def neural_trap_records(
-    world: AutomatonWorld, policy: TabularPolicy | Policy, n: int, generator: torch.Generator
-) -> list[dict]:
-    """A neural learner's trap-entry and trap-exit rates (and costs) from n of its own
-    roll-outs (`irlhf.metrics.traps.trap_rates_mc`); an undefined rate (no roll-out entered a
-    trap) is a `trap_note` record, never a nan."""
-    neural = cast("CausalLMPolicy", policy)
-    with torch.inference_mode():
-        prompts = world.sample_prompts(n, generator).to(neural.device)
-        seqs = neural.sample(prompts, world.horizon, generator)
-        probs = torch.softmax(neural.next_token_logits(seqs)[:, 1:].double(), dim=-1).cpu()
-    try:
-        rates = trap_rates_mc(world, seqs.to("cpu"), probs)
-    except UndefinedMetric as error:
-        return [{"metric": "trap_note", "value": 1.0, "note": str(error)}]
-    return [{"metric": f"trap_{k}", "value": getattr(rates, k)} for k in TRAP_FIELDS]
+class TrapRollouts:
+    """Collects a neural learner's own roll-outs and next-token distributions as
+    `exposure_bias_mc` scores them (its `observe` hook), so its trap rates come from the same
+    samples as its regret instead of a second sampling pass."""
+
+    def __init__(self) -> None:
+        self.seqs: list[Sequences] = []
+        self.probs: list[torch.Tensor] = []
+
+    def __call__(self, seqs: Sequences, probs: torch.Tensor) -> None:
+        self.seqs.append(seqs)
+        self.probs.append(probs)
+
+    def records(self, world: AutomatonWorld) -> list[dict]:
+        """The trap-entry and trap-exit rates (and costs) of the collected roll-outs
+        (`irlhf.metrics.traps.trap_rates_mc`); an undefined rate (no roll-out entered a trap)
+        is a `trap_note` record, never a nan."""
+        try:
+            rates = trap_rates_mc(world, Sequences.concat(self.seqs), torch.cat(self.probs))
+        except UndefinedMetric as error:
+            return [{"metric": "trap_note", "value": 1.0, "note": str(error)}]
+        return [{"metric": f"trap_{k}", "value": getattr(rates, k)} for k in TRAP_FIELDS]
 
 
 def lm_world_records(
@@ -210,4 +218,5 @@ def lm_world_records(
 # algorithm, the oracle's hard labels are drawn only where charged
 # version 4: neural DAgger's mixture roll-outs use the learner's KV-cached sampler (`steer`;
 # another random stream, and linear instead of quadratic in the horizon); policy.act_epsilon
-register_kind("imitation", ImitationConfig, run, version=4)
+# version 5: a neural learner's trap rates come from its exposure roll-outs (was a second set)
+register_kind("imitation", ImitationConfig, run, version=5)

@@ -153,4 +153,6 @@ def run(config: IRLConfig, ctx: RunContext) -> list[dict]:
 # version 2: an undefined advantage correlation is a note record (was a nan value)
 # version 3: one `[method]` table, the chosen method's (was all seven method tables, hashed into
 # every run id); the numbers of a run are unchanged, its id is new
+# not bumped when a neural learner's trap records moved onto its exposure roll-outs (a second,
+# equally valid sample of the same rates): a bump would re-key every tabular run too
 register_kind("irl", IRLConfig, run, version=3)

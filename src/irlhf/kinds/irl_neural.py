@@ -9,7 +9,7 @@ Monte-Carlo exposure records (regret, eps, R, AccErr, %ExAccErr per L, with stan
 `j_model_se`), the exact returns of the expert and the demonstrator, and the learner's trap-entry
 and trap-exit rates from its own roll-outs (`trap_entry_rate`, `trap_exit_rate`, ...; a
 `trap_note` when no roll-out enters a trap), as the neural `imitation` kind records them
-(`irlhf.kinds.imitation.neural_trap_records`).
+(`irlhf.kinds.imitation.TrapRollouts`).
 
 Recovered reward: the tabular kind's advantage correlation and reward transfer need a reward
 table over latent states, which a reward network over prefixes does not give cheaply, so they are
@@ -53,7 +53,7 @@ from irlhf.kinds.common import (
     log_training,
     model_state,
 )
-from irlhf.kinds.imitation import neural_trap_records
+from irlhf.kinds.imitation import TrapRollouts
 from irlhf.kinds.irl_config import IRLConfig, feedback_of, irl_world
 from irlhf.metrics.exposure import exact_return, exposure_bias_mc
 from irlhf.policies.causal_lm import CausalLMPolicy
@@ -172,13 +172,14 @@ def run(config: IRLConfig, ctx: RunContext) -> list[dict]:
     train_seconds = time.perf_counter() - started
 
     generator = torch.Generator().manual_seed(config.seed + 10_000)
-    exposure = exposure_bias_mc(world, policy, config.mc_samples, generator)
+    rollouts = TrapRollouts()
+    exposure = exposure_bias_mc(world, policy, config.mc_samples, generator, observe=rollouts)
     j_expert = exact_return(world, world.expert)
     d = config.demonstrations
     j_demonstrator = exact_return(world, world.demonstrator(d.temperature, d.epsilon))
     assert exposure.regret_se is not None  # Monte Carlo
     records = exposure_records(exposure)
-    records += neural_trap_records(world, policy, config.mc_samples, generator)
+    records += rollouts.records(world)
     records += [
         {"metric": "j_model", "value": j_expert - float(exposure.regret[-1])},
         {"metric": "j_model_se", "value": float(exposure.regret_se[-1])},

@@ -31,6 +31,7 @@ renormalised (`float64_table`).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
@@ -301,6 +302,7 @@ def exposure_bias_mc(
     generator: torch.Generator,
     horizon: int | None = None,
     batch_size: int = 256,
+    observe: Callable[[Sequences, Tensor], None] | None = None,
 ) -> ExposureBias:
     """Monte-Carlo exposure metrics of a neural policy, with standard errors of R and regret.
 
@@ -316,7 +318,12 @@ def exposure_bias_mc(
 
     A model that gives probability 0 to a token the expert emits at a sampled prefix (e.g. a
     top-k sampler) has +inf KL there: eps / R (and R_se) are +inf from that L, with notes, as in
-    `exposure_bias`. n_samples must be at least 2 (for the standard errors)."""
+    `exposure_bias`. n_samples must be at least 2 (for the standard errors).
+
+    `observe(seqs, probs)`, if given, is called with each batch of the model's own samples (on
+    the CPU) and its next-token distribution at their completion positions ([B, horizon, V],
+    float64): other statistics of the same roll-outs (e.g. trap rates) then cost no second
+    sampling pass."""
     if n_samples < 2:
         raise ValueError(f"n_samples must be >= 2 for the standard errors (got {n_samples})")
     horizon = world.horizon if horizon is None else horizon
@@ -332,6 +339,8 @@ def exposure_bias_mc(
         with torch.inference_mode():
             logits = policy.next_token_logits(seqs.to(policy.device)).double().cpu()
         model_probs = torch.softmax(logits[:, P:], dim=-1)  # (B, horizon, V)
+        if own and observe is not None:
+            observe(seqs, model_probs)
         kl = _kl_rows(world.expert_probs(seqs)[:, P:].double(), model_probs)
         if values is None or not own:
             return kl, world.true_rewards(seqs)[:, P:].double()

@@ -21,6 +21,9 @@ Per demonstrator temperature T and data seed, on the same 256 demonstrations:
                   comparisons of SFT samples, KL penalty 0.1 to SFT, 40 iterations;
   sft_equal_rlhf  BC at RLHF's budget: 256 + 2 x 1,024 demonstrations (one per sequence the
                   annotator read), SFT's and RLOO's steps (the rlhf kind's `sft_equal` arm);
+                  the RLHF run is outperform_flipflop's (T, 1,024) cell, so `irlhf reproduce`
+                  runs it once for both studies (its PPO, DPO, best-of-4 and SFT-on-preferred
+                  arms ride along, unused here);
   full profile:   neural GAIL, AIRL and IQ-Learn from the BC warm start (the exposure-only
                   inverse-RL arms; compounding_flipflop_irl's budgets).
 DAgger, GKD and inverse RL are the exposure-only fixes: they imitate the same demonstrator while
@@ -34,8 +37,9 @@ Monte-Carlo estimates of the same J. The demonstrator's, expert's and optimum's 
 best exposure-only = the largest seed-mean J among the exposure-only arms (an optimistic pick);
 nan when RLHF does not gain (J_RLHF <= J_SFT). Gains and gaps are paired per seed (95% t over
 data seeds); the share's interval is a paired percentile bootstrap over seeds (coarse with 3).
-Profiles: quick 2 seeds at T = 2, 60 steps (a smoke test); default 3 data seeds at T = 2 (153
-CPU-s, one thread); full 6 seeds at T = 2, 1, 0.5, 0.1 with the inverse-RL arms.
+Profiles: quick 2 seeds at T = 2, 60 steps (a smoke test); default 3 data seeds at T = 2 (about 180
+CPU-s on one thread alone, 80 beside outperform, whose run it shares); full 6 seeds at
+T = 2, 1, 0.5, 0.1 with the inverse-RL arms.
 
 Measured (the default grid with 6 data seeds and T = 0.5 added, 420 CPU-s): at T = 2 SFT ends
 1.58 [0.87, 2.30] below its demonstrator (J 42.1 vs 43.7; optimum 57.6); GKD closes that gap
@@ -55,19 +59,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from irlhf.algorithms.reward_model import RewardModelConfig
-from irlhf.algorithms.rlhf import RLHFConfig
-from irlhf.algorithms.rloo import RLOOConfig
 from irlhf.kinds.common import DemoSpec, PolicySpec
 from irlhf.kinds.imitation import ImitationConfig
 from irlhf.kinds.irl_config import IRLConfig
 from irlhf.kinds.rlhf import RLHFRunConfig
 from irlhf.kinds.world_spec import FlipFlopWorldSpec
 from irlhf.report.figures import label, new_grid, save_figure, style_axes
-from irlhf.studies import compounding_flipflop_irl
+from irlhf.studies import compounding_flipflop_irl, outperform_flipflop
 from irlhf.studies.budgets import EQUAL_ARM, budgets, dagger_matching_gkd, equal_budget_demos
 from irlhf.studies.compounding_flipflop import neural_arms
 from irlhf.studies.intervals import t_interval
+from irlhf.studies.outperform_flipflop import FULL_ARMS
 
 DESCRIPTION = __doc__.split("\n\n", 1)[1].strip()
 TITLE = "How much of neural RLHF's gain is exposure bias fixed? (flip-flop world)"
@@ -124,25 +126,17 @@ def configs(profile: str) -> list[Config]:
     n_equal = equal_budget_demos(
         DEMONSTRATIONS, gkd.expected_queries(DEMONSTRATIONS, horizon), horizon
     )
-    reward_model = RewardModelConfig(kind="neural", steps=rm_steps, batch_size=32, pooling="sum")
-    rloo = RLOOConfig(iterations=iterations, prompts_per_iteration=16, samples_per_prompt=4,
-                      kl_coef=0.1)  # fmt: skip
     out: list[Config] = []
     for temperature in temperatures:
         demos = DemoSpec(n=DEMONSTRATIONS, temperature=temperature)
         for seed in range(seeds):
             common = {"seed": seed, "world": WORLD, "policy": STUDENT}
             imitation = {**common, "sft": sft, "dagger": dagger, "gkd": gkd, "mc_samples": mc}
+            # outperform_flipflop's (T, 1,024) cell with all its arms: the same SFT and RLOO,
+            # so in `irlhf reproduce` the two studies share the run
             out.append(
-                RLHFRunConfig(
-                    **common,
-                    demonstrations=demos,
-                    sft=sft,
-                    rlhf=RLHFConfig(comparisons_per_round=COMPARISONS, reward_model=reward_model),
-                    rloo=rloo,
-                    arms=("sft_equal",),
-                    eval_samples=mc,
-                    heldout_pairs=200,
+                outperform_flipflop.run_config(
+                    seed, temperature, COMPARISONS, FULL_ARMS, steps, iterations, mc, rm_steps
                 )
             )
             for algorithm in EXPOSURE_ONLY:

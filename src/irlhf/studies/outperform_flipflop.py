@@ -85,26 +85,43 @@ def configs(profile: str) -> list[RLHFRunConfig]:
     arm at the two temperature extremes of the largest budget; the cheap ones elsewhere: PPO and
     `sft_equal` each cost a second RL or SFT run)."""
     seeds, cells, sft_steps, iterations, samples = PROFILES[profile]
-    reward_model = RewardModelConfig(kind="neural", steps=200, batch_size=32, pooling="sum")
-    rl = {"iterations": iterations, "prompts_per_iteration": 16, "samples_per_prompt": 4,
-          "kl_coef": 0.1}  # fmt: skip
     return [
-        RLHFRunConfig(
-            seed=seed,
-            world=FlipFlopWorldSpec(preset="spread", seed=WORLD_SEED),
-            demonstrations=DemoSpec(n=256, temperature=temperature),
-            policy=PolicySpec(kind="causal_lm", arch="llama", n_layer=2, n_embd=64),
-            sft=SFTConfig(steps=sft_steps, batch_size=32, lr=3e-3),
-            rlhf=RLHFConfig(comparisons_per_round=budget, reward_model=reward_model),
-            rl="rloo",
-            rloo=RLOOConfig(**rl),
-            ppo=PPOConfig(**rl),
-            arms=arms,
-            eval_samples=samples,
-            heldout_pairs=200,
-        )
+        run_config(seed, temperature, budget, arms, sft_steps, iterations, samples)
         for (temperature, budget, arms), seed in itertools.product(cells, range(seeds))
     ]
+
+
+def run_config(
+    seed: int,
+    temperature: float,
+    budget: int,
+    arms: tuple[Arm, ...],
+    sft_steps: int,
+    iterations: int,
+    samples: int,
+    reward_model_steps: int = 200,
+) -> RLHFRunConfig:
+    """One cell's run at one data seed (decomposition_flipflop builds its RLHF runs here too,
+    so `irlhf reproduce` runs a cell the two studies share once)."""
+    reward_model = RewardModelConfig(
+        kind="neural", steps=reward_model_steps, batch_size=32, pooling="sum"
+    )
+    rl = {"iterations": iterations, "prompts_per_iteration": 16, "samples_per_prompt": 4,
+          "kl_coef": 0.1}  # fmt: skip
+    return RLHFRunConfig(
+        seed=seed,
+        world=FlipFlopWorldSpec(preset="spread", seed=WORLD_SEED),
+        demonstrations=DemoSpec(n=256, temperature=temperature),
+        policy=PolicySpec(kind="causal_lm", arch="llama", n_layer=2, n_embd=64),
+        sft=SFTConfig(steps=sft_steps, batch_size=32, lr=3e-3),
+        rlhf=RLHFConfig(comparisons_per_round=budget, reward_model=reward_model),
+        rl="rloo",
+        rloo=RLOOConfig(**rl),
+        ppo=PPOConfig(**rl),
+        arms=arms,
+        eval_samples=samples,
+        heldout_pairs=200,
+    )
 
 
 COORDS = {"demonstrations.temperature": "demo_temperature", "rlhf.comparisons_per_round":
