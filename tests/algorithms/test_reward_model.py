@@ -197,3 +197,23 @@ def test_a_neural_reward_model_fits_prompts_longer_than_one_token():
         score, first_changed = model.score(seqs), model.score(changed)
     assert score.shape == (3,) and bool(torch.isfinite(score).all())
     assert not torch.allclose(score, first_changed)  # the first prompt token is in context
+
+
+def test_a_saved_neural_reward_model_loads_with_the_same_scores(tmp_path):
+    """save -> load keeps every member's backbone and head (safetensors + JSON, no pickle)."""
+    from irlhf.algorithms.reward_model import REWARD_MODEL_FILE
+    from irlhf.policies.causal_lm import CausalLMPolicy
+
+    config = RewardModelConfig(kind="neural", ensemble_size=2, n_layer=1, n_embd=16, n_head=2)
+    backbones = [CausalLMPolicy.tiny(10, n_layer=1, n_embd=16, n_head=2, seed=s) for s in (1, 2)]
+    model = NeuralRewardModel(None, config, backbones)
+    model.save(tmp_path / "rm")
+    assert not list((tmp_path / "rm").glob("*.bin"))
+    loaded = NeuralRewardModel.load(tmp_path / "rm")
+    assert loaded.config == config
+    tokens = torch.randint(10, (4, 7), generator=torch.Generator().manual_seed(0))
+    seqs = Sequences.from_prompt_and_completion(tokens[:, :3], tokens[:, 3:])
+    assert torch.equal(loaded.score_members(seqs), model.score_members(seqs))
+    (tmp_path / "rm" / REWARD_MODEL_FILE).write_text('{"format": "something else"}')
+    with pytest.raises(ValueError, match="could not be loaded: format 'something else'"):
+        NeuralRewardModel.load(tmp_path / "rm")

@@ -13,7 +13,9 @@ likelihood of the annotator's choices, L = -mean log sigmoid(r(chosen) - r(rejec
   AdamW and continued from its previous weights on every refit.
 
 Either can be an ensemble of K members fitted on bootstrap resamples of the comparisons; `score`
-is the members' mean and `score_std` their spread (an epistemic-uncertainty signal).
+is the members' mean and `score_std` their spread (an epistemic-uncertainty signal). A neural
+reward model is saved as a directory (`NeuralRewardModel.save` / `.load`: safetensors weights and
+a JSON config, never a pickle), which `irlhf measure rewards` reads.
 Also here: the tabular sequence features (`state_action_counts`, `sequence_log_probs`) that the
 reward model, DPO and best-of-n share.
 """
@@ -21,6 +23,8 @@ reward model, DPO and best-of-n share.
 from __future__ import annotations
 
 import copy
+import json
+from pathlib import Path
 from typing import Any, Literal, cast
 
 import torch
@@ -241,11 +245,12 @@ class NeuralRewardModel(_RewardEnsemble):
     """InstructGPT-style reward model: a scalar head on a causal LM backbone (one per member).
 
     backbones: optional causal LM policies to start from (e.g. the SFT policy, as InstructGPT
-    does); they are deep-copied. Without them each member is `CausalLMPolicy.tiny(...)`."""
+    does); they are deep-copied. Without them each member is `CausalLMPolicy.tiny(...)` sized
+    from `dynamics` (which only that needs: a loaded reward model has none)."""
 
     def __init__(
         self,
-        dynamics: Dynamics,
+        dynamics: Dynamics | None,
         config: RewardModelConfig = RewardModelConfig(kind="neural"),
         backbones: list[Any] | None = None,
     ) -> None:
@@ -254,6 +259,8 @@ class NeuralRewardModel(_RewardEnsemble):
         self.dynamics = dynamics
         self.config = config
         if backbones is None:
+            if dynamics is None:
+                raise ValueError("a NeuralRewardModel needs dynamics or backbones")
             backbones = [
                 CausalLMPolicy.tiny(
                     dynamics.token_vocab_size,
@@ -313,6 +320,71 @@ class NeuralRewardModel(_RewardEnsemble):
             optimizer.step()
         member.eval()
 
+    # ---- saving -------------------------------------------------------------------------------
+
+    def save(self, path: str | Path, tokenizer: Any = None) -> None:
+        """Write `path`/irlhf_reward_model.json (the format, the RewardModelConfig and each
+        member's backbone config) and model.safetensors (member k's tensors under
+        `members.k.backbone.*` and `members.k.head.*`), and the tokenizer when given."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        tensors = {
+            f"members.{k}.{name}": tensor.detach().to("cpu").clone().contiguous()
+            for k, member in enumerate(self.members)
+            for name, tensor in member.state_dict().items()
+        }
+        save_file(tensors, str(path / REWARD_MODEL_WEIGHTS))
+        meta = {
+            "format": REWARD_MODEL_FORMAT,
+            "config": self.config.model_dump(),
+            "backbones": [cast(Any, m.backbone).config.to_dict() for m in self.members],
+        }
+        (path / REWARD_MODEL_FILE).write_text(json.dumps(meta, indent=1, default=str) + "\n")
+        if tokenizer is not None:
+            tokenizer.save_pretrained(path)
+
+    @staticmethod
+    def load(path: str | Path) -> NeuralRewardModel:
+        """A reward model written by `save` (safetensors only; a one-line ValueError when the
+        directory is missing, malformed or its weights do not match its config)."""
+        from safetensors.torch import load_file
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        from irlhf.policies.causal_lm import CausalLMPolicy
+
+        path, where = Path(path), f"reward model directory {path}"
+        try:
+            meta = json.loads((path / REWARD_MODEL_FILE).read_text(encoding="utf-8"))
+            if meta.get("format") != REWARD_MODEL_FORMAT:
+                raise ValueError(f"format {meta.get('format')!r} is not {REWARD_MODEL_FORMAT!r}")
+            config = RewardModelConfig(**meta["config"])
+            backbones = []
+            for settings in meta["backbones"]:
+                settings = dict(settings)
+                backbone_config = AutoConfig.for_model(settings.pop("model_type"), **settings)
+                with torch.random.fork_rng(devices=[]):  # random init, overwritten below
+                    model = AutoModelForCausalLM.from_config(backbone_config)
+                backbones.append(CausalLMPolicy(model))
+            reward_model = NeuralRewardModel(None, config, backbones)
+            tensors = load_file(str(path / REWARD_MODEL_WEIGHTS))
+            for k, member in enumerate(reward_model.members):
+                prefix = f"members.{k}."
+                own = {n[len(prefix) :]: t for n, t in tensors.items() if n.startswith(prefix)}
+                member.load_state_dict(own, strict=True)
+            unused = {n.split(".")[1] for n in tensors} - {str(k) for k in range(len(backbones))}
+            if unused:
+                raise ValueError(f"weights of members {sorted(unused)} that the config lacks")
+        except Exception as err:  # OSError, JSON, pydantic, safetensors, state-dict errors alike
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise ValueError(f"{where} could not be loaded: {reason}") from err
+        return reward_model
+
+
+REWARD_MODEL_FORMAT = "irlhf.NeuralRewardModel/1"
+REWARD_MODEL_FILE = "irlhf_reward_model.json"
+REWARD_MODEL_WEIGHTS = "model.safetensors"
 
 REWARD_MODELS = {"tabular": TabularRewardModel, "neural": NeuralRewardModel}
 
