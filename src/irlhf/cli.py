@@ -460,5 +460,52 @@ def recovery(
     _say(f"wrote {out}")
 
 
+@measure_app.command()
+def repetition(
+    model: ModelDir,
+    out: Annotated[Path, typer.Option(help="Output directory.")],
+    prompts: Annotated[
+        Path | None,
+        typer.Option(
+            help="Prompts to continue (formats as in `measure exposure`; default: the sentences)."
+        ),
+    ] = None,
+    sentences: Annotated[
+        Path | None,
+        typer.Option(
+            help="Sentences to repeat: one per line (.txt) or the prompt formats (default: the "
+            "prompts themselves)."
+        ),
+    ] = None,
+    max_repeats: Annotated[
+        int, typer.Option("--max-repeats", help="N: repeats n = 1..N of each sentence.")
+    ] = 8,
+    max_new_tokens: Annotated[
+        int, typer.Option("--max-new-tokens", help="Continuation length (tokens).")
+    ] = 128,
+    samples: Annotated[int, typer.Option(help="Sampled continuations per prompt.")] = 1,
+    seed: Seed = 0,
+    batch_size: BatchSize = 32,
+    device: Device = "auto",
+    dtype: Dtype = "float32",
+    prompt_field: PromptField = "prompt",
+) -> None:
+    """Repetition in MODEL: self-reinforcement (Xu et al. 2022: TP, IP, WR of a sentence repeated
+    n = 1..N times) and the degeneration of its greedy and sampled continuations (loop rate,
+    soft loop rate, seq-rep-n, rep-1, distinct-n), with bootstrap intervals; writes
+    OUT/measure.json, results.parquet, samples.parquet, figures and report.html."""
+    from irlhf.measure import MeasureInputError, measure_repetition
+
+    try:
+        result = measure_repetition(
+            model, out, prompts, sentences, max_repeats, max_new_tokens, samples, seed,
+            batch_size, device, dtype, prompt_field, progress=True,
+        )  # fmt: skip
+    except MeasureInputError as err:
+        _fail(str(err))
+    _say(result["finding"])
+    _say(f"wrote {out}")
+
+
 if __name__ == "__main__":
     sys.exit(app())

@@ -164,7 +164,8 @@ BAD = [
     ({"prompts": "{root}/empty.txt"}, "holds no prompts"),
     ({"perturbation": "swap"}, "--perturbation must be one of random, unlikely"),
     ({"k": 0}, "--k must be an integer >= 1"),
-    ({"distance": 14}, "exceeds the model's context of 16 tokens"),
+    ({"distance": 13}, "exceeds the model's context of 16 tokens"),
+    ({"distance": 14}, "leaves no room for a prompt in the model's context of 16"),
 ]
 
 

@@ -10,5 +10,6 @@ Only `irlhf.cli` imports this package; it imports metrics, policies, types and w
 from irlhf.measure.exposure import measure_exposure
 from irlhf.measure.inputs import MeasureInputError
 from irlhf.measure.recovery import measure_recovery
+from irlhf.measure.repetition import measure_repetition
 
-__all__ = ["MeasureInputError", "measure_exposure", "measure_recovery"]
+__all__ = ["MeasureInputError", "measure_exposure", "measure_recovery", "measure_repetition"]

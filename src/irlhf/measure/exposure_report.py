@@ -129,7 +129,7 @@ def _at(curves: Curves, name: str, index: int) -> tuple[float, float, float]:
 
 
 def _fmt(x: float) -> str:
-    return "+inf" if math.isinf(x) else f"{x:.4g}"
+    return ("+inf" if x > 0 else "-inf") if math.isinf(x) else f"{x:.4g}"
 
 
 def _interval(v: tuple[float, float, float]) -> str:

@@ -295,6 +295,11 @@ def tokenize_prompts(
 ) -> Prompts:
     """Token ids of every prompt; each must be non-empty, use ids the model embeds and fit the
     context with `max_new_tokens` new tokens."""
+    if context is not None and max_new_tokens >= context:
+        _fail(
+            f"--max-new-tokens {max_new_tokens} leaves no room for a prompt in the model's "
+            f"context of {context} tokens (allowed: at most {context - 1})"
+        )
     ids = []
     for i, text in enumerate(texts):
         tokens = tuple(int(t) for t in tokenizer(text)["input_ids"])
