@@ -184,7 +184,8 @@ def train(
 def rlhf_round(
     spec: RLHFSpec, world: TextWorld, sft: CausalLMPolicy, generator: torch.Generator
 ) -> tuple[dict, dict]:
-    """Comparisons on the SFT student's samples -> reward model -> RLOO from the SFT student."""
+    """Comparisons on the SFT student's samples -> reward model -> RLOO from the SFT student:
+    ({"policy", "records", "reward_model"}, the feedback counts)."""
     dynamics = world.dynamics()
     annotator = Annotator(world, beta=spec.annotator_beta)
     first, second = sample_pairs(dynamics, sft, spec.comparisons, generator)
@@ -201,7 +202,7 @@ def rlhf_round(
         "rm_train_accuracy": fit["rm/train_accuracy"],
         "rm_held_out_accuracy": comparison_accuracy(reward_model, held),
     }
-    return {"policy": rl.policy, "records": rl.records}, feedback
+    return {"policy": rl.policy, "records": rl.records, "reward_model": reward_model}, feedback
 
 
 # ---- evaluation ----------------------------------------------------------------------------
