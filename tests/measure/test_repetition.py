@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 
 from irlhf.cli import app
 from irlhf.measure import MeasureInputError, measure_repetition
-from irlhf.measure.repetition import METRICS, degeneration, pool
+from irlhf.measure.repetition import METRICS, degeneration, distinct_jackknife, pool
 from irlhf.metrics import degeneration as dg
 from irlhf.policies.causal_lm import CausalLMPolicy
 
@@ -164,6 +164,27 @@ def test_measure_repetition_agrees_with_plain_loops_and_the_library(dirs, tmp_pa
                  for x in sampled[sampled.prompt_index == i].completion_ids]  # fmt: skip
     for metric, fn in library.items():
         assert replicate[metric][0] == pytest.approx(fn(resampled), abs=1e-12), metric
+
+    # distinct-n's interval: the delete-one-prompt jackknife, by a plain loop over the library
+    greedy = samples[samples.decoding == "greedy"]
+    per = {
+        d: pool(samples[samples.decoding == d].to_dict("records"), 3) for d in ("greedy", "sample")
+    }
+    jack = distinct_jackknife(per)
+    for n in (1, 2, 4):
+        left_out = np.array([
+            dg.distinct_n([list(x) for x in greedy[greedy.prompt_index != i].completion_ids], n)
+            for i in range(3)
+        ])  # fmt: skip
+        se = math.sqrt(2 / 3 * ((left_out - left_out.mean()) ** 2).sum())
+        value, low, high = (float(a[0]) for a in jack[f"greedy:distinct_{n}"])
+        assert value == pytest.approx(
+            library[f"distinct_{n}"]([list(x) for x in greedy.completion_ids])
+        )
+        assert low == pytest.approx(value - 1.959964 * se, abs=1e-6)
+        assert high == pytest.approx(value + 1.959964 * se, abs=1e-6)
+        row = deg.loc[("greedy", f"distinct_{n}")]
+        assert (row.ci_low, row.ci_high) == pytest.approx((low, high), abs=1e-12)
 
 
 def invoke(dirs: dict[str, Path], **overrides: object):

@@ -19,7 +19,9 @@ Two parts, each with 95% percentile-bootstrap intervals (`irlhf.measure.bootstra
   tokenizer's end-of-sequence token if it emits one. Every metric is the library's pooled
   metric over all continuations, written as a ratio of per-prompt sums so that each bootstrap
   replicate (prompts drawn with replacement, a prompt's continuations travel together) is one
-  matrix product; the greedy - sample differences are paired on the same replicates.
+  matrix product; the greedy - sample differences are paired on the same replicates. distinct-n
+  gets a delete-one-prompt jackknife interval instead (`distinct_jackknife`: a resample's
+  repeated prompts would count as repeated n-grams).
 
 No output holds nan: a metric with nothing to measure (e.g. seq-rep-4 when every continuation
 is shorter than 4 tokens) is left out with a note.
@@ -27,10 +29,12 @@ is shorter than 4 tokens) is left out with a note.
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -277,6 +281,42 @@ def statistics(weights: np.ndarray, per: dict[str, Pooled]) -> dict[str, np.ndar
     return out
 
 
+Interval = tuple[np.ndarray, np.ndarray, np.ndarray]
+"""(value, ci_low, ci_high), each [L]."""
+
+
+def distinct_jackknife(per: dict[str, Pooled]) -> dict[str, Interval]:
+    """decoding:distinct_n -> (value, ci_low, ci_high), each [1]: the delete-one-prompt
+    jackknife's normal interval. A bootstrap resample repeats prompts, and a repeated prompt's
+    n-grams count as repeated n-grams, so every replicate of distinct-n sits below the value
+    (new prompts would bring new text); leaving a prompt out has no such artefact. With one
+    prompt there is no interval (nan ends, written as -inf, +inf)."""
+    z = NormalDist().inv_cdf(0.5 + CONFIDENCE / 2)
+    values: dict[str, tuple[float, np.ndarray]] = {}
+    for d, pooled in per.items():
+        for n in DISTINCT:
+            inc, grams = pooled.incidence[n], pooled.grams[n]
+            shared = np.asarray((inc > 0).sum(axis=0)).ravel()  # prompts holding each n-gram
+            own = np.asarray(inc @ (shared == 1).astype(float)).ravel()  # n-grams only in i
+            total = grams.sum()
+            with np.errstate(invalid="ignore", divide="ignore"):
+                full = len(shared) / total if total > 0 else np.nan
+                left_out = (len(shared) - own) / (total - grams)  # (n_prompts,)
+            values[f"{d}:distinct_{n}"] = (full, left_out)
+    for n in DISTINCT:
+        g, s_ = values[f"greedy:distinct_{n}"], values[f"sample:distinct_{n}"]
+        values[f"greedy - sample:distinct_{n}"] = (g[0] - s_[0], g[1] - s_[1])
+    out: dict[str, Interval] = {}
+    for name, (full, left_out) in values.items():
+        m = len(left_out)
+        if m < 2 or not np.isfinite(left_out).all() or np.isnan(full):
+            out[name] = (np.array([full]), np.array([np.nan]), np.array([np.nan]))
+            continue
+        se = math.sqrt((m - 1) / m * float(((left_out - left_out.mean()) ** 2).sum()))
+        out[name] = (np.array([full]), np.array([full - z * se]), np.array([full + z * se]))
+    return out
+
+
 def reinforcement_statistics(
     weights: np.ndarray, sr: dict[str, np.ndarray]
 ) -> dict[str, np.ndarray]:
@@ -351,7 +391,7 @@ def measure_repetition(
     boot_p = bootstrap_weights(n_prompts, n_bootstrap, seed)
     measured = Measured(
         with_intervals(reinforcement_statistics(point_s, sr), reinforcement_statistics(boot_s, sr)),
-        with_intervals(statistics(point_p, per), statistics(boot_p, per)),
+        with_intervals(statistics(point_p, per), statistics(boot_p, per)) | distinct_jackknife(per),
         kept,
     )
     inputs = {
