@@ -9,6 +9,10 @@
     irlhf worlds
     irlhf measure exposure --expert DIR --model DIR --prompts FILE --out DIR
                 [--max-new-tokens L] [--decoding greedy|sample|top-k=K|top-p=P ...]
+    irlhf measure recovery --expert DIR --model DIR --prompts FILE --out DIR
+    irlhf measure repetition --model DIR --out DIR [--prompts FILE] [--sentences FILE]
+    irlhf measure rewards --reward DIR --models DIR [--models DIR ...] --prompts FILE --out DIR
+    irlhf measure example [--out DIR]   (a teacher, students and a reward model to try them on)
 
 Bad input (a missing file, an invalid config, an unknown study, profile, world or executor) is
 reported as one line, ``error: <file>: <field>: <allowed values> (got ...)``, with exit code 2 and
@@ -482,7 +486,7 @@ def repetition(
     ] = 8,
     max_new_tokens: Annotated[
         int, typer.Option("--max-new-tokens", help="Continuation length (tokens).")
-    ] = 128,
+    ] = 64,
     samples: Annotated[int, typer.Option(help="Sampled continuations per prompt.")] = 1,
     seed: Seed = 0,
     batch_size: BatchSize = 32,
@@ -505,6 +509,97 @@ def repetition(
         _fail(str(err))
     _say(result["finding"])
     _say(f"wrote {out}")
+
+
+@measure_app.command()
+def rewards(
+    reward: Annotated[
+        Path,
+        typer.Option(
+            help="The reward model: a Hugging Face sequence classifier with one label "
+            "(config.json, safetensors, tokenizer) or an irlhf reward model directory "
+            "(NeuralRewardModel.save)."
+        ),
+    ],
+    models: Annotated[
+        list[Path],
+        typer.Option(
+            "--models",
+            help="A causal LM directory (safetensors, tokenizer); repeat it for each model, "
+            "the first is the baseline the others are compared with.",
+        ),
+    ],
+    prompts: Annotated[
+        Path,
+        typer.Option(
+            help="Prompts: .txt (one per line), .jsonl / .json (objects with --prompt-field), "
+            ".parquet, or a datasets directory (save_to_disk)."
+        ),
+    ],
+    out: Annotated[Path, typer.Option(help="Output directory.")],
+    max_new_tokens: Annotated[
+        int, typer.Option("--max-new-tokens", help="Continuation length (tokens).")
+    ] = 64,
+    decoding: Annotated[
+        str, typer.Option(help="greedy, sample, top-k=K or top-p=P (every model alike).")
+    ] = "sample",
+    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 1.0,
+    samples: Annotated[int, typer.Option(help="Continuations per prompt and model.")] = 1,
+    seed: Annotated[
+        int, typer.Option(help="Seed, shared by every model: the same seed gives the same numbers.")
+    ] = 0,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Sequences per batch.")] = 32,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+    dtype: Annotated[
+        str, typer.Option(help="float32, bfloat16 or float16 for the forward passes.")
+    ] = "float32",
+    prompt_field: Annotated[
+        str, typer.Option("--prompt-field", help="The prompt field of .jsonl/.json/.parquet.")
+    ] = "prompt",
+) -> None:
+    """Reward-model scores of each model's continuations (the Llama 2 Figure 20 analogue):
+    overlaid histograms and KDEs, means and quantiles with bootstrap intervals over prompts, and
+    win rates between models; writes OUT/measure.json, results.parquet, samples.parquet, figures
+    and report.html."""
+    from irlhf.measure import MeasureInputError, measure_rewards
+
+    try:
+        result = measure_rewards(
+            reward, models, prompts, out, max_new_tokens, decoding, temperature, samples, seed,
+            batch_size, device, dtype, prompt_field, progress=True,
+        )  # fmt: skip
+    except MeasureInputError as err:
+        _fail(str(err))
+    _say(result["finding"])
+    _say(f"wrote {out}")
+
+
+@measure_app.command()
+def example(
+    out: Annotated[Path, typer.Option(help="Output directory.")] = Path("measure-example"),
+    seed: Annotated[int, typer.Option(help="Seed of the students' data and training.")] = 0,
+) -> None:
+    """Models to try the measure commands on, in about a minute: irlhf's Shakespeare teacher
+    (trained once, cached), OUT/student (a 2 x 64 student, SFT on the teacher's samples),
+    OUT/rlhf (it after one RLHF round), OUT/reward (that round's reward model) and
+    OUT/prompts.txt (held-out prompts); prints the four commands to run on them."""
+    from irlhf.measure.example import teacher_and_students
+
+    if out.exists() and not out.is_dir():
+        _fail(f"--out {out} is a file; expected a directory (new or existing)")
+    models = teacher_and_students(out, seed=seed)
+    _say(f"wrote {out} in {models.seconds:.0f} s; the teacher is {models.teacher}")
+    e, s, r = models.teacher, models.student, models.rlhf
+    p, w = models.prompts, models.reward
+    for line in (
+        f"irlhf measure exposure --expert {e} --model {s} --prompts {p} --out {out}/exposure",
+        f"irlhf measure recovery --expert {e} --model {s} --prompts {p} --out {out}/recovery",
+        f"irlhf measure repetition --model {s} --prompts {p} --max-repeats 6 "
+        f"--out {out}/repetition",
+        f"irlhf measure rewards --reward {w} --models {s} --models {r} --prompts {p} "
+        f"--out {out}/rewards",
+    ):
+        _say(line)
 
 
 if __name__ == "__main__":

@@ -236,3 +236,24 @@ def test_bad_input_is_one_line_and_writes_nothing(root: Path, tmp_path: Path, ov
     message = str(caught.value)
     assert len(message.splitlines()) == 1 and fragment.format(root=root) in message, message
     assert not (tmp_path / "out").exists()
+
+
+def test_the_command_prints_its_finding_or_one_line_exit_2(root: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from irlhf.cli import app
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(PROMPTS) + "\n")
+    common = ["--models", str(root / "sft"), "--models", str(root / "rlhf"),
+              "--prompts", str(prompts), "--max-new-tokens", "4"]  # fmt: skip
+    runner = CliRunner()
+    good = runner.invoke(app, ["measure", "rewards", "--reward", str(root / "classifier"),
+                               *common, "--out", str(tmp_path / "good")])  # fmt: skip
+    assert good.exit_code == 0, good.output
+    assert "beats" in good.output and (tmp_path / "good" / "measure.json").is_file()
+    bad = runner.invoke(app, ["measure", "rewards", "--reward", str(root / "two_labels"),
+                              *common, "--out", str(tmp_path / "bad")])  # fmt: skip
+    assert bad.exit_code == 2
+    assert len(bad.output.strip().splitlines()) == 1 and "label" in bad.output
+    assert not (tmp_path / "bad").exists()

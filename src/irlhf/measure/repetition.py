@@ -342,7 +342,7 @@ def measure_repetition(
     prompts: str | Path | Sequence[str] | None = None,
     sentences: str | Path | Sequence[str] | None = None,
     max_repeats: int = 8,
-    max_new_tokens: int = 128,
+    max_new_tokens: int = 64,
     samples: int = 1,
     seed: int = 0,
     batch_size: int = 32,
