@@ -55,10 +55,29 @@ def test_degeneration_study_runs_end_to_end_on_a_tiny_corpus(tmp_path, monkeypat
     )
     evaluation = EvalSpec(n_prompts=6, mc_samples=4, n_sentences=3, max_repeats=4)
     student = StudentSpec(n_layer=1, n_embd=16, n_head=2)
-    grid_configs = grid(2, tiny_world(tmp_path), student, 16, 8, rlhf, evaluation, 4)
-    assert {c.method for c in grid_configs} == set(NAMES)
+    world = tiny_world(tmp_path)
+    grid_configs = grid(2, world, student, 16, 8, rlhf, evaluation, 4)
+    # no separate SFT run: each seed's rlhf run evaluates its SFT start
+    assert {c.method for c in grid_configs} == set(NAMES) - {"sft"}
     results = [run_one(c, tmp_path / "runs") for c in grid_configs]
     assert [r.error for r in results if r.status != "done"] == []
+    # ... and its SFT start's records are those of a standalone sft run of the same seed
+    (alone,) = grid(2, world, student, 16, 8, rlhf, evaluation, 4, ("sft",))[:1]
+    standalone = run_one(alone, tmp_path / "runs")
+    (rlhf_run,) = [
+        r for c, r in zip(grid_configs, results, strict=True)
+        if c.method == "rlhf" and c.seed == alone.seed
+    ]  # fmt: skip
+
+    def numbers(records, keep):
+        return sorted(
+            (r["metric"], r.get("decoding"), r.get("L"), r.get("n_repeats"), r["value"])
+            for r in records
+            if keep(r) and r["metric"] != "train_seconds"
+        )  # fmt: skip
+
+    start = numbers(rlhf_run.records, lambda r: r.get("stage") == "sft")
+    assert len(start) > 20 and start == numbers(standalone.records, lambda r: True)
     out = tmp_path / "out"
     out.mkdir()
     summary = summarize(results_table(zip(grid_configs, results, strict=True)), out)
@@ -89,7 +108,7 @@ def test_degeneration_study_runs_end_to_end_on_a_tiny_corpus(tmp_path, monkeypat
 def test_profiles_validate_and_share_one_teacher() -> None:
     for profile in ("quick", "default"):
         grid_configs = configs(profile)
-        assert {c.method for c in grid_configs} == set(NAMES)
+        assert {c.method for c in grid_configs} == set(NAMES) - {"sft"}  # rlhf evaluates SFT
         assert len({c.world.teacher for c in grid_configs}) == 1
         for c in grid_configs:
             assert c.world.prompt_length + c.world.horizon <= c.world.teacher.context

@@ -61,7 +61,8 @@ def test_the_default_grid_is_the_flipflop_world_with_equal_budgets_where_claimed
             assert set(outperform_flipflop.FULL_ARMS) <= set(c.arms)
     # the budget axis at the noisiest demonstrator, the temperature axis at the largest budget
     assert {n for t, n in cells if t == 2.0} == {128, largest}
-    assert {t for t, n in cells if n == largest} == {0.1, 1.0, 2.0}
+    # the two ends only (make reproduce's time; the full profile has 2, 1, 0.5 and 0.1)
+    assert {t for t, n in cells if n == largest} == {0.1, 2.0}
 
 
 def test_the_quick_grid_is_small():

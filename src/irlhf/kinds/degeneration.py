@@ -27,6 +27,7 @@ interrupted run resumes at evaluation with the same numbers.
 
 from __future__ import annotations
 
+import copy
 import time
 from typing import Literal
 
@@ -148,9 +149,11 @@ def make_student(config: DegenerationConfig, world: TextWorld) -> CausalLMPolicy
 
 def train(
     config: DegenerationConfig, world: TextWorld, generator: torch.Generator, ctx: RunContext
-) -> tuple[CausalLMPolicy, dict]:
-    """The trained student and the feedback it used."""
+) -> tuple[CausalLMPolicy, dict, CausalLMPolicy | None]:
+    """The trained student, the feedback it used and, for `rlhf`, its SFT start (a copy taken
+    before the RL round: the same model and numbers as the `sft` method's run of this seed)."""
     student, dynamics, feedback = make_student(config, world), world.dynamics(), {}
+    sft_start: CausalLMPolicy | None = None
     if config.method == "real_text":
         length = world.prompt_length + world.horizon
         s = config.sft
@@ -172,13 +175,14 @@ def train(
         student, records = sft.policy, sft.records
         feedback |= {"demo_tokens": demos.n_tokens, "optimizer_steps": config.sft.steps}
         if config.method == "rlhf":
+            sft_start = copy.deepcopy(student).eval()
             rl_records, rlhf_feedback = rlhf_round(config.rlhf, world, student, generator)
             student = rl_records.pop("policy")
             records += rl_records["records"]
             feedback |= rlhf_feedback
     for record in records[:: max(1, len(records) // 200)]:
         ctx.log(record)
-    return student, feedback
+    return student, feedback, sft_start
 
 
 def rlhf_round(
@@ -241,7 +245,11 @@ class GreedyDecoding:
 
 
 def evaluate(
-    policy: CausalLMPolicy, world: TextWorld, config: DegenerationConfig, ctx: RunContext
+    policy: CausalLMPolicy,
+    world: TextWorld,
+    config: DegenerationConfig,
+    ctx: RunContext,
+    samples_prefix: str = "",
 ) -> list[dict]:
     """Repetition under greedy and sampled decoding, exposure along both, self-reinforcement."""
     spec, P = config.eval, world.prompt_length
@@ -266,7 +274,7 @@ def evaluate(
         }
         records += [{"metric": k, "decoding": decoding, "value": v} for k, v in values.items()]
         ctx.save_samples(
-            decoding,
+            samples_prefix + decoding,
             [
                 {"prompt": world.decode(s[:P]), "completion": world.decode(s[P:])}
                 for s in seqs.tokens[:8]
@@ -299,6 +307,7 @@ def evaluate(
 def run(config: DegenerationConfig, ctx: RunContext) -> list[dict]:
     world = make_text_world(config.world)
     started = time.perf_counter()
+    sft_start: CausalLMPolicy | None = None
     if config.method == "teacher":
         policy, feedback = world.expert, {}
         records = [
@@ -311,20 +320,41 @@ def run(config: DegenerationConfig, ctx: RunContext) -> list[dict]:
         checkpoint = ctx.load_checkpoint()
         if checkpoint is not None:
             policy = make_student(config, world)
-            policy.model.load_state_dict(checkpoint.tensors)
+            own = {k: v for k, v in checkpoint.tensors.items() if not k.startswith(SFT_PREFIX)}
+            policy.model.load_state_dict(own)
+            start = {k[len(SFT_PREFIX) :]: v for k, v in checkpoint.tensors.items()
+                     if k.startswith(SFT_PREFIX)}  # fmt: skip
+            if start:
+                sft_start = make_student(config, world)
+                sft_start.model.load_state_dict(start)
             feedback = dict(checkpoint.meta)
         else:
             generator = torch.Generator().manual_seed(config.seed)
-            policy, feedback = train(config, world, generator, ctx)
-            ctx.save_checkpoint(1, model_state(policy), feedback)
+            policy, feedback, sft_start = train(config, world, generator, ctx)
+            tensors = model_state(policy)
+            if sft_start is not None:
+                tensors |= {SFT_PREFIX + k: v for k, v in model_state(sft_start).items()}
+            ctx.save_checkpoint(1, tensors, feedback)
     train_seconds = time.perf_counter() - started
     policy.eval()
     records += evaluate(policy, world, config, ctx)
     records.append({"metric": "train_seconds", "value": train_seconds})
     records += [{"metric": k, "value": float(v)} for k, v in feedback.items()]
+    if sft_start is not None:
+        # the RLHF run's SFT start, evaluated as the `sft` method's run of this seed would be
+        # (the same student, the same evaluation stream): the study needs no separate SFT run
+        start_records = evaluate(sft_start.eval(), world, config, ctx, samples_prefix="sft_")
+        sft_budget = {"demo_tokens": feedback["demo_tokens"], "optimizer_steps": config.sft.steps}
+        start_records += [{"metric": k, "value": float(v)} for k, v in sft_budget.items()]
+        records += [r | {"stage": "sft"} for r in start_records]
     return records
+
+
+SFT_PREFIX = "sft_start."
+"""Checkpoint tensor prefix of an RLHF run's SFT start."""
 
 
 # version 2: the RLHF student's RLOO draws from the run's generator (was seed 0)
 # version 3: GKD is GKD (was soft-label DAgger), the teacher samples at the world's temperature
-register_kind("degeneration", DegenerationConfig, run, version=3)
+# version 4: an rlhf run also evaluates its SFT start (records with stage = "sft")
+register_kind("degeneration", DegenerationConfig, run, version=4)

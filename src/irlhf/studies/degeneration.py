@@ -67,8 +67,11 @@ def grid(
     methods: tuple[str, ...] = METHODS,
 ) -> list[DegenerationConfig]:
     """One config per (method, seed); SFT, GKD, SFT at GKD's budget and the control take
-    `sft_steps` optimiser steps of `batch_size` sequences. GKD: lmbda 0.5, beta 0.5 (TRL's
-    defaults), a fixed set of n_demonstrations / 4 teacher samples."""
+    `sft_steps` optimiser steps of `batch_size` sequences. With `rlhf` in `methods` there is no
+    separate `sft` run: the rlhf run of a seed evaluates its SFT start, which is that run's
+    student (the same data, steps and evaluation stream), and the summary reads it as `sft`.
+    GKD: lmbda 0.5, beta 0.5 (TRL's defaults), a fixed set of n_demonstrations / 4 teacher
+    samples."""
     sft = SFTConfig(steps=sft_steps, batch_size=batch_size, lr=3e-3)
     gkd = GKDConfig(steps=sft_steps, batch_size=batch_size, lr=3e-3, lmbda=0.5, beta=0.5)
     gkd_demos = max(2, n_demonstrations // 4)
@@ -88,6 +91,7 @@ def grid(
             eval=evaluation,
         )
         for method in methods
+        if not (method == "sft" and "rlhf" in methods)  # the rlhf run evaluates its SFT start
         for seed in range(1 if method == "teacher" else seeds)
     ]
 
@@ -170,6 +174,8 @@ def _self_reinforcement_rows(ok: pd.DataFrame) -> list[dict]:
 
 def summarize(df: pd.DataFrame, out: Path) -> dict:
     ok = df[df["status"] == "done"]
+    if "stage" in ok:  # an rlhf run's records of its SFT start are the sft method's
+        ok = ok.assign(method=ok["method"].where(ok["stage"] != "sft", "sft"))
     for column in ("decoding", "n_repeats", "L"):
         if column not in ok:
             ok = ok.assign(**{column: np.nan})

@@ -63,7 +63,6 @@ PROFILES: dict[str, tuple[int, list[Cell], int, int, int]] = {
         [
             (2.0, 1024, FULL_ARMS),
             (2.0, 128, ("dpo", "best_of_n")),
-            (1.0, 1024, ("dpo", "best_of_n")),
             (0.1, 1024, FULL_ARMS),
         ],
         300,
