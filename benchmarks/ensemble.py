@@ -20,10 +20,8 @@ run.py's settings (2 threads, OMP_WAIT_POLICY=PASSIVE) on an otherwise idle mach
 parallel region wakes a sleeping thread, and the ensemble pays that once for all members; with
 1 thread, or spinning threads (OMP_WAIT_POLICY=ACTIVE), single runs are 1.3-3x faster and the
 ensemble's SFT step gains nothing (its larger tensors fall out of cache), its sampler ~1.3-1.7x.
-The
-rows replace earlier `ensemble_*` rows of benchmarks/results.json (run.py rewrites that file
-without them: run this after it). Thread and allocator settings as run.py (bench_env.py,
-common.timing_malloc).
+The rows replace earlier `ensemble_*` rows of benchmarks/results.json (run.py keeps them).
+Thread and allocator settings as run.py (bench_env.py, common.timing_malloc).
 """
 
 from __future__ import annotations

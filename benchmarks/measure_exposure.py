@@ -15,7 +15,7 @@ repeats is reported, and a row `measure_exposure` is written into benchmarks/res
 
     .venv/bin/python benchmarks/measure_exposure.py [--repeats 3] [--threads 2]
 
-benchmarks/run.py rewrites results.json from scratch without this row: run this script after it.
+benchmarks/run.py keeps this row when it rewrites results.json.
 """
 
 from __future__ import annotations

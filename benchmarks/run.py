@@ -276,8 +276,15 @@ def main() -> None:
         "memory": "peak RSS above the block's starting RSS, one extra block per side (common.py)",
         "timing": "optimiser-step post-hook stamps; per block (last - first) / (steps - 1)",
     }
-    Path(args.out).write_text(
-        json.dumps({"meta": meta, "rows": results, "exposure_metrics": exposure}, indent=1) + "\n"
+    # rows this run did not measure (ensemble_*, measure_exposure: written by
+    # benchmarks/ensemble.py and benchmarks/measure_exposure.py) are kept as they were
+    out = Path(args.out)
+    mine = {r["row"] for r in results}
+    old = json.loads(out.read_text())["rows"] if out.is_file() else []
+    kept = [r for r in old if r.get("row") not in mine]
+    out.write_text(
+        json.dumps({"meta": meta, "rows": results + kept, "exposure_metrics": exposure}, indent=1)
+        + "\n"
     )
     print(f"wrote {args.out}")
 
