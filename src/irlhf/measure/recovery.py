@@ -62,6 +62,7 @@ from irlhf.measure.exposure import (
 )
 from irlhf.measure.exposure_report import _ranges
 from irlhf.measure.inputs import MeasureInputError, check_integers
+from irlhf.measure.recovery_report import Summary, write_outputs
 from irlhf.metrics.recovery import PERTURBATIONS, HalfLife, half_life_interval
 from irlhf.policies.causal_lm import CausalLMPolicy
 from irlhf.types import Sequences
@@ -242,16 +243,6 @@ def statistics(weights: np.ndarray, values: PerPrompt) -> dict[str, np.ndarray]:
     return out
 
 
-@dataclass(frozen=True)
-class Summary:
-    """The curves with intervals (name -> (value, ci_low, ci_high), each [D]) and the
-    half-lives of excess_kl, trace_model and trace_expert (None: undefined, see `notes`)."""
-
-    curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
-    half_lives: dict[str, HalfLife | None]
-    notes: list[str]
-
-
 def summarise(values: PerPrompt, seed: int, n_boot: int = N_BOOTSTRAP) -> Summary:
     """Point curves (uniform prompt weights), their bootstrap intervals over prompts and the
     half-lives from the same replicates."""
@@ -328,7 +319,6 @@ def measure_recovery(
 
     Every input is checked before anything is computed or written (a one-line
     `MeasureInputError` on the first bad one). Returns the contents of measure.json."""
-    from irlhf.measure.recovery_report import write_outputs
 
     out = Path(out_dir)
     if out.exists() and not out.is_dir():

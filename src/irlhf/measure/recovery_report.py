@@ -10,6 +10,7 @@ leaves a partial directory. The page, tables and JSON conventions are exposure's
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +19,22 @@ import numpy as np
 from irlhf.experiments.provenance import software_versions, utc_now
 from irlhf.experiments.storage import atomic_write_json, atomic_write_text
 from irlhf.measure.exposure_report import _band, _interval, _jsonable, _page, _parquet
-from irlhf.measure.recovery import Summary
 from irlhf.metrics.recovery import HalfLife
 from irlhf.report.figures import label, new_figure, save_figure
 from irlhf.report.html import StudySection
 
 Curves = dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The curves with intervals (name -> (value, ci_low, ci_high), each [D]) and the
+    half-lives of excess_kl, trace_model and trace_expert (None: undefined, see `notes`)."""
+
+    curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
+    half_lives: dict[str, HalfLife | None]
+    notes: list[str]
+
 
 QUANTITIES = {
     "excess_kl": "E[KL_d | perturbed prefix] - E[KL_d | clean prefix], KL_d = KL(expert || model) "

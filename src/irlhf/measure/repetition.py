@@ -55,10 +55,10 @@ from irlhf.measure.inputs import (
     resolve_dtype,
     tokenize_prompts,
 )
+from irlhf.measure.repetition_report import DECODINGS, Measured, write_outputs
 from irlhf.metrics import degeneration as dg
 from irlhf.policies.causal_lm import CausalLMPolicy
 
-DECODINGS = ("greedy", "sample")
 SR_QUANTITIES = ("tp", "ip", "wr")
 
 Ratio = tuple[float, float]
@@ -326,16 +326,6 @@ def reinforcement_statistics(
     return out
 
 
-@dataclass(frozen=True)
-class Measured:
-    """Curves over n = 1..N (self-reinforcement) and [1]-long values per decoding:metric, each
-    name -> (value, ci_low, ci_high), plus the continuations."""
-
-    reinforcement: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
-    degeneration: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
-    samples: list[dict[str, Any]]
-
-
 def measure_repetition(
     model_dir: str | Path,
     out_dir: str | Path,
@@ -359,7 +349,6 @@ def measure_repetition(
 
     Every input is checked before anything is computed or written (a one-line
     `MeasureInputError` on the first bad one). Returns the contents of measure.json."""
-    from irlhf.measure.repetition_report import write_outputs
 
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -393,6 +382,7 @@ def measure_repetition(
         with_intervals(reinforcement_statistics(point_s, sr), reinforcement_statistics(boot_s, sr)),
         with_intervals(statistics(point_p, per), statistics(boot_p, per)) | distinct_jackknife(per),
         kept,
+        METRICS,
     )
     inputs = {
         "model": str(model_dir),

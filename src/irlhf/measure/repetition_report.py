@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +21,24 @@ from irlhf.experiments.storage import atomic_write_json, atomic_write_text
 from irlhf.measure.exposure_report import _band, _jsonable, _page, _parquet
 from irlhf.measure.exposure_report import _interval as _defined_interval
 from irlhf.measure.recovery_report import verdict
-from irlhf.measure.repetition import DECODINGS, METRICS, Measured
 from irlhf.report.figures import label, new_figure, save_figure
 from irlhf.report.html import StudySection
 
 Curves = dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+DECODINGS = ("greedy", "sample")
+
+
+@dataclass(frozen=True)
+class Measured:
+    """Curves over n = 1..N (self-reinforcement) and [1]-long values per decoding:metric, each
+    name -> (value, ci_low, ci_high), plus the continuations and the metric names in order."""
+
+    reinforcement: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
+    degeneration: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
+    samples: list[dict[str, Any]]
+    metrics: tuple[str, ...]
+
 
 QUANTITIES = {
     "tp": "TP at n repeats: the model's mean probability of the tokens of the n-th copy of a "
@@ -202,13 +216,13 @@ def figures(m: Measured, out: Path) -> list[Path]:
     paths = [save_figure(fig, out / "repetition_self_reinforcement.png")]
     fig, ax = new_figure("Degeneration of the continuations", label("metric", "name"),
                          label("value", "fraction"), size=(8.0, 4.2))  # fmt: skip
-    positions = np.arange(len(METRICS))
+    positions = np.arange(len(m.metrics))
     for j, d in enumerate(DECODINGS):
-        at = np.array([_at(m.degeneration, f"{d}:{q}") for q in METRICS])  # (metrics, 3)
+        at = np.array([_at(m.degeneration, f"{d}:{q}") for q in m.metrics])  # (metrics, 3)
         ok = ~np.isnan(at[:, 0])
         err = np.abs(np.stack([at[ok, 0] - at[ok, 1], at[ok, 2] - at[ok, 0]]))
         ax.bar(positions[ok] + (j - 0.5) * 0.4, at[ok, 0], 0.4, yerr=err, label=d, capsize=2)
-    ax.set_xticks(positions, [q.replace("_", "-") for q in METRICS], rotation=30, fontsize=7)
+    ax.set_xticks(positions, [q.replace("_", "-") for q in m.metrics], rotation=30, fontsize=7)
     ax.legend(fontsize=7)
     paths.append(save_figure(fig, out / "repetition_degeneration.png"))
     return paths
