@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from irlhf.algorithms.reward_model import RewardModelConfig
@@ -122,3 +123,34 @@ def test_intervals_of_fractions_stay_in_the_unit_interval():
     assert mean == 0.25 and low == 0.0 and high == 1.0
     _, low, high = _interval(values, "gold_return")  # not a fraction: unclipped
     assert low < 0.0 and high > 1.0
+
+
+def test_claims_are_paired_over_seeds_with_verdicts_known_by_construction():
+    """SFT loops greedily on every seed and almost never when sampling (holds); GKD loops exactly
+    as much as SFT on two seeds and less on one (a paired difference of 0, 0, 0.3: the interval
+    straddles 0, inconclusive); RLHF loops more than SFT on every seed by 0.2 +- 0.01 (does not
+    hold); TP rises from n = 1 to n = 4 by 0.09 to 0.11 on every seed (holds)."""
+    rows = []
+    loops = {
+        ("sft", "greedy"): [0.9, 1.0, 0.95],
+        ("sft", "sample"): [0.0, 0.05, 0.0],
+        ("gkd", "greedy"): [0.9, 1.0, 0.65],
+        ("rlhf", "greedy"): [1.1, 1.21, 1.14],
+    }
+    for (method, decoding), values in loops.items():
+        for seed, v in enumerate(values):
+            rows.append({"method": method, "seed": seed, "metric": "loop_rate",
+                         "decoding": decoding, "value": v})  # fmt: skip
+    for seed, (tp1, tp4) in enumerate([(0.2, 0.3), (0.25, 0.36), (0.3, 0.39)]):
+        for n, v in ((1, tp1), (4, tp4)):
+            rows.append({"method": "sft", "seed": seed, "metric": "tp", "n_repeats": n,
+                         "value": v})  # fmt: skip
+    from irlhf.studies.degeneration import _claims
+
+    got = {c["claim"]: c["verdict"] for c in _claims(pd.DataFrame(rows))}
+    assert got == {
+        "SFT's greedy continuations loop more often than its sampled ones": "holds",
+        "on-policy (GKD) loops less than SFT (greedy)": "inconclusive",
+        "RLHF (RLOO) loops less than SFT (greedy)": "does not hold",
+        "repetition reinforces itself in SFT: TP after 4 repeats above TP after 1": "holds",
+    }

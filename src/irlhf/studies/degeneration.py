@@ -41,7 +41,7 @@ from irlhf.report.figures import label, new_figure, new_grid, save_figure, style
 from irlhf.studies.base import Study, register_study
 from irlhf.studies.budgets import BUDGET_KEYS, equal_budget_demos
 from irlhf.studies.budgets import budgets as arm_budgets
-from irlhf.studies.intervals import t_interval
+from irlhf.studies.intervals import t_interval, verdict
 from irlhf.worlds.text import TextSpec
 
 NAMES = {
@@ -212,6 +212,7 @@ def summarize(df: pd.DataFrame, out: Path) -> dict:
     per_seed = spent.pivot_table(index=["method", "seed"], columns="metric", values="value")
     budgets = {NAMES[str(m)]: arm_budgets(g) for m, g in per_seed.groupby(level="method")}
     return {
+        "claims": _claims(ok),
         "models": models,
         "budgets": budgets,
         "self_reinforcement": reinforcement,
@@ -222,6 +223,58 @@ def summarize(df: pd.DataFrame, out: Path) -> dict:
         "interval": "95% t-interval over seeds",
         "context_policy": "prompt + completion fit the trained context; no sliding window",
     }
+
+
+def _per_seed(ok: pd.DataFrame, metric: str, **where: object) -> pd.DataFrame:
+    """[seed x method] values of one metric (rows matching `where`, e.g. decoding="greedy")."""
+    rows = ok[ok["metric"] == metric]
+    for column, value in where.items():
+        rows = rows[rows[column] == value]
+    return rows.pivot_table(index="seed", columns="method", values="value")
+
+
+def _paired_claim(claim: str, what: str, values: pd.Series) -> dict:
+    """A claim "the paired difference `values` (one per seed) is above 0" with its 95% t-interval
+    over seeds (inconclusive with fewer than 2 seeds)."""
+    mean, low, high = t_interval(values.to_numpy())
+    return {
+        "claim": claim,
+        "verdict": verdict(low, high),
+        "evidence": f"{what} = {mean:.3f} [{low:.3f}, {high:.3f}] over {values.notna().sum()} "
+        "seeds (paired 95% t)",
+    }
+
+
+def _claims(ok: pd.DataFrame) -> list[dict]:
+    """The study's question in verdicts, each a difference paired by seed: greedy decoding loops
+    more than sampling (SFT); students trained on their own generations (GKD) or by RLHF loop
+    less than SFT under greedy decoding, also at GKD's budget; a repeated line reinforces itself
+    (Xu et al. 2022: TP after the last repeat above TP after the first, SFT)."""
+    out = []
+    greedy = _per_seed(ok, "loop_rate", decoding="greedy")
+    sampled = _per_seed(ok, "loop_rate", decoding="sample")
+    if "sft" in greedy and "sft" in sampled:
+        out.append(_paired_claim(
+            "SFT's greedy continuations loop more often than its sampled ones",
+            "loop rate greedy - sample", greedy["sft"] - sampled["sft"],
+        ))  # fmt: skip
+    for other in ("gkd", "rlhf"):
+        for base in ("sft", "sft_equal"):
+            if other in greedy and base in greedy:
+                out.append(_paired_claim(
+                    f"{NAMES[other]} loops less than {NAMES[base]} (greedy)",
+                    f"loop rate {base} - {other}", greedy[base] - greedy[other],
+                ))  # fmt: skip
+    tp = ok[(ok["metric"] == "tp") & (ok["method"] == "sft")]
+    if tp["n_repeats"].nunique() > 1:
+        first, last = tp["n_repeats"].min(), tp["n_repeats"].max()
+        by = tp.pivot_table(index="seed", columns="n_repeats", values="value")
+        out.append(_paired_claim(
+            f"repetition reinforces itself in SFT: TP after {int(last)} repeats above TP after "
+            f"{int(first)}",
+            f"TP[{int(last)}] - TP[{int(first)}]", by[last] - by[first],
+        ))  # fmt: skip
+    return out
 
 
 def _figure_repetition(models: list[dict], path: Path) -> None:
