@@ -3,6 +3,7 @@
 import dataclasses
 import json
 
+import pandas as pd
 import pytest
 
 from irlhf.algorithms.rlhf import RLHFConfig
@@ -90,3 +91,57 @@ def test_overoptimization_fits_both_forms(tmp_path, monkeypatch):
     # The proxy keeps rising with KL; the gold reward does not keep up (over-optimisation).
     assert rl[-1]["proxy"] > rl[0]["proxy"]
     assert rl[-1]["proxy"] - rl[-1]["gold"] > rl[0]["proxy"] - rl[0]["gold"]
+    assert len(summary["claims"]) == 4
+    assert {c["verdict"] for c in summary["claims"]} <= {"holds", "does not hold", "inconclusive"}
+
+
+def _overoptimization_path(seeds: range) -> pd.DataFrame:
+    """Hand-built `path` records, seed s: RL gold 1 -> 5 -> -1 - s and proxy 1 -> 6 -> 7 + s at
+    kl_coef 1, 0.1, 0.01 (KL 0.5, 4, 16); best-of-n gold 0 -> 3, proxy 0 -> s - 2 at n = 1, 4."""
+    rows = []
+    for s in seeds:
+        rows += [
+            ("rl", 1.0, 0.5, 1.0, 1.0, s),
+            ("rl", 0.1, 4.0, 5.0, 6.0, s),
+            ("rl", 0.01, 16.0, -1.0 - s, 7.0 + s, s),
+            ("best_of_n", 1.0, 0.0, 0.0, 0.0, s),
+            ("best_of_n", 4.0, 0.636, 3.0, s - 2.0, s),
+        ]
+    df = pd.DataFrame(rows, columns=["method", "param", "kl", "gold", "proxy", "seed"])
+    return df.assign(status="done", metric="path", run_id=df["seed"].astype(str))
+
+
+def test_overoptimization_claims_on_a_hand_built_path(tmp_path):
+    # Per seed (0, 1, 2), by construction: RL gold falls from its peak (kl_coef 0.1) by 6, 7, 8;
+    # the RL proxy rises past it by 1, 2, 3; proxy - gold at the largest KL is 8, 10, 12 for RL
+    # and -5, -4, -3 for best-of-n. 95% t-intervals, t_{0.975, 2} = 4.303: mean +- 4.303 sd/sqrt 3.
+    summary = overoptimization.summarize(_overoptimization_path(range(3)), tmp_path)
+    got = {c["claim"].split(" (")[0]: (c["verdict"], c["evidence"]) for c in summary["claims"]}
+    assert got == {
+        "best-of-n: the proxy reward exceeds the gold reward at the largest KL": (
+            "does not hold",
+            "proxy - gold -4.00 [-6.48, -1.52], 3 seeds",
+        ),
+        "RL: the proxy reward keeps rising past the gold peak": (
+            "inconclusive",
+            "proxy(largest KL) - proxy(gold peak) 2.00 [-0.48, 4.48], 3 seeds",
+        ),
+        "RL: the gold reward peaks and falls": (
+            "holds",
+            "gold(gold peak) - gold(largest KL) 7.00 [4.52, 9.48], 3 seeds",
+        ),
+        "RL: the proxy reward exceeds the gold reward at the largest KL": (
+            "holds",
+            "proxy - gold 10.00 [5.03, 14.97], 3 seeds",
+        ),
+    }
+    span = "kl_coef = 0.1, sqrt(KL) = 2.00 -> kl_coef = 0.01, sqrt(KL) = 4.00"
+    assert span in summary["claims"][2]["claim"]
+
+
+def test_overoptimization_claims_with_one_seed_are_inconclusive(tmp_path):
+    summary = overoptimization.summarize(_overoptimization_path(range(1)), tmp_path)
+    assert len(summary["claims"]) == 4
+    for claim in summary["claims"]:
+        assert claim["verdict"] == "inconclusive"
+        assert "on 1 seed(s): no interval" in claim["evidence"]

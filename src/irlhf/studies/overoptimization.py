@@ -7,6 +7,11 @@ and R_rl(d) = d (a - b log d) for RL. Here the gold reward is the world's true r
 a Bradley-Terry reward model fitted on a limited number of comparisons of the SFT policy; best-of-n
 uses the analytic KL log n - (n-1)/n, RL the exact KL-regularised optimum at decreasing kl_coef
 with its exact sequence KL. Returns are reported relative to the SFT policy (d = 0).
+
+The summary's `claims` decide, from 95% t-intervals over seeds (each seed is one world, reward
+model and path), what Gao et al. claim and this grid can test: along the RL path the proxy reward
+keeps rising past the gold peak while the gold reward falls from it, and at the largest KL of each
+path the proxy exceeds the gold reward (over-optimisation).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import pandas as pd
 from irlhf.kinds.overoptimization import OveroptimizationConfig
 from irlhf.report.figures import label, new_grid, save_figure, style_axes
 from irlhf.studies.base import Study, register_study
+from irlhf.studies.intervals import t_interval, verdict
 from irlhf.worlds import AutomatonSpec
 
 PROFILES = {"quick": (2, 100), "default": (6, 100), "full": (12, 100)}
@@ -27,6 +33,7 @@ FORMS = {
     "best_of_n": ("d (a - b d)", lambda d: np.stack([d, -(d**2)], axis=1)),
     "rl": ("d (a - b log d)", lambda d: np.stack([d, -d * np.log(d)], axis=1)),
 }
+PARAM_NAMES = {"best_of_n": "n", "rl": "kl_coef"}
 
 
 def configs(profile: str) -> list[OveroptimizationConfig]:
@@ -94,7 +101,78 @@ def summarize(df: pd.DataFrame, out: Path) -> dict:
         }
         for f in fits
     ]
-    return {"fits": fits, "path": rows, "headline": headline}
+    return {
+        "claims": claims(path),
+        "fits": fits,
+        "path": rows,
+        "headline": headline,
+        "interval": "95% t-interval over seeds, paired by seed",
+    }
+
+
+def claims(path: pd.DataFrame) -> list[dict]:
+    """Gao et al.'s claims this grid decides, each from a paired 95% t-interval over seeds.
+
+    `path`: the `path` records (columns seed, method, param, kl, gold, proxy). For RL, the gold
+    peak is the param, other than the largest KL's, with the largest seed-mean gold; the claims
+    are proxy(largest KL) - proxy(peak) > 0 and gold(peak) - gold(largest KL) > 0. For both
+    paths, proxy - gold > 0 at the largest KL. One seed gives no interval: "inconclusive". The
+    peak is picked on the same seeds, which favours "falls" a little; RL's returns are exact, so
+    the only noise it picks on is between seeds.
+    """
+    out = []
+    for method in FORMS:
+        sub = path[path["method"] == method]
+        if sub.empty:
+            continue
+        gold = sub.pivot_table(index="seed", columns="param", values="gold")  # (seeds, params)
+        proxy = sub.pivot_table(index="seed", columns="param", values="proxy")
+        by_kl = sub.groupby("param")["kl"].mean().sort_values()
+        last = by_kl.index[-1]
+        name = PARAM_NAMES[method]
+        at_last = f"{name} = {last:g}, sqrt(KL) = {np.sqrt(max(by_kl[last], 0)):.2f}"
+        if method == "rl" and len(by_kl) >= 2:
+            peak = gold[by_kl.index[:-1]].mean().idxmax()
+            at_peak = f"{name} = {peak:g}, sqrt(KL) = {np.sqrt(max(by_kl[peak], 0)):.2f}"
+            rise = (proxy[last] - proxy[peak]).dropna().to_numpy()
+            fall = (gold[peak] - gold[last]).dropna().to_numpy()
+            out.append(
+                _claim(
+                    f"RL: the proxy reward keeps rising past the gold peak ({at_peak} -> "
+                    f"{at_last})",
+                    rise,
+                    "proxy(largest KL) - proxy(gold peak)",
+                )
+            )
+            out.append(
+                _claim(
+                    f"RL: the gold reward peaks and falls ({at_peak} -> {at_last})",
+                    fall,
+                    "gold(gold peak) - gold(largest KL)",
+                )
+            )
+        gap = (proxy[last] - gold[last]).dropna().to_numpy()
+        title = "best-of-n" if method == "best_of_n" else "RL"
+        out.append(
+            _claim(
+                f"{title}: the proxy reward exceeds the gold reward at the largest KL "
+                f"({at_last}): over-optimisation",
+                gap,
+                "proxy - gold",
+            )
+        )
+    return out
+
+
+def _claim(claim: str, paired: np.ndarray, quantity: str) -> dict:
+    """A claim "the paired per-seed `quantity` is above 0", decided by its 95% t-interval."""
+    mean, low, high = t_interval(paired)
+    seeds = int(np.isfinite(paired).sum())
+    if np.isnan(low):
+        evidence = f"{quantity} {mean:.2f} on {seeds} seed(s): no interval (needs 2 seeds)"
+    else:
+        evidence = f"{quantity} {mean:.2f} [{low:.2f}, {high:.2f}], {seeds} seeds"
+    return {"claim": claim, "verdict": verdict(low, high), "evidence": evidence}
 
 
 STUDY = Study(
