@@ -54,3 +54,24 @@ def test_recovery_study_in_the_oracle_world_rows_notes_and_figure(tmp_path, monk
     assert {("sft", "trace"), ("gkd", "trace")} <= set(rows)
     assert rows[("sft", "trace")]["learner"] == "causal_lm"
     assert (tmp_path / "recovery_curves_oracle.png").stat().st_size > 10_000
+
+
+def test_lm_claims_read_the_half_life_interval_against_the_probe_length():
+    """D = 32: an interval below it holds, one reaching past it is inconclusive, one at or past
+    it (never recovered within D) does not hold; the expert's and trace rows give no claim."""
+    D = recovery.LM_PROBE.horizon_after
+    assert D == 32
+    rows = [
+        {"learner": "causal_lm", "algorithm": "sft", "measure": "kl", "seed": 0,
+         "half_life": 3.0, "ci_low": 2.0, "ci_high": 5.0},
+        {"learner": "causal_lm", "algorithm": "gkd", "measure": "kl", "seed": 0,
+         "half_life": 20.0, "ci_low": 9.0, "ci_high": 40.0},
+        {"learner": "causal_lm", "algorithm": "gkd", "measure": "kl", "seed": 1,
+         "half_life": 33.0, "ci_low": 33.0, "ci_high": 36.0},
+        {"learner": "causal_lm", "algorithm": "sft", "measure": "trace", "seed": 0,
+         "half_life": 2.0, "ci_low": 2.0, "ci_high": 2.0},
+        {"learner": "expert", "algorithm": "expert", "measure": "trace", "seed": 0,
+         "half_life": 2.0, "ci_low": 2.0, "ci_high": 2.0},
+    ]  # fmt: skip
+    got = [c["verdict"] for c in recovery._lm_claims(rows)]
+    assert got == ["holds", "inconclusive", "does not hold"]

@@ -30,7 +30,7 @@ from irlhf.kinds.world_spec import FlipFlopWorldSpec, OracleWorldSpec, TextWorld
 from irlhf.report.figures import label, new_grid, save_figure, shared_legend, style_axes
 from irlhf.studies.base import Study, register_study
 from irlhf.studies.common import ORACLE_KNOBS
-from irlhf.studies.intervals import t_interval
+from irlhf.studies.intervals import t_interval, verdict
 from irlhf.worlds import AutomatonSpec
 
 PRESETS = ("absorbing", "recoverable")
@@ -123,13 +123,12 @@ def summarize(df: pd.DataFrame, out: Path) -> dict:
     if bc_abs and bc_rec and claim is not None:
         a = [bc_abs[k] for k in ("half_life", "ci_low", "ci_high")]
         r = [bc_rec[k] for k in ("half_life", "ci_low", "ci_high")]
-        verdict = (
-            "holds" if claim["holds"] else ("does not hold" if a[2] < r[1] else "inconclusive")
-        )
         claims.append(
             {
                 "claim": claim["claim"],
-                "verdict": verdict,
+                # intervals apart: absorbing's low above recoverable's high (holds) or its high
+                # below recoverable's low (does not hold)
+                "verdict": verdict(a[1] - r[2], a[2] - r[1]),
                 "evidence": f"absorbing {a[0]:.2f} [{a[1]:.2f}, {a[2]:.2f}] vs recoverable "
                 f"{r[0]:.2f} [{r[1]:.2f}, {r[2]:.2f}] steps",
             }
@@ -276,6 +275,7 @@ def lm_summarize(ok: pd.DataFrame, world: str, out: Path) -> dict:
         for r in rows
     ]
     return {
+        "claims": _lm_claims(rows),
         "world": world,
         "world_seed": WORLD_SEED,
         "rows": rows,
@@ -284,6 +284,27 @@ def lm_summarize(ok: pd.DataFrame, world: str, out: Path) -> dict:
         "probe": LM_PROBE.model_dump(exclude={"n_prefixes"}),
         "interval": "95% percentile bootstrap over the probed prefixes (one learner per row)",
     }
+
+
+def _lm_claims(rows: list[dict]) -> list[dict]:
+    """Per language-model student: it recovers from the perturbed token within the probe's D
+    tokens, i.e. the interval of its excess-KL half-life lies below D (`intervals.verdict` on
+    D - half-life; an undefined half-life has no row and no claim)."""
+    D = LM_PROBE.horizon_after
+    out = []
+    for r in rows:
+        if r["learner"] != "causal_lm" or r["measure"] != "kl":
+            continue
+        out.append(
+            {
+                "claim": f"{LM_LEARNERS[r['algorithm']]} recovers from the perturbed token within "
+                f"D = {D} tokens (excess-KL half-life below D)",
+                "verdict": verdict(D - r["ci_high"], D - r["ci_low"]),
+                "evidence": f"half-life {r['half_life']:g} [{r['ci_low']:g}, {r['ci_high']:g}] "
+                f"tokens, seed {r['seed']}",
+            }
+        )
+    return out
 
 
 def _lm_figure(curves: dict, world: str, path: Path) -> None:
