@@ -68,7 +68,7 @@ from irlhf.report.figures import label, new_grid, save_figure, style_axes
 from irlhf.studies import compounding_flipflop_irl, outperform_flipflop
 from irlhf.studies.budgets import EQUAL_ARM, budgets, dagger_matching_gkd, equal_budget_demos
 from irlhf.studies.compounding_flipflop import neural_arms
-from irlhf.studies.intervals import t_interval
+from irlhf.studies.intervals import t_interval, verdict
 from irlhf.studies.outperform_flipflop import FULL_ARMS
 
 DESCRIPTION = __doc__.split("\n\n", 1)[1].strip()
@@ -239,15 +239,6 @@ def share_interval(j: pd.DataFrame, best: str, n: int = 2000) -> tuple[float, fl
         return float("nan"), float("nan")
     low, high = np.quantile((top - sft)[gain > 0] / gain[gain > 0], [0.025, 0.975])
     return float(low), float(high)
-
-
-def verdict(low: float, high: float) -> str:
-    """The claim "the paired difference is above 0": holds / does not hold / inconclusive."""
-    if low > 0:
-        return "holds"
-    if high < 0:
-        return "does not hold"
-    return "inconclusive"
 
 
 def _paired(j: pd.DataFrame, a: str, b: str) -> tuple[float, float, float]:

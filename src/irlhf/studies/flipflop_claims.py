@@ -16,7 +16,7 @@ import pandas as pd
 from irlhf.metrics.exposure import fit_power_law
 from irlhf.metrics.traps import TrapRates
 from irlhf.studies.budgets import EQUAL_ARM
-from irlhf.studies.intervals import t_interval
+from irlhf.studies.intervals import t_interval, verdict
 
 PAIRS = (("sft", "dagger"), ("sft", "gkd"), (EQUAL_ARM, "dagger"), (EQUAL_ARM, "gkd"))
 """(worse, better) neural arms whose regret at the longest L is compared per data seed."""
@@ -157,15 +157,15 @@ def claims(exponents: list[dict], gaps: list[dict], learner: str = "causal_lm") 
         lo, hi = row["ci_low"], row["ci_high"]
         above = op == ">="
         if (lo >= value) if above else (hi <= value):
-            verdict = "holds"
+            decided = "holds"
         elif (hi < value) if above else (lo > value):
-            verdict = "does not hold"
+            decided = "does not hold"
         else:
-            verdict = "inconclusive"
+            decided = "inconclusive"
         out.append(
             {
                 "claim": text,
-                "verdict": verdict,
+                "verdict": decided,
                 "evidence": f"exponent {row['exponent']:.2f} [{lo:.2f}, {hi:.2f}], "
                 f"{row['seeds']} seeds",
             }  # fmt: skip
@@ -176,12 +176,10 @@ def claims(exponents: list[dict], gaps: list[dict], learner: str = "causal_lm") 
         bound("absorbing", arm, "<=", 1.3, f"{who} {arm} does not compound (exponent <= 1.3)")
     bound("recoverable", "sft", "<=", 1.3, f"{who} BC does not compound where traps release")
     for g in gaps:
-        side = "holds" if g["ci_low"] > 0 else ("does not hold" if g["ci_high"] < 0 else
-                                                 "inconclusive")  # fmt: skip
         out.append(
             {
                 "claim": f"{g['arm']}'s regret at L = {g['L']} is below {g['minus']}'s",
-                "verdict": side,
+                "verdict": verdict(g["ci_low"], g["ci_high"]),
                 "evidence": f"paired gap {g['gap']:.2f} [{g['ci_low']:.2f}, {g['ci_high']:.2f}], "
                 f"{g['seeds']} seeds",
             }  # fmt: skip

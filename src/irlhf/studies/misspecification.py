@@ -43,7 +43,7 @@ from irlhf.report.figures import label, new_grid, save_figure, shared_legend, st
 from irlhf.studies import compounding_flipflop as flipflop
 from irlhf.studies.base import Study, register_study
 from irlhf.studies.budgets import budgets
-from irlhf.studies.intervals import t_interval
+from irlhf.studies.intervals import t_interval, verdict
 
 ALGORITHMS = ("sft", "dagger", "gkd")
 LABELS = {"sft": "BC", "dagger": "DAgger", "gkd": "GKD"}
@@ -154,16 +154,12 @@ def _claims(curves: dict) -> list[dict]:
             continue  # the full student is every knob's first level: its claim once (window)
         L = int(min(bc.columns.max(), table.columns.max()))
         gap = (bc[L] - table[L]).dropna().to_numpy()
-        mean, low, high = t_interval(gap)
-        if not np.isfinite(low):
-            verdict = "inconclusive"
-        else:
-            verdict = "holds" if low > 0 else ("does not hold" if high < 0 else "inconclusive")
+        mean, low, high = t_interval(gap)  # nan bounds (one seed): inconclusive
         level = "the full student" if value == _full(knob) else f"{knob} = {_shown(value)}"
         out.append(
             {
                 "claim": f"{LABELS[algorithm]}'s regret at L = {L} is below BC's, {level}",
-                "verdict": verdict,
+                "verdict": verdict(low, high),
                 "evidence": f"paired gap {mean:.2f} [{low:.2f}, {high:.2f}], {len(gap)} seeds",
             }
         )

@@ -36,7 +36,7 @@ from irlhf.kinds.rlhf import Arm, RLHFRunConfig
 from irlhf.kinds.world_spec import FlipFlopWorldSpec
 from irlhf.report.figures import label, new_grid, save_figure, shared_legend, style_axes
 from irlhf.studies.budgets import budgets
-from irlhf.studies.intervals import t_interval
+from irlhf.studies.intervals import t_interval, verdict
 
 DESCRIPTION = __doc__.split("\n\n", 1)[1].strip()
 TITLE = "When neural RLHF beats its demonstrations: the flip-flop world"
@@ -206,17 +206,17 @@ def summarize(done: pd.DataFrame, out: Path) -> dict:
             {
                 "claim": f"RLHF (RLOO) beats SFT at the noisiest demonstrator (T = {noisy:g}) "
                 f"with {largest} comparisons",
-                "verdict": "holds" if lo > 0 else ("does not hold" if hi < 0 else "inconclusive"),
+                "verdict": verdict(lo, hi),
                 "evidence": f"gain {rloo_noisy['gain']:.2f} [{lo:.2f}, {hi:.2f}]",
             }
         )
         # the gain shrinks: the paired per-seed comparison is not stored, so compare intervals
         g_lo, g_hi = rloo_greedy["gain_ci_low"], rloo_greedy["gain_ci_high"]
-        apart = g_hi < lo
         claims.append(
             {
                 "claim": f"the gain shrinks for a near-greedy demonstrator (T = {greedy:g})",
-                "verdict": "holds" if apart else ("does not hold" if g_lo > hi else "inconclusive"),
+                # intervals apart: the greedy gain's high below the noisy gain's low (holds)
+                "verdict": verdict(lo - g_hi, hi - g_lo),
                 "evidence": f"gain {rloo_greedy['gain']:.2f} [{g_lo:.2f}, {g_hi:.2f}] at T = "
                 f"{greedy:g} vs {rloo_noisy['gain']:.2f} [{lo:.2f}, {hi:.2f}] (intervals apart "
                 "= holds)",

@@ -46,7 +46,7 @@ from irlhf.kinds.common import DemoSpec, PolicySpec
 from irlhf.kinds.rlhf import RLHFRunConfig
 from irlhf.kinds.world_spec import FlipFlopWorldSpec
 from irlhf.report.figures import label, new_grid, save_figure, style_axes
-from irlhf.studies.intervals import t_interval
+from irlhf.studies.intervals import t_interval, verdict
 
 DESCRIPTION = __doc__.split("\n\n", 1)[1].strip()
 TITLE = "Reward distributions of SFT vs neural RLHF rounds (Llama 2 Fig. 20; flip-flop world)"
@@ -97,11 +97,6 @@ def configs(profile: str) -> list[RLHFRunConfig]:
 
 def _order(name: str) -> tuple[int, int]:
     return (0, 0) if name == "base" else (1, 0) if name == "sft" else (2, int(name.split("_")[1]))
-
-
-def verdict(low: float, high: float) -> str:
-    """The claim "the paired difference is above 0": holds / does not hold / inconclusive."""
-    return "holds" if low > 0 else "does not hold" if high < 0 else "inconclusive"
 
 
 def summarize(done: pd.DataFrame, out: Path) -> dict:
