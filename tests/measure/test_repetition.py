@@ -254,3 +254,26 @@ def test_the_command_writes_its_documented_files_deterministically(dirs) -> None
     pd.testing.assert_frame_equal(
         pd.read_parquet(first / "results.parquet"), pd.read_parquet(again / "results.parquet")
     )
+
+
+def test_a_prompt_too_long_for_n_copies_is_cut_to_fit_when_it_is_the_sentence(dirs, tmp_path):
+    """No --sentences: a 10-token prompt, 4 copies, a context of 32: the sentence is its first
+    32 // 4 = 8 tokens, with a note; the numbers equal those of passing those 8 tokens as the
+    sentence (an explicit sentence that does not fit stays an error: BAD above)."""
+    words = [f"t{i % V}" for i in range(1, 11)]
+    prompt = " ".join(words)
+    common = {"max_repeats": 4, "max_new_tokens": 6, "device": "cpu", "n_bootstrap": 20}
+    cut = measure_repetition(dirs["model"], tmp_path / "cut", prompts=[prompt], **common)
+    given = measure_repetition(dirs["model"], tmp_path / "given", prompts=[prompt],
+                               sentences=[" ".join(words[:8])], **common)  # fmt: skip
+    assert "1 of 1 cut to their first 8 tokens" in cut["inputs"]["sentences"]
+    assert any("cut to their first 8 tokens" in n for n in cut["notes"])
+
+    def reinforcement(out: Path) -> pd.DataFrame:
+        table = pd.read_parquet(out / "results.parquet")
+        return table[table["quantity"].isin(["tp", "ip", "wr"])].reset_index(drop=True)
+
+    got = reinforcement(tmp_path / "cut")
+    assert len(got) >= 3 * 4  # tp, ip, wr at n = 1..4
+    pd.testing.assert_frame_equal(got, reinforcement(tmp_path / "given"))
+    assert given["inputs"]["sentences"] == "(a list of strings)"

@@ -139,7 +139,7 @@ def prepare(
         prompt_texts or sentence_texts, tokenizer, model.vocab_size, context, max_new_tokens
     )
     prefix = tuple(int(t) for t in tokenizer("")["input_ids"])
-    ids = []
+    ids, cut = [], 0
     for i, text in enumerate(sentence_texts):
         s = tuple(int(t) for t in tokenizer(text, add_special_tokens=False)["input_ids"])
         option = "--sentences" if sentences is not None else "--prompts (the sentences)"
@@ -151,12 +151,21 @@ def prepare(
             )
         if max(s) >= model.action_vocab_size:
             raise MeasureInputError(f"{where} holds token id {max(s)} >= the model's vocabulary")
-        if context is not None and len(prefix) + max_repeats * len(s) > context:
+        fits = None if context is None else (context - len(prefix)) // max_repeats
+        if sentences is None and fits is not None and (1 if prefix else 2) <= fits < len(s):
+            # a prompt used as the sentence: its first tokens, so that N copies fit
+            s, cut = s[:fits], cut + 1
+        if fits is not None and len(s) > fits:
             raise MeasureInputError(
                 f"{where} is {len(s)} tokens; {max_repeats} repeats exceed the model's context of "
                 f"{context} tokens (use a shorter sentence or a smaller --max-repeats)"
             )
         ids.append(s)
+    if cut:
+        source += (
+            f"; {cut} of {len(ids)} cut to their first {fits} tokens so that {max_repeats} "
+            f"copies fit the model's context of {context}"
+        )
     place([model], torch_device, torch_dtype)
     return Setup(
         model, tokenizer, tokenized, tuple(ids), tuple(sentence_texts), prefix, source,

@@ -125,7 +125,9 @@ def result_rows(m: Measured) -> list[dict[str, Any]]:
 def notes(m: Measured, inputs: dict[str, Any]) -> list[str]:
     out = []
     if inputs["sentences"].startswith("the prompts"):
-        out.append("no --sentences: the sentences repeated are the prompts themselves")
+        cut = inputs["sentences"].partition("; ")[2]  # the prompts cut to fit, if any
+        out.append("no --sentences: the sentences repeated are the prompts themselves"
+                   + (f" ({cut})" if cut else ""))  # fmt: skip
     for name, (value, _, _) in m.degeneration.items():
         if np.isnan(value[0]):
             out.append(f"{name} is left out: no continuation is long enough to measure it")
