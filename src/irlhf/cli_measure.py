@@ -3,8 +3,9 @@ of `irlhf.measure`; each a thin layer: bad input is one line on stderr and exit 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -37,6 +38,19 @@ PromptField = Annotated[
 ]
 
 
+def _measure(out: Path, function: Callable[..., dict[str, Any]], *args: Any, **kwargs: Any) -> None:
+    """Run one measure function (writing into `out`); print its finding and where it wrote.
+    Bad input: one line on stderr, exit code 2."""
+    from irlhf.measure import MeasureInputError
+
+    try:
+        result = function(*args, **kwargs)
+    except MeasureInputError as err:
+        _fail(str(err))
+    _say(result["finding"])
+    _say(f"wrote {out}")
+
+
 @measure_app.command()
 def exposure(
     expert: ExpertDir,
@@ -67,17 +81,13 @@ def exposure(
     """Exposure bias (Arora et al. 2022) of MODEL with EXPERT as the oracle: eps, R, AccErr and
     %ExAccErr for every continuation length l <= L, with bootstrap intervals over prompts; writes
     OUT/measure.json, results.parquet, samples.parquet, figures and report.html."""
-    from irlhf.measure import MeasureInputError, measure_exposure
+    from irlhf.measure import measure_exposure
 
-    try:
-        result = measure_exposure(
-            expert, model, prompts, out, max_new_tokens, tuple(decoding or ("sample",)),
-            temperature, samples, seed, batch_size, device, dtype, prompt_field, progress=True,
-        )  # fmt: skip
-    except MeasureInputError as err:
-        _fail(str(err))
-    _say(result["finding"])
-    _say(f"wrote {out}")
+    _measure(
+        out, measure_exposure,
+        expert, model, prompts, out, max_new_tokens, tuple(decoding or ("sample",)),
+        temperature, samples, seed, batch_size, device, dtype, prompt_field, progress=True,
+    )  # fmt: skip
 
 
 @measure_app.command()
@@ -108,17 +118,13 @@ def recovery(
     expert prefix, let MODEL continue, and measure the excess KL(expert || model) at each
     distance d = 1..D with bootstrap intervals over prompts and its half-life; writes
     OUT/measure.json, results.parquet, samples.parquet, figures and report.html."""
-    from irlhf.measure import MeasureInputError, measure_recovery
+    from irlhf.measure import measure_recovery
 
-    try:
-        result = measure_recovery(
-            expert, model, prompts, out, position, k, distance, perturbation, samples, seed,
-            batch_size, device, dtype, prompt_field, progress=True,
-        )  # fmt: skip
-    except MeasureInputError as err:
-        _fail(str(err))
-    _say(result["finding"])
-    _say(f"wrote {out}")
+    _measure(
+        out, measure_recovery,
+        expert, model, prompts, out, position, k, distance, perturbation, samples, seed,
+        batch_size, device, dtype, prompt_field, progress=True,
+    )  # fmt: skip
 
 
 @measure_app.command()
@@ -155,17 +161,13 @@ def repetition(
     n = 1..N times) and the degeneration of its greedy and sampled continuations (loop rate,
     soft loop rate, seq-rep-n, rep-1, distinct-n), with bootstrap intervals; writes
     OUT/measure.json, results.parquet, samples.parquet, figures and report.html."""
-    from irlhf.measure import MeasureInputError, measure_repetition
+    from irlhf.measure import measure_repetition
 
-    try:
-        result = measure_repetition(
-            model, out, prompts, sentences, max_repeats, max_new_tokens, samples, seed,
-            batch_size, device, dtype, prompt_field, progress=True,
-        )  # fmt: skip
-    except MeasureInputError as err:
-        _fail(str(err))
-    _say(result["finding"])
-    _say(f"wrote {out}")
+    _measure(
+        out, measure_repetition,
+        model, out, prompts, sentences, max_repeats, max_new_tokens, samples, seed,
+        batch_size, device, dtype, prompt_field, progress=True,
+    )  # fmt: skip
 
 
 @measure_app.command()
@@ -208,17 +210,13 @@ def rewards(
     overlaid histograms and KDEs, means and quantiles with bootstrap intervals over prompts, and
     win rates between models; writes OUT/measure.json, results.parquet, samples.parquet, figures
     and report.html."""
-    from irlhf.measure import MeasureInputError, measure_rewards
+    from irlhf.measure import measure_rewards
 
-    try:
-        result = measure_rewards(
-            reward, models, prompts, out, max_new_tokens, decoding, temperature, samples, seed,
-            batch_size, device, dtype, prompt_field, progress=True,
-        )  # fmt: skip
-    except MeasureInputError as err:
-        _fail(str(err))
-    _say(result["finding"])
-    _say(f"wrote {out}")
+    _measure(
+        out, measure_rewards,
+        reward, models, prompts, out, max_new_tokens, decoding, temperature, samples, seed,
+        batch_size, device, dtype, prompt_field, progress=True,
+    )  # fmt: skip
 
 
 @measure_app.command()

@@ -47,8 +47,8 @@ from irlhf.measure.bootstrap import CONFIDENCE, N_BOOTSTRAP, PerPrompt, summaris
 from irlhf.measure.inputs import (
     MeasureInputError,
     Prompts,
-    check_integers,
     check_pair,
+    check_sampling,
     context_length,
     load_model,
     place,
@@ -244,12 +244,7 @@ def prepare(
     prompt_field: str,
 ) -> Setup:
     """Check every input (a one-line MeasureInputError on the first bad one) and load it."""
-    check_integers(
-        ("--max-new-tokens", max_new_tokens, 1), ("--samples", samples, 1),
-        ("--batch-size", batch_size, 1),
-    )  # fmt: skip
-    if not temperature > 0:
-        raise MeasureInputError(f"--temperature must be > 0 (got {temperature})")
+    check_sampling(max_new_tokens, samples, batch_size, temperature)
     if not decodings:
         raise MeasureInputError("--decoding: give at least one (greedy, sample, top-k=K, top-p=P)")
     named = tuple(parse_decoding(d, temperature) for d in dict.fromkeys(decodings))

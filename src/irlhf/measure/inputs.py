@@ -329,6 +329,16 @@ def check_integers(*checks: tuple[str, Any, int]) -> None:
             _fail(f"{option} must be an integer >= {low} (got {value!r})")
 
 
+def check_sampling(max_new_tokens: int, samples: int, batch_size: int, temperature: float) -> None:
+    """The sampling options every command that samples continuations shares."""
+    check_integers(
+        ("--max-new-tokens", max_new_tokens, 1), ("--samples", samples, 1),
+        ("--batch-size", batch_size, 1),
+    )  # fmt: skip
+    if not temperature > 0:
+        _fail(f"--temperature must be > 0 (got {temperature})")
+
+
 def read_prompt_texts(
     prompts: str | Path | Sequence[str], field: str = "prompt", option: str = "--prompts"
 ) -> list[str]:

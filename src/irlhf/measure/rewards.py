@@ -48,9 +48,9 @@ from irlhf.measure.inputs import (
     MeasureInputError,
     Prompts,
     _first_line,
-    check_integers,
     check_pair,
     check_same_vocab,
+    check_sampling,
     context_length,
     load_model,
     load_tokenizer,
@@ -220,12 +220,7 @@ def prepare(
     prompt_field: str,
 ) -> Setup:
     """Check every input (a one-line MeasureInputError on the first bad one) and load it."""
-    check_integers(
-        ("--max-new-tokens", max_new_tokens, 1), ("--samples", samples, 1),
-        ("--batch-size", batch_size, 1),
-    )  # fmt: skip
-    if not temperature > 0:
-        raise MeasureInputError(f"--temperature must be > 0 (got {temperature})")
+    check_sampling(max_new_tokens, samples, batch_size, temperature)
     if isinstance(model_dirs, (str, Path)) or not model_dirs:
         raise MeasureInputError("--models: give at least one model directory (repeat --models)")
     named = parse_decoding(decoding, temperature)
